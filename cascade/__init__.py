@@ -1,0 +1,65 @@
+"""cascade: fast, cheap text classification.
+
+A TF-IDF + logistic regression stage answers the texts it is sure about in microseconds; the rest fall
+through to an INT8 transformer run by onnxruntime. ``cascade.classify(texts)`` uses the shipped
+BANKING77 bundle; ``cascade.load(path)`` any other.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence, overload
+
+from .bundle import Bundle, read_bundle
+from .datasets import TextDataset, load_banking77, read_csv
+from .errors import BundleError, CascadeError
+from .evaluation import evaluate
+from .router import Cascade, Prediction
+
+if TYPE_CHECKING:
+    from .training.cheap import CheapConfig
+
+__version__ = "0.1.0"
+__all__ = [
+    "Bundle", "BundleError", "Cascade", "CascadeError", "Prediction", "TextDataset", "classify", "evaluate",
+    "load", "load_banking77", "read_bundle", "read_csv", "train_cheap", "finetune",
+]
+
+
+def load(path: str | Path | None = None, **options: Any) -> Cascade:
+    """Load a bundle (default: the shipped one) as a :class:`Cascade`; options go to :meth:`Cascade.load`."""
+    return Cascade.load(path, **options)
+
+
+@lru_cache(maxsize=1)
+def _default() -> Cascade:
+    return Cascade.load()
+
+
+@overload
+def classify(texts: str, *, threshold: float | None = ..., top_k: int = ...) -> Prediction: ...
+@overload
+def classify(texts: Sequence[str], *, threshold: float | None = ..., top_k: int = ...) -> list[Prediction]: ...
+
+
+def classify(texts: Any, *, threshold: float | None = None, top_k: int = 1) -> Any:
+    """Classify with the shipped bundle (loaded once, then cached). See :meth:`Cascade.classify`."""
+    return _default().classify(texts, threshold=threshold, top_k=top_k)
+
+
+def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
+                base: str | Path | None = None, config: "CheapConfig | None" = None) -> Bundle:
+    """Retrain the cheap stage and write a bundle keeping ``base``'s neural stage (see ``cascade.training``)."""
+    from .training.build import train_cheap as _train_cheap
+    from .training.cheap import CheapConfig
+
+    return _train_cheap(train, validation, out, base=base, config=config or CheapConfig())
+
+
+def finetune(train: TextDataset, validation: TextDataset, labels: list[str], out: str | Path, *,
+             work_dir: str | Path, **options: Any) -> Bundle:
+    """Fine-tune the transformer and build a whole bundle (needs ``pip install 'cascade[train]'``)."""
+    from .training.build import finetune_bundle
+
+    return finetune_bundle(train, validation, labels, out, work_dir=work_dir, **options)

@@ -1,0 +1,199 @@
+"""The ``cascade`` command: classify, info, train-cheap, finetune."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .datasets import TextDataset, banking77_labels, load_banking77, read_csv, split_validation
+
+log = logging.getLogger("cascade")
+STDIN_CHUNK = 1024
+DEFAULT_WORK_DIR = Path.home() / ".cache" / "cascade" / "finetune"
+
+
+def _add_bundle_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", type=Path, default=None,
+                   help="bundle folder (default: the shipped one, or $CASCADE_BUNDLE)")
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=None,
+                   help="training CSV (default: the bundled BANKING77 train split)")
+    p.add_argument("--text-col", default="text", help="text column of the CSVs (default: text)")
+    p.add_argument("--label-col", default="category", help="label column of the CSVs (default: category)")
+    p.add_argument("--val", type=Path, default=None,
+                   help="validation CSV (default: 10%% of --data, carved out by text hash)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cascade", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("classify", help="classify texts; prints one JSON line per text",
+                       description="Classify texts given as arguments, or one per line from stdin with '-'.")
+    p.add_argument("texts", nargs="+", help="texts to classify, or '-' to read one text per line from stdin")
+    _add_bundle_arg(p)
+    p.add_argument("--threshold", type=float, default=None, help="override the bundle's threshold (0 to 1)")
+    p.add_argument("--top-k", type=int, default=1, help="also list the k most likely labels")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+
+    p = sub.add_parser("info", help="show a bundle's metadata and metrics")
+    _add_bundle_arg(p)
+    p.add_argument("--full", action="store_true", help="print the whole manifest, labels included")
+
+    p = sub.add_parser("train-cheap", help="retrain the cheap stage and write a new bundle",
+                       description="Fit the TF-IDF + logistic regression stage on a CSV, check its ONNX export "
+                                   "against scikit-learn, choose the threshold on validation and write a bundle "
+                                   "that keeps the base bundle's neural stage.")
+    _add_data_args(p)
+    p.add_argument("--base", type=Path, default=None, help="bundle whose neural stage is kept (default: shipped)")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
+    p.add_argument("--C", type=float, default=None, help="inverse regularisation strength (default: 20)")
+    p.add_argument("--no-char", action="store_true", help="word n-grams only (smaller, less accurate)")
+
+    p = sub.add_parser("finetune", help="fine-tune the transformer and build a whole bundle (needs [train])",
+                       description="Fine-tune all-MiniLM-L6-v2, export it to ONNX, fuse and quantize it to INT8, "
+                                   "train the cheap stage, choose the threshold on validation, write a bundle.")
+    _add_data_args(p)
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
+    p.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
+                   help=f"where checkpoints and fp32 ONNX files go (default: {DEFAULT_WORK_DIR})")
+    p.add_argument("--checkpoint", type=Path, default=None, help="reuse a fine-tuned checkpoint; skip training")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-length", type=int, default=None, help="tokens kept per text (default: 128)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=None)
+    return parser
+
+
+def _read_stdin_chunks() -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for line in sys.stdin:
+        chunk.append(line.rstrip("\r\n"))
+        if len(chunk) == STDIN_CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from .router import Cascade
+
+    model = Cascade.load(args.bundle, threads=args.threads)
+    if args.texts == ["-"]:
+        chunks: Iterator[list[str]] = _read_stdin_chunks()
+    elif "-" in args.texts:
+        raise SystemExit("cascade classify: '-' (stdin) cannot be mixed with texts given as arguments")
+    else:
+        chunks = iter([args.texts])
+    out = sys.stdout
+    for chunk in chunks:
+        for pred in model.classify(chunk, threshold=args.threshold, top_k=args.top_k):
+            out.write(json.dumps(pred.to_dict(), ensure_ascii=False) + "\n")
+        out.flush()
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .bundle import default_bundle_path, read_bundle
+
+    bundle = read_bundle(args.bundle if args.bundle is not None else default_bundle_path())
+    manifest: dict[str, Any] = dict(bundle.manifest)
+    if not args.full:
+        labels = manifest.pop("labels")
+        manifest = {"path": str(bundle.path), "n_labels": len(labels), **manifest}
+    json.dump(manifest, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _load_training_data(args: argparse.Namespace) -> tuple[TextDataset, TextDataset, list[str], str]:
+    if args.data is None:
+        if args.val is not None:
+            raise SystemExit("--val needs --data (the bundled BANKING77 has its own validation split)")
+        return load_banking77("train"), load_banking77("validation"), banking77_labels(), "BANKING77 (bundled)"
+    data = read_csv(args.data, args.text_col, args.label_col)
+    if args.val is not None:
+        train, val = data, read_csv(args.val, args.text_col, args.label_col)
+    else:
+        train, val = split_validation(data)
+    return train, val, sorted(set(train.labels)), str(args.data)
+
+
+def _cmd_train_cheap(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .training.build import train_cheap
+    from .training.cheap import CheapConfig
+
+    train, val, _, _ = _load_training_data(args)
+    config = CheapConfig()
+    if args.C is not None:
+        config = replace(config, C=args.C)
+    if args.no_char:
+        config = replace(config, char_ngrams=None)
+    bundle = train_cheap(train, val, args.out, base=args.base, config=config)
+    _print_summary(bundle.path, bundle.manifest)
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .training.build import finetune_bundle
+    from .training.finetune import FinetuneConfig
+
+    train, val, labels, name = _load_training_data(args)
+    overrides = {k: v for k, v in {
+        "epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
+        "max_length": args.max_length, "threads": args.threads, "seed": args.seed,
+    }.items() if v is not None}
+    bundle = finetune_bundle(train, val, labels, args.out, work_dir=args.work_dir, checkpoint=args.checkpoint,
+                             finetune_config=replace(FinetuneConfig(), **overrides), data_name=name)
+    _print_summary(bundle.path, bundle.manifest)
+    return 0
+
+
+def _print_summary(path: Path, manifest: dict[str, Any]) -> None:
+    val = manifest["metrics"]["validation"]
+    sys.stdout.write(
+        f"wrote {path}: threshold {manifest['threshold']:.4f}; on validation: cheap {val['cheap_accuracy']:.2%}, "
+        f"neural {val['neural_accuracy']:.2%}, cascade {val['cascade_accuracy']:.2%} with "
+        f"{val['fall_through_rate']:.1%} falling through\n"
+    )
+
+
+COMMANDS = {"classify": _cmd_classify, "info": _cmd_info, "train-cheap": _cmd_train_cheap,
+            "finetune": _cmd_finetune}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    from .errors import CascadeError
+
+    try:
+        return COMMANDS[args.command](args)
+    except BrokenPipeError:  # the reader went away (`cascade info | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (CascadeError, ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        if args.verbose:
+            raise
+        sys.stderr.write(f"cascade {args.command}: error: {exc}\n")
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

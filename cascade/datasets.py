@@ -1,0 +1,107 @@
+"""The bundled BANKING77 data set and its fixed train/validation/test splits.
+
+BANKING77 (Casanueva et al., 2020; CC-BY-4.0) ships inside the package so that training, tests and
+benchmarks never need the network. The validation split is carved out of ``train.csv`` by a rule that
+depends only on each text (its SHA-256), so it is the same on every machine and library version.
+The test split is for reported figures only.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+Split = Literal["train", "validation", "test", "train_full"]
+VALIDATION_FRACTION = 0.1
+
+@dataclass(frozen=True)
+class TextDataset:
+    """Parallel lists of texts and their string labels."""
+
+    texts: list[str]
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def head(self, n: int) -> "TextDataset":
+        """The first ``n`` rows (used by small-data switches in tests and notebooks)."""
+        return TextDataset(self.texts[:n], self.labels[:n])
+
+    def per_label(self, n: int) -> "TextDataset":
+        """At most ``n`` rows of each label, in the original order (a small stratified sample)."""
+        seen: dict[str, int] = defaultdict(int)
+        keep = []
+        for i, label in enumerate(self.labels):
+            if seen[label] < n:
+                seen[label] += 1
+                keep.append(i)
+        return TextDataset([self.texts[i] for i in keep], [self.labels[i] for i in keep])
+
+def _data_dir() -> Path:
+    return Path(str(resources.files("cascade") / "data" / "banking77"))
+
+def read_csv(path: str | Path, text_col: str = "text", label_col: str = "category") -> TextDataset:
+    """Read a labelled CSV; errors name the missing column or the bad row."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such CSV file: {path}")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields = reader.fieldnames or []
+        for col in (text_col, label_col):
+            if col not in fields:
+                raise ValueError(
+                    f"{path}: column {col!r} not found (columns: {fields}); "
+                    "pass the right --text-col/--label-col"
+                )
+        texts, labels = [], []
+        for lineno, row in enumerate(reader, start=2):
+            text, label = row[text_col], row[label_col]
+            if text is None or label is None or label.strip() == "":
+                raise ValueError(f"{path}:{lineno}: missing text or label")
+            texts.append(text)
+            labels.append(label.strip())
+    if not texts:
+        raise ValueError(f"{path}: no rows")
+    return TextDataset(texts, labels)
+
+def banking77_labels() -> list[str]:
+    """The 77 intent names in the data set's own order."""
+    return list(json.loads((_data_dir() / "categories.json").read_text(encoding="utf-8")))
+
+def split_validation(data: TextDataset) -> tuple[TextDataset, TextDataset]:
+    """Split into (train, validation), stratified by label, about 10% per class, by text hash."""
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(data.labels):
+        by_label[label].append(i)
+    val_idx: set[int] = set()
+    for idx in by_label.values():
+        ranked = sorted(idx, key=lambda i: hashlib.sha256(data.texts[i].encode("utf-8")).digest())
+        n_val = max(1, round(len(idx) * VALIDATION_FRACTION)) if len(idx) > 1 else 0
+        val_idx.update(ranked[:n_val])
+    train = [i for i in range(len(data)) if i not in val_idx]
+    val = sorted(val_idx)
+    pick = lambda ids: TextDataset([data.texts[i] for i in ids], [data.labels[i] for i in ids])  # noqa: E731
+    return pick(train), pick(val)
+
+def load_banking77(split: Split = "train") -> TextDataset:
+    """Load a split of the bundled BANKING77: ``train`` (90% of train.csv), ``validation`` (the other
+    10%), ``train_full`` (all of train.csv) or ``test``."""
+    if split == "test":
+        return read_csv(_data_dir() / "test.csv")
+    full = read_csv(_data_dir() / "train.csv")
+    if split == "train_full":
+        return full
+    train, val = split_validation(full)
+    if split == "train":
+        return train
+    if split == "validation":
+        return val
+    raise ValueError(f"unknown split {split!r}; use 'train', 'validation', 'train_full' or 'test'")

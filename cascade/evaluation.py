@@ -1,0 +1,72 @@
+"""Accuracy figures of a cascade on a labelled data set: each stage alone and the routed cascade."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .datasets import TextDataset
+from .router import Cascade, confidence, fall_through
+
+
+def label_indices(labels: Sequence[str], data_labels: Sequence[str]) -> np.ndarray:
+    """Class indices of ``data_labels``; a ValueError names labels the model does not know."""
+    index = {label: i for i, label in enumerate(labels)}
+    unknown = sorted(set(data_labels) - set(index))
+    if unknown:
+        raise ValueError(f"{len(unknown)} label(s) are not the model's labels, e.g. {unknown[:5]}")
+    return np.array([index[label] for label in data_labels], dtype=np.int64)
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Unweighted mean of per-class F1 over the classes present in ``y_true``."""
+    scores = []
+    for k in np.unique(y_true):
+        tp = np.sum((y_pred == k) & (y_true == k))
+        denom = np.sum(y_pred == k) + np.sum(y_true == k)
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+@dataclass(frozen=True)
+class StageScores:
+    """Both stages' probabilities on every text of a data set, and the true classes."""
+
+    cheap: np.ndarray
+    neural: np.ndarray
+    y: np.ndarray
+
+    def cascade_predictions(self, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted classes, fall-through mask) of the cascade at ``threshold``."""
+        mask = fall_through(confidence(self.cheap), threshold)
+        return np.where(mask, self.neural.argmax(1), self.cheap.argmax(1)), mask
+
+
+def score_stages(model: Cascade, data: TextDataset) -> StageScores:
+    """Run both stages on every text (what the figures and calibration need)."""
+    y = label_indices(model.labels, data.labels)
+    return StageScores(model.cheap.predict_proba(data.texts), model.neural.predict_proba(data.texts), y)
+
+
+def summarize(scores: StageScores, threshold: float) -> dict[str, Any]:
+    """Accuracy of each stage alone and of the cascade at ``threshold``, and its fall-through rate."""
+    pred, mask = scores.cascade_predictions(threshold)
+    cheap_pred, neural_pred = scores.cheap.argmax(1), scores.neural.argmax(1)
+    return {
+        "n_texts": int(len(scores.y)),
+        "threshold": float(threshold),
+        "cheap_accuracy": float((cheap_pred == scores.y).mean()),
+        "neural_accuracy": float((neural_pred == scores.y).mean()),
+        "cascade_accuracy": float((pred == scores.y).mean()),
+        "fall_through_rate": float(mask.mean()),
+        "cheap_macro_f1": macro_f1(scores.y, cheap_pred),
+        "neural_macro_f1": macro_f1(scores.y, neural_pred),
+        "cascade_macro_f1": macro_f1(scores.y, pred),
+    }
+
+
+def evaluate(model: Cascade, data: TextDataset, threshold: float | None = None) -> dict[str, Any]:
+    """:func:`summarize` of :func:`score_stages` at the model's threshold (or the one given)."""
+    return summarize(score_stages(model, data), model.threshold if threshold is None else threshold)

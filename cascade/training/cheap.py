@@ -1,0 +1,151 @@
+"""Train the cheap stage with scikit-learn and export it pickle-free.
+
+The scikit-learn model is a ``FeatureUnion`` of ``TfidfVectorizer`` blocks (word n-grams, and char_wb
+n-grams when enabled) followed by a multinomial ``LogisticRegression``. It is exported as two files:
+
+* ``cheap_features.json`` — the featurizer (see :mod:`cascade.stages.featurizer`): vocabulary, idf,
+  n-gram settings;
+* ``cheap.onnx`` — the logistic regression converted by skl2onnx (features -> probabilities).
+
+:func:`check_parity` proves the export equal to the scikit-learn pipeline: same argmax everywhere and
+probabilities within ``1e-5``, for both onnxruntime and cascade's own fast path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import FeatureUnion, Pipeline
+
+from ..datasets import TextDataset
+from ..stages.cheap import CheapStage
+from ..stages.featurizer import FeatureBlock, Featurizer
+
+log = logging.getLogger(__name__)
+
+PARITY_ATOL = 1e-5
+
+
+@dataclass(frozen=True)
+class CheapConfig:
+    """Cheap-stage settings; the defaults were chosen on the BANKING77 validation split."""
+
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] | None = (1, 4)
+    min_df: int = 2
+    C: float = 20.0
+    max_iter: int = 1000
+
+
+@dataclass
+class ParityReport:
+    """How closely the exported cheap stage reproduces scikit-learn."""
+
+    n_texts: int
+    onnx_max_abs_diff: float
+    fast_max_abs_diff: float
+    onnx_argmax_agreement: float
+    fast_argmax_agreement: float
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.onnx_max_abs_diff <= PARITY_ATOL
+            and self.fast_max_abs_diff <= PARITY_ATOL
+            and self.onnx_argmax_agreement == 1.0
+            and self.fast_argmax_agreement == 1.0
+        )
+
+
+def build_pipeline(config: CheapConfig) -> Pipeline:
+    """An unfitted scikit-learn pipeline for ``config``."""
+    blocks: list[tuple[str, Any]] = [
+        ("word", TfidfVectorizer(ngram_range=config.word_ngrams, min_df=config.min_df, sublinear_tf=True))
+    ]
+    if config.char_ngrams is not None:
+        blocks.append(
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=config.char_ngrams,
+                                     min_df=config.min_df, sublinear_tf=True))
+        )
+    return Pipeline([
+        ("features", FeatureUnion(blocks)),
+        ("clf", LogisticRegression(C=config.C, max_iter=config.max_iter)),
+    ])
+
+
+def fit_cheap(data: TextDataset, labels: list[str], config: CheapConfig = CheapConfig()) -> Pipeline:
+    """Fit the scikit-learn cheap stage; its class order is ``labels``' order."""
+    unknown = sorted(set(data.labels) - set(labels))
+    if unknown:
+        raise ValueError(f"training labels not in the label list: {unknown[:5]}")
+    missing = sorted(set(labels) - set(data.labels))
+    if missing:
+        raise ValueError(
+            f"{len(missing)} label(s) have no training text, e.g. {missing[:5]}; "
+            "every label needs at least one example"
+        )
+    index = {label: i for i, label in enumerate(labels)}
+    started = time.perf_counter()
+    pipeline = build_pipeline(config).fit(data.texts, np.array([index[y] for y in data.labels]))
+    log.info("cheap stage fitted on %d texts in %.1fs", len(data), time.perf_counter() - started)
+    return pipeline
+
+
+def featurizer_from_pipeline(pipeline: Pipeline) -> Featurizer:
+    """The portable featurizer equivalent of a fitted pipeline's ``FeatureUnion``."""
+    blocks = []
+    for _, vec in pipeline.named_steps["features"].transformer_list:
+        if vec.lowercase is not True or vec.strip_accents is not None or vec.norm != "l2":
+            raise ValueError("only lowercase=True, strip_accents=None, norm='l2' vectorizers can be exported")
+        terms = [""] * len(vec.vocabulary_)
+        for term, i in vec.vocabulary_.items():
+            terms[i] = term
+        blocks.append(FeatureBlock(
+            analyzer=vec.analyzer, ngram_range=tuple(vec.ngram_range), terms=terms,
+            idf=vec.idf_, sublinear_tf=vec.sublinear_tf, token_pattern=vec.token_pattern,
+        ))
+    return Featurizer(blocks)
+
+
+def export_cheap(pipeline: Pipeline, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``cheap_features.json`` and ``cheap.onnx`` for a fitted pipeline into ``out_dir``."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    featurizer = featurizer_from_pipeline(pipeline)
+    clf = pipeline.named_steps["clf"]
+    onnx_model = to_onnx(
+        clf,
+        initial_types=[("features", FloatTensorType([None, featurizer.n_features]))],
+        options={id(clf): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    features_path, onnx_path = out_dir / CheapStage.FEATURES_FILE, out_dir / CheapStage.ONNX_FILE
+    featurizer.save(features_path)
+    onnx_path.write_bytes(onnx_model.SerializeToString())
+    return features_path, onnx_path
+
+
+def check_parity(pipeline: Pipeline, stage: CheapStage, texts: list[str], batch_size: int = 256) -> ParityReport:
+    """Compare scikit-learn, onnxruntime on ``cheap.onnx`` and the fast path on ``texts``."""
+    want = pipeline.predict_proba(texts)
+    fast = stage.predict_proba(texts)
+    onnx = np.vstack([stage.predict_proba_onnx(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
+    report = ParityReport(
+        n_texts=len(texts),
+        onnx_max_abs_diff=float(np.abs(onnx - want).max()),
+        fast_max_abs_diff=float(np.abs(fast - want).max()),
+        onnx_argmax_agreement=float((onnx.argmax(1) == want.argmax(1)).mean()),
+        fast_argmax_agreement=float((fast.argmax(1) == want.argmax(1)).mean()),
+    )
+    log.info("cheap-stage parity on %d texts: %s", len(texts), asdict(report))
+    return report

@@ -1,0 +1,59 @@
+"""Builders of tiny models for tests: a WordPiece tokenizer and an ONNX text classifier."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def make_tokenizer(path: Path, texts: list[str]) -> Path:
+    """A BERT-style WordPiece tokenizer (uncased, [CLS] ... [SEP]) over the words of ``texts``."""
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordPiece
+
+    words = sorted({w for t in texts for w in re.findall(r"\w+", t.lower())})
+    vocab = {tok: i for i, tok in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}
+    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tok.save(str(path))
+    return path
+
+
+def make_neural_onnx(path: Path, vocab_size: int, n_classes: int, seed: int = 0, dim: int = 16) -> Path:
+    """A tiny ONNX text classifier with the neural stage's interface: masked mean of embeddings, linear."""
+    rng = np.random.default_rng(seed)
+    emb = numpy_helper.from_array(rng.normal(size=(vocab_size, dim)).astype(np.float32), "emb")
+    w = numpy_helper.from_array(rng.normal(size=(dim, n_classes)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.normal(size=(n_classes,)).astype(np.float32), "b")
+    axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes2")
+    axis1 = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes1")
+    nodes = [
+        helper.make_node("Gather", ["emb", "input_ids"], ["x"]),
+        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["m", "axes2"], ["m3"]),
+        helper.make_node("Mul", ["x", "m3"], ["xm"]),
+        helper.make_node("ReduceSum", ["xm", "axes1"], ["s"], keepdims=0),
+        helper.make_node("ReduceSum", ["m3", "axes1"], ["n"], keepdims=0),
+        helper.make_node("Div", ["s", "n"], ["mean"]),
+        helper.make_node("MatMul", ["mean", "w"], ["z"]),
+        helper.make_node("Add", ["z", "b"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_classes])],
+        [emb, w, b, axes, axis1],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -1,0 +1,78 @@
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cascade.cli import main
+
+
+def test_classify_arguments_print_json_lines(tiny_bundle, capsys):
+    assert main(["classify", "my card is lost", "where is my money", "--bundle", str(tiny_bundle),
+                 "--top-k", "2", "--threads", "1"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2 and all({"label", "score", "stage", "top_k"} <= set(d) for d in lines)
+
+
+def test_classify_stdin(tiny_bundle):
+    texts = ["my card is lost", "", "exchange rate 🙂", "refund please"]
+    run = subprocess.run([sys.executable, "-m", "cascade.cli", "classify", "-", "--bundle", str(tiny_bundle),
+                          "--threshold", "1.0"], input="\n".join(texts) + "\n", capture_output=True, text=True,
+                         check=True)
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(lines) == len(texts) and {d["stage"] for d in lines} == {"neural"}
+
+
+def test_info(tiny_bundle, capsys):
+    assert main(["info", "--bundle", str(tiny_bundle)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["n_labels"] == 77 and "labels" not in info and "files" in info
+    assert main(["info", "--bundle", str(tiny_bundle), "--full"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["labels"]) == 77
+
+
+def test_errors_are_one_clear_line(tmp_path, capsys):
+    assert main(["info", "--bundle", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "cascade info: error:" in err and "no manifest.json" in err
+    assert main(["classify", "x", "--bundle", str(tmp_path / "nope")]) == 2
+
+
+def test_help_for_every_command():
+    for cmd in ("classify", "info", "train-cheap", "finetune"):
+        with pytest.raises(SystemExit) as exc:
+            main([cmd, "--help"])
+        assert exc.value.code == 0
+
+
+def _write_csv(path: Path, texts: list[str], labels: list[str]) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["utterance", "intent"])
+        writer.writerows(zip(texts, labels))
+    return path
+
+
+def test_train_cheap_from_csv(tmp_path, tiny_bundle, tiny_train, tiny_val, capsys):
+    data = _write_csv(tmp_path / "train.csv", tiny_train.texts, tiny_train.labels)
+    val = _write_csv(tmp_path / "val.csv", tiny_val.texts, tiny_val.labels)
+    out = tmp_path / "retrained"
+    assert main(["train-cheap", "--data", str(data), "--val", str(val), "--text-col", "utterance",
+                 "--label-col", "intent", "--base", str(tiny_bundle), "--out", str(out), "--no-char"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["cheap"]["config"]["char_ngrams"] is None
+    assert manifest["training"]["cheap"]["parity_on_validation"]["fast_argmax_agreement"] == 1.0
+    base = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert manifest["files"]["neural.onnx"]["sha256"] == base["files"]["neural.onnx"]["sha256"]
+
+
+def test_train_cheap_refuses_labels_the_neural_stage_lacks(tmp_path, tiny_bundle, tiny_train, capsys):
+    data = _write_csv(tmp_path / "train.csv", tiny_train.texts + ["hello"] * 3,
+                      tiny_train.labels + ["greeting"] * 3)
+    assert main(["train-cheap", "--data", str(data), "--text-col", "utterance", "--label-col", "intent",
+                 "--base", str(tiny_bundle), "--out", str(tmp_path / "o")]) == 2
+    assert "not in the base bundle's labels" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,106 @@
+"""Routing, the Prediction contract, and bad input."""
+
+import math
+
+import numpy as np
+import pytest
+
+import cascade
+from cascade.router import Prediction
+
+
+def test_str_in_prediction_out(tiny_model):
+    p = tiny_model.classify("I still have not received my new card")
+    assert isinstance(p, Prediction)
+    assert p.label in tiny_model.labels and 0.0 < p.score <= 1.0 and p.stage in ("cheap", "neural")
+    assert p.top_k == ((p.label, p.score),)
+
+
+def test_list_in_list_out_same_order(tiny_model, tiny_val):
+    texts = tiny_val.texts[:40]
+    preds = tiny_model.classify(texts)
+    assert [p.label for p in preds] == [tiny_model.classify(t).label for t in texts]
+    assert tiny_model.classify([]) == []
+    assert tiny_model.classify(iter(texts[:2])) == preds[:2]
+
+
+def test_threshold_zero_keeps_all_in_cheap_and_one_sends_all_to_neural(tiny_model, tiny_val):
+    texts = tiny_val.texts[:30]
+    assert {p.stage for p in tiny_model.classify(texts, threshold=0.0)} == {"cheap"}
+    neural = tiny_model.classify(texts, threshold=1.0)
+    assert {p.stage for p in neural} == {"neural"}
+    want = tiny_model.neural.predict_proba(texts)
+    assert [p.label for p in neural] == [tiny_model.labels[i] for i in want.argmax(1)]
+    np.testing.assert_allclose([p.score for p in neural], want.max(1))
+
+
+def test_routing_follows_cheap_confidence(tiny_model, tiny_val):
+    texts = tiny_val.texts[:60]
+    conf = tiny_model.cheap.predict_proba(texts).max(1)
+    t = float(np.median(conf))
+    stages = [p.stage for p in tiny_model.classify(texts, threshold=t)]
+    assert stages == ["neural" if c < t else "cheap" for c in conf]
+
+
+def test_top_k(tiny_model):
+    p = tiny_model.classify("card arrival", top_k=5)
+    scores = [s for _, s in p.top_k]
+    assert len(p.top_k) == 5 and scores == sorted(scores, reverse=True) and p.top_k[0] == (p.label, p.score)
+    assert len(p.to_dict()["top_k"]) == 5
+    for bad in (0, 78, 1.5, True):
+        with pytest.raises(ValueError, match="top_k must be an integer"):
+            tiny_model.classify("x", top_k=bad)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.5", True])
+def test_bad_threshold(tiny_model, bad):
+    with pytest.raises(ValueError, match="threshold must be a number between 0 and 1"):
+        tiny_model.classify("x", threshold=bad)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (None, "got None"), (b"bytes", "got bytes; decode"), (42, "got int"),
+    (["ok", None], r"texts\[1\] is NoneType \(a missing value\?\)"),
+    (["ok", "fine", math.nan], r"texts\[2\] is float \(a missing value\?\)"),
+    ([b"x"], r"texts\[0\] is bytes"), (["a", 3], r"texts\[1\] is int, not str"),
+])
+def test_bad_input_names_the_item(tiny_model, bad, match):
+    with pytest.raises(TypeError, match=match):
+        tiny_model.classify(bad)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_odd_texts_are_answered_by_both_stages(tiny_model, threshold):
+    odd = ["", "   \n\t", "🙂🙂🙂", "مرحبا بالعالم", "zero\u200bwidth\u202eRTL", "ctrl\x00\x1b[31m", "\ud800 lone surrogate",
+           "x" * 5000, "İstanbul ǅ ß"]
+    preds = tiny_model.classify(odd, threshold=threshold)
+    assert len(preds) == len(odd) and all(p.label in tiny_model.labels for p in preds)
+
+
+def test_one_megabyte_text_is_answered_and_truncated(tiny_model):
+    text = "my card has not arrived yet " * 40_000  # ~1.1 MB
+    assert tiny_model.classify(text, threshold=1.0).stage == "neural"
+    rows = tiny_model.neural.encoder.token_ids([text])
+    assert len(rows[0]) == tiny_model.neural.encoder.max_length
+
+
+def test_empty_text_is_defined(tiny_model):
+    """An empty text has no features: the cheap stage answers from its intercepts alone."""
+    p = tiny_model.classify("", threshold=0.0)
+    intercept_only = tiny_model.cheap.intercept
+    assert p.label == tiny_model.labels[int(np.argmax(intercept_only))]
+
+
+def test_module_level_classify_uses_default_bundle(monkeypatch, tiny_bundle):
+    monkeypatch.setenv("CASCADE_BUNDLE", str(tiny_bundle))
+    cascade._default.cache_clear()
+    try:
+        assert cascade.classify(["a", "b"])[0].label in cascade.load(tiny_bundle).labels
+    finally:
+        cascade._default.cache_clear()
+
+
+def test_missing_default_bundle_says_where_to_get_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("CASCADE_BUNDLE", str(tmp_path / "absent"))
+    with pytest.raises(cascade.BundleError, match="set CASCADE_BUNDLE"):
+        cascade.load()

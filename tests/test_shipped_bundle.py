@@ -1,0 +1,45 @@
+"""Golden test: the shipped bundle loads, its hashes hold, and its test-split figures are what its
+manifest says (recomputed here)."""
+
+import pytest
+
+import cascade
+from cascade.bundle import default_bundle_path, read_bundle
+from cascade.evaluation import evaluate
+
+MAX_BUNDLE_BYTES = 40_000_000
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return cascade.load()
+
+
+def test_loads_from_artifacts_with_verified_hashes():
+    bundle = read_bundle(default_bundle_path())
+    assert len(bundle.labels) == 77
+    assert sum(p.stat().st_size for p in bundle.path.iterdir()) <= MAX_BUNDLE_BYTES
+
+
+def test_the_readme_example(shipped):
+    p = shipped.classify("I still have not received my new card")
+    assert p.label == "card_arrival"
+
+
+def test_test_split_figures_match_the_manifest(shipped):
+    recorded = shipped.bundle.manifest["metrics"]["test"]
+    got = evaluate(shipped, cascade.load_banking77("test"))
+    assert got["n_texts"] == recorded["n_texts"] == 3080
+    assert got["threshold"] == recorded["threshold"]
+    # The cheap stage is float64 numpy: the same everywhere. INT8 kernels differ a little between CPU
+    # instruction sets, so the neural figures get a few texts' slack.
+    assert got["cheap_accuracy"] == pytest.approx(recorded["cheap_accuracy"], abs=1e-9)
+    assert got["fall_through_rate"] == pytest.approx(recorded["fall_through_rate"], abs=1e-9)
+    assert got["neural_accuracy"] == pytest.approx(recorded["neural_accuracy"], abs=0.003)
+    assert got["cascade_accuracy"] == pytest.approx(recorded["cascade_accuracy"], abs=0.003)
+
+
+def test_cascade_beats_both_stages_with_at_most_a_quarter_falling_through(shipped):
+    recorded = shipped.bundle.manifest["metrics"]["test"]
+    assert recorded["cascade_accuracy"] > max(recorded["cheap_accuracy"], recorded["neural_accuracy"])
+    assert recorded["fall_through_rate"] <= 0.25
