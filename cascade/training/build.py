@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..bundle import Bundle, read_bundle, write_bundle, default_bundle_path
 from ..calibration import best_accuracy_threshold
@@ -24,6 +24,9 @@ from ..router import confidence
 from ..stages.cheap import CheapStage
 from ..stages.neural import NeuralStage
 from .cheap import CheapConfig, check_parity, export_cheap, fit_cheap
+
+if TYPE_CHECKING:
+    from .finetune import FinetuneConfig
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +123,16 @@ def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
 
 def finetune_bundle(train: TextDataset, validation: TextDataset, labels: list[str], out: str | Path, *,
                     work_dir: str | Path, checkpoint: str | Path | None = None,
-                    finetune_config: Any = None, cheap_config: CheapConfig = CheapConfig(),
+                    finetune_config: FinetuneConfig | None = None, cheap_config: CheapConfig = CheapConfig(),
                     tolerance: float = 0.005, data_name: str = "", progress: bool = True) -> Bundle:
     """Fine-tune (unless ``checkpoint`` is given), export, optimize and quantize the neural stage, train
     the cheap stage, choose the threshold and write the bundle. Large intermediates go to ``work_dir``."""
     import json
 
     from .export import build_neural
-    from .finetune import TOKENIZER_FILE, TRAINING_INFO_FILE, FinetuneConfig, finetune
+    from .finetune import TOKENIZER_FILE, TRAINING_INFO_FILE, finetune
+
+    from .finetune import FinetuneConfig
 
     config = finetune_config or FinetuneConfig()
     work = Path(work_dir)
