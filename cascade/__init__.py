@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence, overload
 
 from .bundle import Bundle, read_bundle
+from .calibration import CalibrationWarning, Calibrator, ThresholdChoice, calibrate
 from .datasets import TextDataset, load_banking77, read_csv
 from .errors import BundleError, CascadeError
 from .evaluation import evaluate
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 __all__ = [
-    "Bundle", "BundleError", "Cascade", "CascadeError", "Prediction", "TextDataset", "classify", "evaluate",
+    "Bundle", "BundleError", "CalibrationWarning", "Calibrator", "Cascade", "CascadeError", "Prediction",
+    "TextDataset", "ThresholdChoice", "calibrate", "classify", "evaluate",
     "load", "load_banking77", "read_bundle", "read_csv", "train_cheap", "finetune",
 ]
 

@@ -1,4 +1,4 @@
-"""The ``cascade`` command: classify, info, train-cheap, finetune."""
+"""The ``cascade`` command: classify, info, calibrate, train-cheap, finetune."""
 
 from __future__ import annotations
 
@@ -47,6 +47,26 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show a bundle's metadata and metrics")
     _add_bundle_arg(p)
     p.add_argument("--full", action="store_true", help="print the whole manifest, labels included")
+
+    p = sub.add_parser("calibrate", help="choose the threshold from a labelled validation set",
+                       description="Fit calibrated scores on a validation CSV and choose the threshold by one rule; "
+                                   "prints the choice and what it promises. --save writes it into the bundle.")
+    p.add_argument("--val", type=Path, required=True, help="labelled validation CSV (not training data)")
+    p.add_argument("--text-col", default="text", help="text column (default: text)")
+    p.add_argument("--label-col", default="category", help="label column (default: category)")
+    _add_bundle_arg(p)
+    rule = p.add_mutually_exclusive_group(required=True)
+    rule.add_argument("--target-accuracy", type=float, help="promise at least this accuracy on unseen data")
+    rule.add_argument("--fallthrough", type=float, help="send at most this share of texts to the neural stage")
+    rule.add_argument("--latency-ms", type=float, help="expected ms per text within this budget")
+    rule.add_argument("--match-neural", type=float, help="within this many accuracy points of the neural stage")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="probability that the --target-accuracy promise holds (default: 0.95)")
+    p.add_argument("--plot", type=Path, default=None, help="save the trade-off curve to this PNG")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--save", action="store_true", help="write the threshold and calibration into the bundle")
+    out.add_argument("--out", type=Path, default=None, help="write a calibrated copy of the bundle here")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
 
     p = sub.add_parser("train-cheap", help="retrain the cheap stage and write a new bundle",
                        description="Fit the TF-IDF + logistic regression stage on a CSV, check its ONNX export "
@@ -117,6 +137,32 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .calibration import CalibrationWarning, calibrate
+    from .router import Cascade
+
+    data = read_csv(args.val, args.text_col, args.label_col)
+    model = Cascade.load(args.bundle, threads=args.threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)  # reported in the JSON below
+        cal = calibrate(model, data.texts, data.labels)
+        choice = cal.choose(target_accuracy=args.target_accuracy, confidence=args.confidence,
+                            fallthrough=args.fallthrough, latency_ms=args.latency_ms,
+                            match_neural=args.match_neural)
+    result: dict[str, Any] = {"choice": choice.to_json(), "calibration": cal.report()}
+    if args.plot is not None:
+        result["plot"] = str(cal.plot(args.plot, choice))
+    if args.save or args.out is not None:
+        result["saved"] = str(cal.save(args.out, choice).path)
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    for message in cal.warnings_:
+        sys.stderr.write(f"warning: {message}\n")
+    return 0 if choice.feasible else 3
+
+
 def _load_training_data(args: argparse.Namespace) -> tuple[TextDataset, TextDataset, list[str], str]:
     if args.data is None:
         if args.val is not None:
@@ -173,7 +219,7 @@ def _print_summary(path: Path, manifest: dict[str, Any]) -> None:
     )
 
 
-COMMANDS = {"classify": _cmd_classify, "info": _cmd_info, "train-cheap": _cmd_train_cheap,
+COMMANDS = {"classify": _cmd_classify, "info": _cmd_info, "calibrate": _cmd_calibrate, "train-cheap": _cmd_train_cheap,
             "finetune": _cmd_finetune}
 
 

@@ -38,9 +38,9 @@ class StageScores:
     neural: np.ndarray
     y: np.ndarray
 
-    def cascade_predictions(self, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    def cascade_predictions(self, threshold: float, measure: str = "max_prob") -> tuple[np.ndarray, np.ndarray]:
         """(predicted classes, fall-through mask) of the cascade at ``threshold``."""
-        mask = fall_through(confidence(self.cheap), threshold)
+        mask = fall_through(confidence(self.cheap, measure), threshold)
         return np.where(mask, self.neural.argmax(1), self.cheap.argmax(1)), mask
 
 
@@ -50,9 +50,9 @@ def score_stages(model: Cascade, data: TextDataset) -> StageScores:
     return StageScores(model.cheap.predict_proba(data.texts), model.neural.predict_proba(data.texts), y)
 
 
-def summarize(scores: StageScores, threshold: float) -> dict[str, Any]:
+def summarize(scores: StageScores, threshold: float, measure: str = "max_prob") -> dict[str, Any]:
     """Accuracy of each stage alone and of the cascade at ``threshold``, and its fall-through rate."""
-    pred, mask = scores.cascade_predictions(threshold)
+    pred, mask = scores.cascade_predictions(threshold, measure)
     cheap_pred, neural_pred = scores.cheap.argmax(1), scores.neural.argmax(1)
     return {
         "n_texts": int(len(scores.y)),
@@ -69,4 +69,4 @@ def summarize(scores: StageScores, threshold: float) -> dict[str, Any]:
 
 def evaluate(model: Cascade, data: TextDataset, threshold: float | None = None) -> dict[str, Any]:
     """:func:`summarize` of :func:`score_stages` at the model's threshold (or the one given)."""
-    return summarize(score_stages(model, data), model.threshold if threshold is None else threshold)
+    return summarize(score_stages(model, data), model.threshold if threshold is None else threshold, model.measure)

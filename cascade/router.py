@@ -41,9 +41,18 @@ class Prediction:
         return out
 
 
-def confidence(probs: np.ndarray) -> np.ndarray:
-    """The cheap stage's confidence in its answer: its largest class probability."""
-    return probs.max(axis=-1)
+MEASURES = ("max_prob", "margin")
+
+
+def confidence(probs: np.ndarray, measure: str = "max_prob") -> np.ndarray:
+    """The cheap stage's confidence in its answer: its largest class probability (``max_prob``) or
+    the largest minus the second largest (``margin``)."""
+    if measure == "max_prob":
+        return probs.max(axis=-1)
+    if measure == "margin":
+        top2 = np.partition(probs, -2, axis=-1)[..., -2:]
+        return top2[..., 1] - top2[..., 0]
+    raise ValueError(f"unknown confidence measure {measure!r}; use one of {MEASURES}")
 
 
 def fall_through(conf: np.ndarray, threshold: float) -> np.ndarray:
@@ -61,7 +70,7 @@ class Cascade:
     """A cheap stage and a neural stage behind one confidence threshold."""
 
     def __init__(self, cheap: CheapStage, neural: NeuralStage, labels: Sequence[str], threshold: float,
-                 bundle: Bundle | None = None) -> None:
+                 bundle: Bundle | None = None, measure: str = "max_prob") -> None:
         if not (cheap.n_classes == neural.n_classes == len(labels)):
             raise BundleError(
                 f"stage sizes disagree: cheap has {cheap.n_classes} classes, neural {neural.n_classes}, "
@@ -71,6 +80,9 @@ class Cascade:
         self.neural = neural
         self.labels = list(labels)
         self.threshold = check_threshold(threshold)
+        if measure not in MEASURES:
+            raise BundleError(f"unknown confidence measure {measure!r}; expected one of {MEASURES}")
+        self.measure = measure
         self.bundle = bundle
 
     @classmethod
@@ -90,13 +102,17 @@ class Cascade:
             int(bundle.manifest["neural"]["max_length"]),
             threads=threads, batch_size=batch_size, providers=providers,
         )
-        return cls(cheap, neural, bundle.labels, bundle.threshold, bundle)
+        calibration = bundle.manifest.get("calibration", {})
+        cheap.temperature = float(calibration.get("cheap_temperature", 1.0))
+        neural.temperature = float(calibration.get("neural_temperature", 1.0))
+        return cls(cheap, neural, bundle.labels, bundle.threshold, bundle,
+                   measure=calibration.get("measure", "max_prob"))
 
     def route(self, texts: list[str], threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Final probabilities (one row per text) and a mask of the texts the neural stage answered."""
         t = self.threshold if threshold is None else check_threshold(threshold)
         probs = self.cheap.predict_proba(texts)
-        to_neural = fall_through(confidence(probs), t)
+        to_neural = fall_through(confidence(probs, self.measure), t)
         if to_neural.any():
             idx = np.flatnonzero(to_neural)
             probs[idx] = self.neural.predict_proba([texts[i] for i in idx])

@@ -45,13 +45,15 @@ def tiny_parts(tmp_path_factory: pytest.TempPathFactory, tiny_train: TextDataset
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_parts: dict[str, Path], tiny_val: TextDataset,
-                labels: list[str]) -> Path:
+                tiny_train: TextDataset, labels: list[str]) -> Path:
+    from cascade.calibration import text_hash
     from cascade.training.build import assemble
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     assemble(out, labels=labels, cheap_dir=tiny_parts["dir"], neural_model=tiny_parts["neural"],
              tokenizer=tiny_parts["tokenizer"], max_length=16, validation=tiny_val,
-             manifest={"training": {"data": "tiny test data"}}, threads=1)
+             manifest={"training": {"data": "tiny test data"}}, threads=1,
+             train_hashes={text_hash(t) for t in tiny_train.texts})
     return out
 
 

@@ -26,7 +26,7 @@ def test_manifest_describes_every_file(tiny_bundle):
     b = read_bundle(tiny_bundle)
     m = b.manifest
     assert m["format_version"] == FORMAT_VERSION
-    assert set(m["files"]) == {"cheap.onnx", "cheap_features.json", "neural.onnx", "tokenizer.json"}
+    assert set(m["files"]) == {"cheap.onnx", "cheap_features.json", "neural.onnx", "tokenizer.json", "train_hashes.json"}
     assert all(len(e["sha256"]) == 64 and e["bytes"] > 0 for e in m["files"].values())
     assert {"numpy", "onnxruntime", "scikit-learn"} <= set(m["versions"])
     assert 0.0 <= b.threshold <= 1.0 and len(b.labels) == 77

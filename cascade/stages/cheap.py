@@ -57,6 +57,7 @@ class CheapStage:
         self.weights_t = np.ascontiguousarray(coef.T, dtype=np.float32)
         self.intercept = intercept
         self.onnx_path = onnx_path
+        self.temperature = 1.0  # set by calibration: probabilities are softmax(logits / temperature)
         self._session: object | None = None
 
     @property
@@ -81,8 +82,8 @@ class CheapStage:
         return np.asarray(features.astype(np.float32) @ self.weights_t, dtype=np.float64) + self.intercept
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Class probabilities, (len(texts), n_classes) float64."""
-        return softmax(self.logits(texts))
+        """Class probabilities, (len(texts), n_classes) float64, at the stage's ``temperature``."""
+        return softmax(self.logits(texts) / self.temperature)
 
     def predict_proba_onnx(self, texts: list[str]) -> np.ndarray:
         """The same probabilities computed by onnxruntime from ``cheap.onnx`` (dense input: slower)."""

@@ -61,6 +61,7 @@ class NeuralStage:
         if missing:
             raise ValueError(f"{model_path}: the ONNX model lacks the inputs {sorted(missing)}")
         self.n_classes = int(self.session.get_outputs()[0].shape[-1])
+        self.temperature = 1.0  # set by calibration: probabilities are softmax(logits / temperature)
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": ids, "attention_mask": mask}
@@ -79,5 +80,5 @@ class NeuralStage:
         return out
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Class probabilities, (len(texts), n_classes)."""
-        return softmax(self.logits(texts))
+        """Class probabilities, (len(texts), n_classes), at the stage's ``temperature``."""
+        return softmax(self.logits(texts) / self.temperature)

@@ -8,6 +8,7 @@ and measured in the manifest.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..bundle import Bundle, read_bundle, write_bundle, default_bundle_path
-from ..calibration import best_accuracy_threshold
+from ..calibration import TRAIN_HASHES_FILE, best_accuracy_threshold, text_hash
 from ..datasets import TextDataset
 from ..errors import CascadeError
 from ..evaluation import StageScores, label_indices, summarize
@@ -60,8 +61,10 @@ def _fit_and_export_cheap(train: TextDataset, validation: TextDataset, labels: l
 
 
 def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_model: Path, tokenizer: Path,
-             max_length: int, validation: TextDataset, manifest: dict[str, Any], threads: int | None = None) -> Bundle:
-    """Pick the threshold on ``validation`` and write the bundle atomically."""
+             max_length: int, validation: TextDataset, manifest: dict[str, Any], train_hashes: set[str],
+             threads: int | None = None) -> Bundle:
+    """Pick the threshold on ``validation`` and write the bundle atomically, with the hashes of the
+    training texts (so calibration can warn about validation data that overlaps them)."""
     cheap = CheapStage.load(cheap_dir)
     neural = NeuralStage(neural_model, tokenizer, max_length, threads=threads)
     threshold, val_metrics = _choose_threshold(cheap, neural, labels, validation)
@@ -70,7 +73,11 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
         CheapStage.FEATURES_FILE: cheap_dir / CheapStage.FEATURES_FILE,
         NeuralStage.ONNX_FILE: neural_model,
         NeuralStage.TOKENIZER_FILE: tokenizer,
+        TRAIN_HASHES_FILE: cheap_dir / TRAIN_HASHES_FILE,
     }
+    (cheap_dir / TRAIN_HASHES_FILE).write_text(
+        json.dumps({"format": "cascade.text-hashes/1", "hash": "sha256(text.strip().lower())[:16]",
+                    "hashes": sorted(train_hashes)}), encoding="utf-8")
     full = {
         "labels": labels,
         "threshold": threshold,
@@ -81,6 +88,13 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
     }
     full["neural"] = {**full.get("neural", {}), "max_length": max_length}
     return write_bundle(out, files, full)
+
+
+def _base_hashes(bundle: Bundle) -> set[str]:
+    """The training-text hashes a base bundle records (its neural stage was trained on those texts)."""
+    if TRAIN_HASHES_FILE not in bundle.manifest["files"]:
+        return set()
+    return set(json.loads(bundle.file(TRAIN_HASHES_FILE).read_text(encoding="utf-8"))["hashes"])
 
 
 def _step_bar(total: int, desc: str, progress: bool) -> Any:
@@ -115,7 +129,7 @@ def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
             out, labels=labels, cheap_dir=Path(work), neural_model=base_bundle.file(NeuralStage.ONNX_FILE),
             tokenizer=base_bundle.file(NeuralStage.TOKENIZER_FILE),
             max_length=int(base_bundle.manifest["neural"]["max_length"]), validation=validation,
-            manifest=manifest,
+            manifest=manifest, train_hashes=_base_hashes(base_bundle) | {text_hash(t) for t in train.texts},
         )
         bar.update()
     return bundle
@@ -127,8 +141,6 @@ def finetune_bundle(train: TextDataset, validation: TextDataset, labels: list[st
                     tolerance: float = 0.005, data_name: str = "", progress: bool = True) -> Bundle:
     """Fine-tune (unless ``checkpoint`` is given), export, optimize and quantize the neural stage, train
     the cheap stage, choose the threshold and write the bundle. Large intermediates go to ``work_dir``."""
-    import json
-
     from .export import build_neural
     from .finetune import TOKENIZER_FILE, TRAINING_INFO_FILE, finetune
 
@@ -190,7 +202,8 @@ def finetune_bundle(train: TextDataset, validation: TextDataset, labels: list[st
     log.info("neural stage: %s, validation accuracy %.4f (fp32 %.4f)", neural.mode, neural.val_accuracy,
              neural.val_accuracy_fp32)
     bundle = assemble(out, labels=labels, cheap_dir=cheap_dir, neural_model=neural.model_path,
-                      tokenizer=tokenizer, max_length=max_length, validation=validation, manifest=manifest)
+                      tokenizer=tokenizer, max_length=max_length, validation=validation, manifest=manifest,
+                      train_hashes={text_hash(t) for t in train.texts})
     bar.update()
     bar.close()
     return bundle
