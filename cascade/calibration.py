@@ -80,9 +80,12 @@ def threshold_curve(conf: np.ndarray, cheap_correct: np.ndarray, neural_correct:
     lower = np.concatenate([[0.0], c])[ks]  # confidence of the last text that falls (0.0 if none)
     mid = (lower + upper) / 2
     thresholds = np.where(mid > lower, mid, upper)  # a midpoint rounded down onto `lower` would keep it
+    # Thresholds live in [0, 1]: texts of negative confidence (always sent on) fall through at every one,
+    # and a text of confidence 1 at none.
+    forced = int(np.sum(c < 0))
+    keep = (ks >= forced) & ((ks < n) | (c[-1] < 1.0))
+    ks, below, above, thresholds = ks[keep], below[keep], above[keep], thresholds[keep]
     thresholds[0] = 0.0
-    if c[-1] >= 1.0:  # no threshold up to 1 can send a text of confidence 1
-        ks, below, above, thresholds = ks[:-1], below[:-1], above[:-1], thresholds[:-1]
     return ThresholdCurve(thresholds, ks / n, (below + above) / n)
 
 
@@ -261,9 +264,38 @@ class ThresholdChoice:
     expected: dict[str, float]
     feasible: bool = True
     reason: str = ""
+    always_neural: tuple[str, ...] = ()  # per-class calibration: labels whose texts always fall through
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def build_curve(conf: np.ndarray, cheap_ok: np.ndarray, neural_ok: np.ndarray, costs_ms: dict[str, float]) -> Curve:
+    """The trade-off curve of one routing on labelled texts."""
+    base = threshold_curve(conf, cheap_ok, neural_ok)
+    n = len(conf)
+    fell = np.round(base.fall_through_rate * n).astype(int)
+    cheap_by_conf = np.asarray(cheap_ok, dtype=np.float64)[np.argsort(conf, kind="stable")]
+    cum = np.concatenate([[0.0], np.cumsum(cheap_by_conf)])
+    kept = n - fell
+    kept_acc = np.where(kept > 0, (cum[-1] - cum[fell]) / np.maximum(kept, 1), np.nan)
+    return Curve(base.thresholds, base.fall_through_rate, base.accuracy, kept_acc,
+                 costs_ms["cheap"] + base.fall_through_rate * costs_ms["neural"])
+
+
+@dataclass
+class _Policy:
+    """What one routing policy sees on the certify part and on the fit part."""
+
+    conf: np.ndarray
+    cheap_ok: np.ndarray
+    neural_ok: np.ndarray
+    fit: tuple[np.ndarray, np.ndarray, np.ndarray]  # (conf, cheap_ok, neural_ok) on the fit part
+    costs_ms: dict[str, float]
+    always_neural: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.curve = build_curve(self.conf, self.cheap_ok, self.neural_ok, self.costs_ms)
 
 
 @dataclass
@@ -326,11 +358,9 @@ class Calibrator:
         cheap_ok = cheap_p.argmax(1) == y
         self.aurc_ = {m: aurc(confidence(cheap_p[fit], m), cheap_ok[fit]) for m in self.measures}
         self.measure_ = min(self.measures, key=lambda m: self.aurc_[m])
-        self._conf = confidence(cheap_p[~fit], self.measure_)
-        self._cheap_ok = cheap_ok[~fit]
-        self._neural_ok = (neural_p.argmax(1) == y)[~fit]
-        self._fit_arrays = (confidence(cheap_p[fit], self.measure_), cheap_ok[fit], (neural_p.argmax(1) == y)[fit])
-        self.curve_ = self._build_curve()
+        neural_ok = neural_p.argmax(1) == y
+        self._parts = {"fit": fit, "cheap_p": cheap_p, "cheap_ok": cheap_ok, "neural_ok": neural_ok, "y": y}
+        self._policies = {False: self._make_policy(())}
         self.choice_ = None
         log.info("calibrated on %d texts (%d fit, %d certify): temperatures %s, measure %s (AURC %s)",
                  len(texts), self.n_fit_, self.n_certify_, self.temperatures_, self.measure_, self.aurc_)
@@ -378,42 +408,66 @@ class Calibrator:
     @property
     def curve(self) -> Curve:
         """Every distinct routing of the certify part, with its expected figures."""
+        return self.curve_for(per_class=False)
+
+    def curve_for(self, per_class: bool) -> Curve:
+        """The curve with (``per_class=True``) or without the always-neural classes of per-class calibration."""
+        return self._policy(per_class).curve
+
+    def _make_policy(self, always_neural: tuple[str, ...]) -> _Policy:
+        from .router import routing_confidence
+
+        p = self._parts
+        fit, idx = p["fit"], np.array([self.model.labels.index(c) for c in always_neural], dtype=np.int64)
+        conf = routing_confidence(p["cheap_p"], self.measure_, idx)
+        return _Policy(conf[~fit], p["cheap_ok"][~fit], p["neural_ok"][~fit],
+                       (conf[fit], p["cheap_ok"][fit], p["neural_ok"][fit]), self.costs_ms_, always_neural)
+
+    def _policy(self, per_class: bool) -> _Policy:
         self._require_fitted()
-        return self.curve_
+        if per_class not in self._policies:
+            self._policies[per_class] = self._make_policy(self.flag_classes())
+        return self._policies[per_class]
 
-    def _build_curve(self) -> Curve:
-        base = threshold_curve(self._conf, self._cheap_ok, self._neural_ok)
-        n = len(self._conf)
-        fell = np.round(base.fall_through_rate * n).astype(int)
-        cheap_by_conf = np.asarray(self._cheap_ok, dtype=np.float64)[np.argsort(self._conf, kind="stable")]
-        cum = np.concatenate([[0.0], np.cumsum(cheap_by_conf)])
-        kept = n - fell
-        kept_acc = np.where(kept > 0, (cum[-1] - cum[fell]) / np.maximum(kept, 1), np.nan)
-        return Curve(base.thresholds, base.fall_through_rate, base.accuracy, kept_acc,
-                     self.costs_ms_["cheap"] + base.fall_through_rate * self.costs_ms_["neural"])
+    def flag_classes(self, alpha: float = 0.05) -> tuple[str, ...]:
+        """Classes whose cheap-stage answers are much less often right than the rest, on the fit part:
+        among fit texts the cheap stage assigns to the class, an exact one-sided binomial test against its
+        overall fit accuracy, Bonferroni-corrected over the classes it assigned. Per-class calibration
+        sends these classes' texts to the neural stage whatever their confidence."""
+        from scipy.stats import binom
 
-    def _expected(self, threshold: float, confidence: float) -> dict[str, float]:
+        self._require_fitted()
+        p = self._parts
+        fit = p["fit"]
+        pred, ok = p["cheap_p"][fit].argmax(1), p["cheap_ok"][fit]
+        overall = float(ok.mean())
+        classes = np.unique(pred)
+        flagged = [self.model.labels[c] for c in classes
+                   if binom.cdf(int(ok[pred == c].sum()), int((pred == c).sum()), overall) < alpha / len(classes)]
+        return tuple(flagged)
+
+    def _expected(self, policy: _Policy, threshold: float, confidence: float) -> dict[str, float]:
         from .router import fall_through
 
-        n = len(self._conf)
-        mask = fall_through(self._conf, threshold)
-        correct = int(np.where(mask, self._neural_ok, self._cheap_ok).sum())
+        n = len(policy.conf)
+        mask = fall_through(policy.conf, threshold)
+        correct = int(np.where(mask, policy.neural_ok, policy.cheap_ok).sum())
         kept = ~mask
         return {
             "fall_through_rate": float(mask.mean()),
             "accuracy": correct / n,
             "accuracy_lower_bound": float(clopper_pearson_lower(correct, n, confidence)),
             "confidence": confidence,
-            "cheap_kept_accuracy": float(self._cheap_ok[kept].mean()) if kept.any() else float("nan"),
+            "cheap_kept_accuracy": float(policy.cheap_ok[kept].mean()) if kept.any() else float("nan"),
             "ms_per_text": self.costs_ms_["cheap"] + float(mask.mean()) * self.costs_ms_["neural"],
             "n_certify": n,
         }
 
     def choose(self, *, target_accuracy: float | None = None, confidence: float = 0.95,
                fallthrough: float | None = None, latency_ms: float | None = None,
-               match_neural: float | None = None) -> ThresholdChoice:
-        """Choose a threshold by exactly one rule (see the module docstring)."""
-        self._require_fitted()
+               match_neural: float | None = None, per_class: bool = False) -> ThresholdChoice:
+        """Choose a threshold by exactly one rule (see the module docstring). ``per_class=True`` first
+        sends the classes :meth:`flag_classes` finds to the neural stage whatever their confidence."""
         requests = {"target_accuracy": target_accuracy, "fallthrough": fallthrough, "latency_ms": latency_ms,
                     "match_neural": match_neural}
         given = {k: v for k, v in requests.items() if v is not None}
@@ -422,73 +476,76 @@ class Calibrator:
                              f"got {sorted(given) or 'none'}")
         if not 0.5 <= confidence < 1.0:
             raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
+        policy = self._policy(per_class)
+        curve = policy.curve
         mode, value = next(iter(given.items()))
         value = float(value)
         if mode == "target_accuracy":
-            choice = self._by_target(value, confidence)
+            choice = self._by_target(policy, value, confidence)
         elif mode == "fallthrough":
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"fallthrough must be a share between 0 and 1, got {value}")
-            choice = self._by_curve(mode, value, self.curve.fall_through_rate <= value + 1e-12, confidence,
+            choice = self._by_curve(policy, mode, value, curve.fall_through_rate <= value + 1e-12, confidence,
                                     f"no threshold sends at most {value:.1%} of texts to the neural stage")
         elif mode == "latency_ms":
             if value <= 0:
                 raise ValueError(f"latency_ms must be positive, got {value}")
-            curve = self.curve
             choice = self._by_curve(
-                mode, value, curve.ms_per_text <= value, confidence,
-                f"even the cheap stage alone costs {curve.ms_per_text[0]:.3f} ms per text here, over "
+                policy, mode, value, curve.ms_per_text <= value, confidence,
+                f"even the cheapest routing costs {curve.ms_per_text[0]:.3f} ms per text here, over "
                 f"the {value} ms budget",
             )
         else:
             if value < 0:
                 raise ValueError(f"match_neural is a number of accuracy points >= 0, got {value}")
-            neural_acc = float(np.mean(self._neural_ok))
-            curve = self.curve
-            choice = self._by_curve(mode, value, curve.accuracy >= neural_acc - value / 100 - 1e-12, confidence,
-                                    "no threshold comes that close to the neural stage")
+            neural_acc = float(np.mean(policy.neural_ok))
+            choice = self._by_curve(policy, mode, value, curve.accuracy >= neural_acc - value / 100 - 1e-12,
+                                    confidence, "no threshold comes that close to the neural stage")
         self.choice_ = choice
         if not choice.feasible:
             self._warn(choice.reason)
         return choice
 
-    def _by_curve(self, mode: str, value: float, allowed: np.ndarray, confidence: float,
+    def _by_curve(self, policy: _Policy, mode: str, value: float, allowed: np.ndarray, confidence: float,
                   why_not: str) -> ThresholdChoice:
-        curve = self.curve
+        curve = policy.curve
         if allowed.any():
-            # the allowed threshold sending the most texts to the neural stage: the most accurate one
-            i = int(np.flatnonzero(allowed)[-1]) if mode != "match_neural" else int(np.flatnonzero(allowed)[0])
-            return ThresholdChoice(float(curve.threshold[i]), self.measure_, mode, {mode: value},
-                                   self._expected(float(curve.threshold[i]), confidence))
+            # fallthrough, latency: the allowed threshold sending the most texts on (the most accurate);
+            # match_neural: the allowed one sending the fewest
+            i = int(np.flatnonzero(allowed)[0 if mode == "match_neural" else -1])
+            t = float(curve.threshold[i])
+            return ThresholdChoice(t, self.measure_, mode, {mode: value}, self._expected(policy, t, confidence),
+                                   always_neural=policy.always_neural)
         closest = 0 if mode in ("fallthrough", "latency_ms") else int(np.argmax(curve.accuracy))
         t = float(curve.threshold[closest])
-        return ThresholdChoice(t, self.measure_, mode, {mode: value}, self._expected(t, confidence), False,
-                               f"{why_not}; closest feasible: threshold {t:.4f}")
+        return ThresholdChoice(t, self.measure_, mode, {mode: value}, self._expected(policy, t, confidence), False,
+                               f"{why_not}; closest feasible: threshold {t:.4f}", policy.always_neural)
 
-    def _by_target(self, target: float, confidence: float) -> ThresholdChoice:
+    def _by_target(self, policy: _Policy, target: float, confidence: float) -> ThresholdChoice:
         if not 0.0 < target < 1.0:
             raise ValueError(f"target_accuracy must be between 0 and 1, got {target}")
         request = {"target_accuracy": target, "confidence": confidence}
         # Two sequences walk down towards less fall-through, each at level (1 - confidence) / 2: one from
         # the threshold that sends every text to the neural stage, one from the threshold most accurate on
         # the fit part. Neither order depends on the certifying texts; Bonferroni covers using both.
-        _, fit_correct = grid_correct_counts(*self._fit_arrays, GRID)
+        _, fit_correct = grid_correct_counts(*policy.fit, GRID)
         starts = sorted({len(GRID) - 1, int(np.argmax(fit_correct))})
         level = 1.0 - (1.0 - confidence) / len(starts)
         found = []
         for start in starts:
-            i, lower = fixed_sequence_threshold(self._conf, self._cheap_ok, self._neural_ok, target, level, GRID,
+            i, lower = fixed_sequence_threshold(policy.conf, policy.cheap_ok, policy.neural_ok, target, level, GRID,
                                                 np.arange(start, -1, -1))
             if i is not None:
                 found.append(i)
         chosen = min(found) if found else None
         if chosen is not None:
             t = float(GRID[chosen])
-            return ThresholdChoice(t, self.measure_, "target_accuracy", request, self._expected(t, level))
+            return ThresholdChoice(t, self.measure_, "target_accuracy", request, self._expected(policy, t, level),
+                                   always_neural=policy.always_neural)
         best = int(np.argmax(lower))
         t = float(GRID[best])
-        expected = self._expected(t, level)
-        n = len(self._conf)
+        expected = self._expected(policy, t, level)
+        n = len(policy.conf)
         where = (f"validation accuracy {expected['accuracy']:.2%} at threshold {t:.3f}, "
                  f"{expected['fall_through_rate']:.1%} falling through")
         bound = f"lower bound (at {level:.1%} for each of the {len(starts)} test sequences)"
@@ -504,7 +561,8 @@ class Calibrator:
             reason = (f"accuracy {target:.2%} cannot be promised at confidence {confidence:.0%} from {n} certifying "
                       f"texts: the best {bound} is {lower[best]:.2%} ({where}); {more}. "
                       "Closest feasible: that threshold")
-        return ThresholdChoice(t, self.measure_, "target_accuracy", request, expected, False, reason)
+        return ThresholdChoice(t, self.measure_, "target_accuracy", request, expected, False, reason,
+                               policy.always_neural)
 
     # -- output --
 
@@ -532,6 +590,7 @@ class Calibrator:
         self.model.cheap.temperature = self.temperatures_["cheap"]
         self.model.neural.temperature = self.temperatures_["neural"]
         self.model.measure = self.measure_
+        self.model.always_neural = choice.always_neural
         self.model.threshold = choice.threshold
 
     def save(self, path: str | Path | None = None, choice: ThresholdChoice | None = None) -> "Bundle":
@@ -545,7 +604,8 @@ class Calibrator:
             raise ValueError("this model was not loaded from a bundle; nothing to save into")
         manifest = {k: v for k, v in bundle.manifest.items() if k not in ("files", "format_version")}
         manifest["threshold"] = choice.threshold
-        manifest["calibration"] = {**self.report(), "choice": choice.to_json()}
+        manifest["calibration"] = {**self.report(), "always_neural": list(choice.always_neural),
+                                   "choice": choice.to_json()}
         manifest["threshold_rule"] = f"cascade calibrate: {choice.mode} {choice.request}"
         files = {name: bundle.path / name for name in bundle.manifest["files"]}
         saved = write_bundle(path if path is not None else bundle.path, files, manifest)
@@ -573,13 +633,14 @@ class Calibrator:
         import matplotlib.pyplot as plt
 
         choice = choice or self.choice_
-        curve = self.curve
+        policy = self._policy(bool(choice and choice.always_neural))
+        curve = policy.curve
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
         for ax, x, label in ((axes[0], 100 * curve.fall_through_rate, "texts falling through to the neural stage (%)"),
                              (axes[1], curve.ms_per_text, "expected ms per text")):
             ax.plot(x, 100 * curve.accuracy, color="tab:blue", label="cascade")
-            ax.axhline(100 * np.mean(self._neural_ok), color="tab:orange", ls="--", label="neural stage alone")
-            ax.axhline(100 * np.mean(self._cheap_ok), color="tab:green", ls=":", label="cheap stage alone")
+            ax.axhline(100 * np.mean(policy.neural_ok), color="tab:orange", ls="--", label="neural stage alone")
+            ax.axhline(100 * np.mean(policy.cheap_ok), color="tab:green", ls=":", label="cheap stage alone")
             if choice is not None:
                 cx = 100 * choice.expected["fall_through_rate"] if ax is axes[0] else choice.expected["ms_per_text"]
                 ax.plot([cx], [100 * choice.expected["accuracy"]], "o", color="tab:red", ms=8,

@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     rule.add_argument("--match-neural", type=float, help="within this many accuracy points of the neural stage")
     p.add_argument("--confidence", type=float, default=0.95,
                    help="probability that the --target-accuracy promise holds (default: 0.95)")
+    p.add_argument("--per-class", action="store_true",
+                   help="send classes whose cheap-stage answers are much worse than the rest to the neural stage")
     p.add_argument("--plot", type=Path, default=None, help="save the trade-off curve to this PNG")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--save", action="store_true", help="write the threshold and calibration into the bundle")
@@ -150,7 +152,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         cal = calibrate(model, data.texts, data.labels)
         choice = cal.choose(target_accuracy=args.target_accuracy, confidence=args.confidence,
                             fallthrough=args.fallthrough, latency_ms=args.latency_ms,
-                            match_neural=args.match_neural)
+                            match_neural=args.match_neural, per_class=args.per_class)
     result: dict[str, Any] = {"choice": choice.to_json(), "calibration": cal.report()}
     if args.plot is not None:
         result["plot"] = str(cal.plot(args.plot, choice))

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .datasets import TextDataset
-from .router import Cascade, confidence, fall_through
+from .router import Cascade, fall_through, routing_confidence
 
 
 def label_indices(labels: Sequence[str], data_labels: Sequence[str]) -> np.ndarray:
@@ -38,9 +38,10 @@ class StageScores:
     neural: np.ndarray
     y: np.ndarray
 
-    def cascade_predictions(self, threshold: float, measure: str = "max_prob") -> tuple[np.ndarray, np.ndarray]:
+    def cascade_predictions(self, threshold: float, measure: str = "max_prob",
+                            always_neural: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(predicted classes, fall-through mask) of the cascade at ``threshold``."""
-        mask = fall_through(confidence(self.cheap, measure), threshold)
+        mask = fall_through(routing_confidence(self.cheap, measure, always_neural), threshold)
         return np.where(mask, self.neural.argmax(1), self.cheap.argmax(1)), mask
 
 
@@ -50,9 +51,10 @@ def score_stages(model: Cascade, data: TextDataset) -> StageScores:
     return StageScores(model.cheap.predict_proba(data.texts), model.neural.predict_proba(data.texts), y)
 
 
-def summarize(scores: StageScores, threshold: float, measure: str = "max_prob") -> dict[str, Any]:
+def summarize(scores: StageScores, threshold: float, measure: str = "max_prob",
+              always_neural: np.ndarray | None = None) -> dict[str, Any]:
     """Accuracy of each stage alone and of the cascade at ``threshold``, and its fall-through rate."""
-    pred, mask = scores.cascade_predictions(threshold, measure)
+    pred, mask = scores.cascade_predictions(threshold, measure, always_neural)
     cheap_pred, neural_pred = scores.cheap.argmax(1), scores.neural.argmax(1)
     return {
         "n_texts": int(len(scores.y)),
@@ -69,4 +71,5 @@ def summarize(scores: StageScores, threshold: float, measure: str = "max_prob") 
 
 def evaluate(model: Cascade, data: TextDataset, threshold: float | None = None) -> dict[str, Any]:
     """:func:`summarize` of :func:`score_stages` at the model's threshold (or the one given)."""
-    return summarize(score_stages(model, data), model.threshold if threshold is None else threshold, model.measure)
+    return summarize(score_stages(model, data), model.threshold if threshold is None else threshold, model.measure,
+                     model.always_neural_idx)

@@ -55,6 +55,17 @@ def confidence(probs: np.ndarray, measure: str = "max_prob") -> np.ndarray:
     raise ValueError(f"unknown confidence measure {measure!r}; use one of {MEASURES}")
 
 
+def routing_confidence(probs: np.ndarray, measure: str = "max_prob",
+                       always_neural: np.ndarray | None = None) -> np.ndarray:
+    """The confidence the threshold is compared with: :func:`confidence`, except that texts the cheap
+    stage assigns to a class in ``always_neural`` (class indices, set by per-class calibration) get -1,
+    below every threshold."""
+    conf = confidence(probs, measure)
+    if always_neural is not None and len(always_neural):
+        conf = np.where(np.isin(probs.argmax(axis=-1), always_neural), -1.0, conf)
+    return conf
+
+
 def fall_through(conf: np.ndarray, threshold: float) -> np.ndarray:
     """True where a text goes to the neural stage: its confidence is below the threshold."""
     return conf < threshold
@@ -70,7 +81,8 @@ class Cascade:
     """A cheap stage and a neural stage behind one confidence threshold."""
 
     def __init__(self, cheap: CheapStage, neural: NeuralStage, labels: Sequence[str], threshold: float,
-                 bundle: Bundle | None = None, measure: str = "max_prob") -> None:
+                 bundle: Bundle | None = None, measure: str = "max_prob",
+                 always_neural: Sequence[str] = ()) -> None:
         if not (cheap.n_classes == neural.n_classes == len(labels)):
             raise BundleError(
                 f"stage sizes disagree: cheap has {cheap.n_classes} classes, neural {neural.n_classes}, "
@@ -84,6 +96,7 @@ class Cascade:
             raise BundleError(f"unknown confidence measure {measure!r}; expected one of {MEASURES}")
         self.measure = measure
         self.bundle = bundle
+        self.always_neural = tuple(always_neural)
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, threads: int | None = None, batch_size: int = 32,
@@ -106,13 +119,31 @@ class Cascade:
         cheap.temperature = float(calibration.get("cheap_temperature", 1.0))
         neural.temperature = float(calibration.get("neural_temperature", 1.0))
         return cls(cheap, neural, bundle.labels, bundle.threshold, bundle,
-                   measure=calibration.get("measure", "max_prob"))
+                   measure=calibration.get("measure", "max_prob"),
+                   always_neural=calibration.get("always_neural", ()))
+
+    @property
+    def always_neural(self) -> tuple[str, ...]:
+        """Labels whose cheap-stage answers always fall through (set by per-class calibration)."""
+        return tuple(self.labels[i] for i in self._always_neural_idx)
+
+    @property
+    def always_neural_idx(self) -> np.ndarray:
+        """Class indices of :attr:`always_neural`."""
+        return self._always_neural_idx
+
+    @always_neural.setter
+    def always_neural(self, labels: Sequence[str]) -> None:
+        unknown = sorted(set(labels) - set(self.labels))
+        if unknown:
+            raise BundleError(f"always_neural names labels the bundle does not have: {unknown[:5]}")
+        self._always_neural_idx = np.array([self.labels.index(label) for label in labels], dtype=np.int64)
 
     def route(self, texts: list[str], threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Final probabilities (one row per text) and a mask of the texts the neural stage answered."""
         t = self.threshold if threshold is None else check_threshold(threshold)
         probs = self.cheap.predict_proba(texts)
-        to_neural = fall_through(confidence(probs, self.measure), t)
+        to_neural = fall_through(routing_confidence(probs, self.measure, self._always_neural_idx), t)
         if to_neural.any():
             idx = np.flatnonzero(to_neural)
             probs[idx] = self.neural.predict_proba([texts[i] for i in idx])

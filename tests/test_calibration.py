@@ -35,3 +35,13 @@ def test_best_threshold_prefers_lower_fall_through_on_ties():
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="equal length"):
         threshold_curve(np.array([0.5]), np.array([True, False]), np.array([True]))
+
+
+def test_negative_confidence_always_falls_through():
+    conf = np.array([-1.0, -1.0, 0.3, 0.8])
+    cheap_ok, neural_ok = np.array([False, True, True, True]), np.array([True, True, False, True])
+    curve = threshold_curve(conf, cheap_ok, neural_ok)
+    assert curve.thresholds[0] == 0.0 and curve.fall_through_rate[0] == 0.5
+    for t, rate, acc in zip(curve.thresholds, curve.fall_through_rate, curve.accuracy):
+        mask = fall_through(conf, t)
+        assert mask.mean() == pytest.approx(rate) and np.where(mask, neural_ok, cheap_ok).mean() == pytest.approx(acc)

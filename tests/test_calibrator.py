@@ -186,3 +186,53 @@ def test_cli_calibrate(tiny_bundle, tiny_val, tmp_path, capsys):
     assert cascade.read_bundle(out).manifest["calibration"]["measure"] == result["calibration"]["measure"]
     assert main(["calibrate", "--val", str(val), "--bundle", str(tiny_bundle), "--target-accuracy", "0.999"]) == 3
     assert "cannot be promised" in capsys.readouterr().err
+
+
+def _rig(cal, bad_class: int, rng_seed: int = 0):
+    """Replace the calibrator's scores by synthetic ones: 2,000 texts over 5 classes; the cheap stage is
+    right 95% of the time, except on texts it assigns to ``bad_class`` (30%)."""
+    rng = np.random.default_rng(rng_seed)
+    n, k = 2000, len(cal.model.labels)
+    pred = rng.integers(0, 5, n)
+    cheap_p = np.full((n, k), 0.1 / (k - 1))
+    cheap_p[np.arange(n), pred] = rng.uniform(0.5, 1.0, n)
+    cheap_p /= cheap_p.sum(1, keepdims=True)
+    ok = np.where(pred == bad_class, rng.random(n) < 0.3, rng.random(n) < 0.95)
+    cal._parts = {"fit": rng.random(n) < 0.3, "cheap_p": cheap_p, "cheap_ok": ok,
+                  "neural_ok": rng.random(n) < 0.9, "y": pred}
+    cal._policies = {False: cal._make_policy(())}
+    return pred
+
+
+def test_per_class_flags_the_sharply_worse_class(cal):
+    pred = _rig(cal, bad_class=3)
+    assert cal.flag_classes() == (cal.model.labels[3],)
+    choice = cal.choose(fallthrough=0.5, per_class=True)
+    assert choice.always_neural == (cal.model.labels[3],)
+    share_bad = np.mean(pred[~cal._parts["fit"]] == 3)
+    assert choice.expected["fall_through_rate"] >= share_bad - 1e-12  # that class always falls through
+    plain = cal.choose(fallthrough=0.5)
+    assert plain.always_neural == () and cal.curve_for(True).fall_through_rate[0] > 0.0
+
+
+def test_per_class_flags_nothing_when_classes_agree(cal):
+    _rig(cal, bad_class=99)  # no class is worse
+    assert cal.flag_classes() == ()
+
+
+def test_router_sends_always_neural_classes_on(model, tiny_val):
+    texts = tiny_val.texts[:40]
+    cheap_labels = [p.label for p in model.classify(texts, threshold=0.0)]
+    model.always_neural = [cheap_labels[0]]
+    stages = [p.stage for p in model.classify(texts, threshold=0.0)]
+    assert stages == ["neural" if label == cheap_labels[0] else "cheap" for label in cheap_labels]
+    with pytest.raises(cascade.BundleError, match="does not have"):
+        model.always_neural = ["no_such_label"]
+
+
+def test_per_class_choice_is_saved_and_reloaded(cal, tmp_path):
+    _rig(cal, bad_class=2)
+    choice = cal.choose(fallthrough=0.6, per_class=True)
+    saved = cal.save(tmp_path / "pc", choice)
+    assert saved.manifest["calibration"]["always_neural"] == [cal.model.labels[2]]
+    assert cascade.load(saved.path, threads=1).always_neural == (cal.model.labels[2],)
