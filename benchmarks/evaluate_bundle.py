@@ -54,7 +54,7 @@ def main() -> None:
     ]
     if "neural_fp32_accuracy" in figures:
         rows.insert(2, ("neural stage alone (fp32 ONNX)", figures["neural_fp32_accuracy"], float("nan")))
-    print(f"| system | accuracy | macro-F1 |\n|---|---|---|")
+    print("| system | accuracy | macro-F1 |\n|---|---|---|")
     for name, acc, f1 in rows:
         print(f"| {name} | {acc:.2%} | {'' if np.isnan(f1) else f'{f1:.4f}'} |")
     print(f"\nfall-through rate: {figures['fall_through_rate']:.1%}; files: "

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, Sequence, overload
 
 from .bundle import Bundle, read_bundle
 from .calibration import CalibrationWarning, Calibrator, ThresholdChoice, calibrate
-from .datasets import TextDataset, load_banking77, read_csv
+from .datasets import TextDataset, load_banking77, read_csv, split_validation, stratified_split
+from .distillation import distill, pseudo_label
 from .errors import BundleError, CascadeError
-from .evaluation import evaluate
+from .evaluation import coverage_at_accuracy, evaluate, risk_coverage, score_stages
 from .router import Cascade, Prediction
 
 if TYPE_CHECKING:
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 __all__ = [
     "Bundle", "BundleError", "CalibrationWarning", "Calibrator", "Cascade", "CascadeError", "Prediction",
-    "TextDataset", "ThresholdChoice", "calibrate", "classify", "evaluate",
+    "TextDataset", "ThresholdChoice", "calibrate", "classify", "coverage_at_accuracy", "distill", "evaluate",
+    "pseudo_label", "risk_coverage", "score_stages", "split_validation", "stratified_split",
     "load", "load_banking77", "read_bundle", "read_csv", "train_cheap", "finetune",
 ]
 
@@ -51,12 +53,12 @@ def classify(texts: Any, *, threshold: float | None = None, top_k: int = 1) -> A
 
 
 def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
-                base: str | Path | None = None, config: "CheapConfig | None" = None) -> Bundle:
+                base: str | Path | None = None, config: "CheapConfig | None" = None, progress: bool = True) -> Bundle:
     """Retrain the cheap stage and write a bundle keeping ``base``'s neural stage (see ``cascade.training``)."""
     from .training.build import train_cheap as _train_cheap
     from .training.cheap import CheapConfig
 
-    return _train_cheap(train, validation, out, base=base, config=config or CheapConfig())
+    return _train_cheap(train, validation, out, base=base, config=config or CheapConfig(), progress=progress)
 
 
 def finetune(train: TextDataset, validation: TextDataset, labels: list[str], out: str | Path, *,

@@ -556,7 +556,8 @@ class Calibrator:
                       "Closest feasible: that threshold, uncertified")
         else:
             needed = samples_needed(expected["accuracy"], target, level)
-            more = (f"about {needed:,} labelled texts at this accuracy would let it be promised" if needed
+            more = (f"about {needed:,} certifying texts (a validation set of about {needed / (1 - FIT_FRACTION):,.0f}) "
+                    "at this accuracy would let it be promised" if needed
                     else "the stages are not accurate enough on this data for more of it to help")
             reason = (f"accuracy {target:.2%} cannot be promised at confidence {confidence:.0%} from {n} certifying "
                       f"texts: the best {bound} is {lower[best]:.2%} ({where}); {more}. "
@@ -621,21 +622,20 @@ class Calibrator:
             raise ValueError("choose(...) a threshold first, or pass a choice")
         return choice
 
-    def plot(self, path: str | Path, choice: ThresholdChoice | None = None) -> Path:
-        """Save the trade-off curve (accuracy against fall-through rate and against ms per text) as a PNG,
-        the chosen point marked. Needs matplotlib (``pip install 'cascade[plot]'``)."""
+    def plot(self, path: str | Path | None = None, choice: ThresholdChoice | None = None) -> Any:
+        """The trade-off curve (accuracy against fall-through rate and against ms per text), the chosen
+        point marked: saved as a PNG at ``path`` (returned), or returned as a matplotlib Figure (shown
+        inline in a notebook). Needs matplotlib (``pip install 'cascade[plot]'``)."""
         from ._optional import require
 
         require("matplotlib", "plot")
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
         choice = choice or self.choice_
         policy = self._policy(bool(choice and choice.always_neural))
         curve = policy.curve
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+        fig = Figure(figsize=(11, 4.2))
+        axes = fig.subplots(1, 2, sharey=True)
         for ax, x, label in ((axes[0], 100 * curve.fall_through_rate, "texts falling through to the neural stage (%)"),
                              (axes[1], curve.ms_per_text, "expected ms per text")):
             ax.plot(x, 100 * curve.accuracy, color="tab:blue", label="cascade")
@@ -654,10 +654,10 @@ class Calibrator:
         axes[0].legend(loc="lower right", fontsize=8)
         fig.suptitle(f"cascade trade-off (confidence: {self.measure_}, calibrated)")
         fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        if path is None:
+            return fig
+        fig.savefig(Path(path), dpi=110)
+        return Path(path)
 
 
 def calibrate(model: "Cascade", texts: Sequence[str], labels: Sequence[str], **options: Any) -> Calibrator:

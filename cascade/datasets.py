@@ -76,20 +76,27 @@ def banking77_labels() -> list[str]:
     """The 77 intent names in the data set's own order."""
     return list(json.loads((_data_dir() / "categories.json").read_text(encoding="utf-8")))
 
-def split_validation(data: TextDataset) -> tuple[TextDataset, TextDataset]:
-    """Split into (train, validation), stratified by label, about 10% per class, by text hash."""
+def stratified_split(data: TextDataset, fraction: float, salt: str = "") -> tuple[TextDataset, TextDataset]:
+    """Split into (rest, part): ``part`` holds about ``fraction`` of each label's rows, chosen by the
+    SHA-256 of ``salt`` + text, so the split is the same everywhere and texts never straddle it."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
     by_label: dict[str, list[int]] = defaultdict(list)
     for i, label in enumerate(data.labels):
         by_label[label].append(i)
-    val_idx: set[int] = set()
+    chosen: set[int] = set()
     for idx in by_label.values():
-        ranked = sorted(idx, key=lambda i: hashlib.sha256(data.texts[i].encode("utf-8")).digest())
-        n_val = max(1, round(len(idx) * VALIDATION_FRACTION)) if len(idx) > 1 else 0
-        val_idx.update(ranked[:n_val])
-    train = [i for i in range(len(data)) if i not in val_idx]
-    val = sorted(val_idx)
+        ranked = sorted(idx, key=lambda i: hashlib.sha256((salt + data.texts[i]).encode("utf-8")).digest())
+        n_part = max(1, round(len(idx) * fraction)) if len(idx) > 1 else 0
+        chosen.update(ranked[:n_part])
     pick = lambda ids: TextDataset([data.texts[i] for i in ids], [data.labels[i] for i in ids])  # noqa: E731
-    return pick(train), pick(val)
+    return pick([i for i in range(len(data)) if i not in chosen]), pick(sorted(chosen))
+
+
+def split_validation(data: TextDataset) -> tuple[TextDataset, TextDataset]:
+    """Split into (train, validation), stratified by label, about 10% per class, by text hash."""
+    return stratified_split(data, VALIDATION_FRACTION)
+
 
 def load_banking77(split: Split = "train") -> TextDataset:
     """Load a split of the bundled BANKING77: ``train`` (90% of train.csv), ``validation`` (the other

@@ -73,3 +73,19 @@ def evaluate(model: Cascade, data: TextDataset, threshold: float | None = None) 
     """:func:`summarize` of :func:`score_stages` at the model's threshold (or the one given)."""
     return summarize(score_stages(model, data), model.threshold if threshold is None else threshold, model.measure,
                      model.always_neural_idx)
+
+
+def risk_coverage(conf: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(coverage, accuracy) when only the k most confident answers are kept, for k = 1..n."""
+    order = np.argsort(-np.asarray(conf), kind="stable")
+    hits = np.cumsum(np.asarray(correct, dtype=np.float64)[order])
+    k = np.arange(1, len(order) + 1)
+    return k / len(order), hits / k
+
+
+def coverage_at_accuracy(conf: np.ndarray, correct: np.ndarray, accuracy: float) -> float:
+    """The largest share of texts a stage can keep, most confident first, with at least ``accuracy`` on
+    those it keeps (0 if none)."""
+    coverage, acc = risk_coverage(conf, correct)
+    ok = np.flatnonzero(acc >= accuracy)
+    return float(coverage[ok[-1]]) if len(ok) else 0.0

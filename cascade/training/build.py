@@ -105,8 +105,9 @@ def _step_bar(total: int, desc: str, progress: bool) -> Any:
 
 def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
                 base: str | Path | None = None, config: CheapConfig = CheapConfig(),
-                progress: bool = True) -> Bundle:
-    """Retrain the cheap stage on ``train`` and write a bundle that keeps ``base``'s neural stage."""
+                progress: bool = True, extra_training: dict[str, Any] | None = None) -> Bundle:
+    """Retrain the cheap stage on ``train`` and write a bundle that keeps ``base``'s neural stage;
+    ``extra_training`` is recorded in the manifest's ``training`` section."""
     base_bundle = read_bundle(base if base is not None else default_bundle_path())
     labels = base_bundle.labels
     extra = sorted(set(train.labels) - set(labels))
@@ -124,7 +125,7 @@ def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
         manifest = {k: v for k, v in base_bundle.manifest.items()
                     if k in ("neural", "training")}
         manifest["training"] = {**manifest.get("training", {}), "cheap": cheap_info,
-                                "validation_size": len(validation)}
+                                "validation_size": len(validation), **(extra_training or {})}
         bundle = assemble(
             out, labels=labels, cheap_dir=Path(work), neural_model=base_bundle.file(NeuralStage.ONNX_FILE),
             tokenizer=base_bundle.file(NeuralStage.TOKENIZER_FILE),
