@@ -1,4 +1,4 @@
-"""The ``cascade`` command: classify, info, calibrate, train-cheap, finetune."""
+"""The ``cascade`` command: classify, info, calibrate, bench, train-cheap, finetune."""
 
 from __future__ import annotations
 
@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--save", action="store_true", help="write the threshold and calibration into the bundle")
     out.add_argument("--out", type=Path, default=None, help="write a calibrated copy of the bundle here")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+
+    p = sub.add_parser("bench", help="run benchmarks/run.py (from a clone): every system side by side",
+                       description="Runs the repository's benchmarks/run.py with the arguments given after "
+                                   "`--`, e.g. `cascade bench -- --quick`.", add_help=True)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for benchmarks/run.py")
 
     p = sub.add_parser("train-cheap", help="retrain the cheap stage and write a new bundle",
                        description="Fit the TF-IDF + logistic regression stage on a CSV, check its ONNX export "
@@ -165,6 +170,17 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0 if choice.feasible else 3
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"{script} not found: `cascade bench` runs from a clone of the repository")
+    sys.argv = [str(script), *[a for a in args.rest if a != "--"]]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
 def _load_training_data(args: argparse.Namespace) -> tuple[TextDataset, TextDataset, list[str], str]:
     if args.data is None:
         if args.val is not None:
@@ -221,7 +237,8 @@ def _print_summary(path: Path, manifest: dict[str, Any]) -> None:
     )
 
 
-COMMANDS = {"classify": _cmd_classify, "info": _cmd_info, "calibrate": _cmd_calibrate, "train-cheap": _cmd_train_cheap,
+COMMANDS = {"classify": _cmd_classify, "info": _cmd_info, "calibrate": _cmd_calibrate, "bench": _cmd_bench,
+            "train-cheap": _cmd_train_cheap,
             "finetune": _cmd_finetune}
 
 

@@ -165,7 +165,10 @@ class Cascade:
         if not items:
             return []
         probs, to_neural = self.route(items, threshold)
-        best = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        if top_k == 1:
+            best = probs.argmax(axis=1)[:, None]
+        else:
+            best = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
         predictions = [
             Prediction(
                 label=self.labels[row[0]],

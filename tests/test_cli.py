@@ -41,7 +41,7 @@ def test_errors_are_one_clear_line(tmp_path, capsys):
 
 
 def test_help_for_every_command():
-    for cmd in ("classify", "info", "train-cheap", "finetune"):
+    for cmd in ("classify", "info", "calibrate", "bench", "train-cheap", "finetune"):
         with pytest.raises(SystemExit) as exc:
             main([cmd, "--help"])
         assert exc.value.code == 0

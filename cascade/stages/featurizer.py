@@ -129,8 +129,8 @@ class Featurizer:
             {} if b.analyzer == "char_wb" else None for b in blocks
         ]
 
-    def transform_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted feature indices, tf-idf values) of one text."""
+    def _found_ids(self, text: str) -> list[np.ndarray]:
+        """Feature indices of every known n-gram of one text, repeats included, in pieces."""
         lowered = text.lower()
         parts: list[np.ndarray] = []
         for block, lookup, cache in zip(self.blocks, self._lookups, self._word_caches):
@@ -146,10 +146,10 @@ class Featurizer:
                     if len(cache) < WORD_CACHE_SIZE:
                         cache[word] = ids
                 parts.append(ids)
-        ids = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-        if len(ids) == 0:
-            return ids, np.empty(0, dtype=np.float64)
-        idx, counts = np.unique(ids, return_counts=True)
+        return parts
+
+    def _tfidf(self, idx: np.ndarray, counts: np.ndarray, rows: np.ndarray | None = None, n_rows: int = 1) -> np.ndarray:
+        """Tf-idf values of (row, feature) entries with these counts, L2-normalised per row and block."""
         block = self._block_of[idx]
         if self._all_sublinear:
             tf = np.log(counts)
@@ -157,18 +157,38 @@ class Featurizer:
         else:
             tf = np.where(self._sublinear[block], np.log(counts) + 1.0, counts)
         values = tf * self._idf[idx]
-        norms = np.sqrt(np.bincount(block, weights=values * values, minlength=len(self.blocks)))
-        return idx, values / norms[block]
+        group = block if rows is None else rows * len(self.blocks) + block
+        norms = np.sqrt(np.bincount(group, weights=values * values, minlength=n_rows * len(self.blocks)))
+        return values / norms[group]
+
+    def transform_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted feature indices, tf-idf values) of one text."""
+        parts = self._found_ids(text)
+        ids = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        if len(ids) == 0:
+            return ids, np.empty(0, dtype=np.float64)
+        idx, counts = np.unique(ids, return_counts=True)
+        return idx, self._tfidf(idx, counts)
 
     def transform(self, texts: list[str]) -> "Any":
-        """A scipy CSR matrix (len(texts) x n_features) of tf-idf values."""
+        """A scipy CSR matrix (len(texts) x n_features) of tf-idf values, counted for the whole batch at once."""
         from scipy.sparse import csr_matrix
 
-        rows = [self.transform_one(t) for t in texts]
-        indptr = np.cumsum([0] + [len(r[0]) for r in rows])
-        indices = np.concatenate([r[0] for r in rows]) if rows else np.empty(0, dtype=np.int64)
-        data = np.concatenate([r[1] for r in rows]) if rows else np.empty(0)
-        return csr_matrix((data, indices, indptr), shape=(len(texts), self.n_features))
+        pieces: list[np.ndarray] = []
+        piece_rows: list[int] = []
+        for row, text in enumerate(texts):
+            parts = self._found_ids(text)
+            pieces.extend(parts)
+            piece_rows.extend([row] * len(parts))
+        n = len(texts)
+        if not pieces:
+            return csr_matrix((n, self.n_features))
+        lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        rows = np.repeat(np.array(piece_rows, dtype=np.int64), lengths)
+        keys, counts = np.unique(rows * self.n_features + np.concatenate(pieces), return_counts=True)
+        rows, idx = np.divmod(keys, self.n_features)
+        indptr = np.searchsorted(rows, np.arange(n + 1))
+        return csr_matrix((self._tfidf(idx, counts, rows, n), idx, indptr), shape=(n, self.n_features))
 
     def to_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "blocks": [b.to_json() for b in self.blocks]}

@@ -1,0 +1,142 @@
+"""The systems compared by ``benchmarks/run.py``, each behind the same small interface.
+
+A system loads itself, predicts label strings for a batch or for one text, and says its size on disk.
+Missing optional pieces (a fine-tuned torch checkpoint, fastText) make a system unavailable with a reason,
+never a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import cascade
+from cascade.stages.neural import NeuralStage
+
+CACHE = Path(os.environ.get("CASCADE_BENCH_CACHE", Path.home() / ".cache" / "cascade" / "bench"))
+
+
+class Unavailable(Exception):
+    """The system cannot run here; the message says why and what would make it run."""
+
+
+@dataclass
+class System:
+    name: str
+    why: str
+    predict: Callable[[list[str]], list[str]]
+    predict_one: Callable[[str], str]
+    size_bytes: int
+    threads: str
+
+
+def _dir_size(*paths: Path) -> int:
+    total = 0
+    for p in paths:
+        total += sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+    return total
+
+
+def neural_stage(path: Path, bundle: cascade.Bundle, threads: int, max_length: int | None = None) -> NeuralStage:
+    return NeuralStage(path, bundle.file("tokenizer.json"), max_length or int(bundle.manifest["neural"]["max_length"]),
+                       threads=threads, batch_size=64)
+
+
+def _from_probs(labels: list[str], predict_proba: Callable[[list[str]], np.ndarray]) -> tuple[Callable, Callable]:
+    def predict(texts: list[str]) -> list[str]:
+        return [labels[i] for i in predict_proba(texts).argmax(1)]
+
+    return predict, lambda text: predict([text])[0]
+
+
+def load_system(name: str, args: Any) -> System:
+    """Build one system by name; raise Unavailable with the reason when it cannot run."""
+    bundle = cascade.read_bundle(args.bundle)
+    labels = bundle.labels
+    if name == "pytorch":
+        if args.checkpoint is None or not Path(args.checkpoint).is_dir():
+            raise Unavailable("no fine-tuned checkpoint: pass --checkpoint (from `cascade finetune --work-dir`)")
+        try:
+            import torch
+            import transformers
+        except ImportError as exc:
+            raise Unavailable(f"needs the [train] extra ({exc})") from None
+        torch.set_num_threads(args.threads)
+        pipe = transformers.pipeline("text-classification", model=str(args.checkpoint), device=-1)
+        options = {"truncation": True, "max_length": 128, "batch_size": 64}
+
+        def predict(texts: list[str]) -> list[str]:
+            return [r["label"] for r in pipe(texts, **options)]
+
+        return System(name, "what the seed's author started from", predict, lambda t: predict([t])[0],
+                      _dir_size(Path(args.checkpoint) / "model.safetensors"), f"torch {args.threads}")
+    if name in ("onnx_fp32", "onnx_int8"):
+        if name == "onnx_fp32" and (args.fp32 is None or not Path(args.fp32).is_file()):
+            raise Unavailable("no fp32 ONNX model: pass --fp32 (from `cascade finetune --work-dir`)")
+        path = Path(args.fp32) if name == "onnx_fp32" else bundle.file("neural.onnx")
+        stage = neural_stage(path, bundle, args.threads)
+        predict, one = _from_probs(labels, stage.predict_proba)
+        why = "the export alone" if name == "onnx_fp32" else "quantization alone (our neural stage)"
+        return System(name, why, predict, one, path.stat().st_size, f"onnxruntime {args.threads}")
+    if name == "sklearn":
+        import joblib
+
+        model_path = CACHE / "sklearn-tfidf-lr.joblib"
+        if not model_path.is_file():
+            from cascade.training.cheap import CheapConfig, fit_cheap
+
+            CACHE.mkdir(parents=True, exist_ok=True)
+            joblib.dump(fit_cheap(cascade.load_banking77("train"), labels, CheapConfig()), model_path)
+        pipeline = joblib.load(model_path)  # benchmark only: the library itself never unpickles
+        predict, one = _from_probs(labels, pipeline.predict_proba)
+        return System(name, "the cheap stage as people usually run it", predict, one, model_path.stat().st_size, "1")
+    if name == "cheap":
+        from cascade.stages.cheap import CheapStage
+
+        stage = CheapStage.load(bundle.path)
+        predict, one = _from_probs(labels, stage.predict_proba)
+        return System(name, "our fast path", predict, one,
+                      _dir_size(bundle.file("cheap.onnx"), bundle.file("cheap_features.json")), "1")
+    if name == "fasttext":
+        try:
+            import fasttext
+        except ImportError:
+            raise Unavailable("fastText is not installed: pip install fasttext-numpy2-wheel") from None
+        model_path = CACHE / "fasttext.bin"
+        if not model_path.is_file():
+            CACHE.mkdir(parents=True, exist_ok=True)
+            train = cascade.load_banking77("train")
+            with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as fh:
+                for text, label in zip(train.texts, train.labels):
+                    fh.write(f"__label__{label} {' '.join(text.lower().split())}\n")
+            model = fasttext.train_supervised(fh.name, epoch=25, lr=0.5, wordNgrams=2, minn=2, maxn=5, dim=50,
+                                              bucket=200_000, thread=args.threads, verbose=0)
+            model.save_model(str(model_path))
+            os.unlink(fh.name)
+        model = fasttext.load_model(str(model_path))
+
+        def clean(text: str) -> str:
+            return " ".join(text.lower().split())
+
+        def predict(texts: list[str]) -> list[str]:
+            return [labs[0].removeprefix("__label__") for labs in model.predict([clean(t) for t in texts], k=1)[0]]
+
+        return System(name, "the best-known fast linear text classifier", predict,
+                      lambda t: model.predict(clean(t), k=1)[0][0].removeprefix("__label__"),
+                      model_path.stat().st_size, "1")
+    if name.startswith("cascade"):
+        model = cascade.load(bundle.path, threads=args.threads, batch_size=64)
+        threshold = model.threshold if name == "cascade" else float(name.split("@", 1)[1])
+
+        def predict(texts: list[str]) -> list[str]:
+            return [p.label for p in model.classify(texts, threshold=threshold)]
+
+        return System(name, "the product" + (" at its shipped threshold" if name == "cascade" else ""), predict,
+                      lambda t: model.classify(t, threshold=threshold).label,
+                      sum(e["bytes"] for e in bundle.manifest["files"].values()), f"onnxruntime {args.threads}")
+    raise ValueError(f"unknown system {name!r}")

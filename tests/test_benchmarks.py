@@ -1,0 +1,26 @@
+"""The benchmark script cannot rot: its smoke mode runs and writes results with every figure."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FIGURES = {"accuracy", "macro_f1", "texts_per_s", "p50_ms", "p99_ms", "size_mb", "peak_rss_mb", "cold_start_s",
+           "throughput_vs_onnx_int8"}
+
+
+def test_quick_benchmark(tmp_path):
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)],
+                   check=True, capture_output=True, text=True, timeout=300)
+    results = json.loads((tmp_path / "results.json").read_text())
+    systems = results["systems"]
+    assert {"onnx_int8", "cheap", "sklearn", "cascade"} <= set(systems)
+    for name, figures in systems.items():
+        assert FIGURES <= set(figures), name
+        assert 0 < figures["accuracy"] <= 1 and figures["texts_per_s"] > 0 and figures["peak_rss_mb"] > 0
+    assert systems["onnx_int8"]["throughput_vs_onnx_int8"] == 1.0
+    assert results["meta"]["quick"] and "machine" in results["meta"]
+    for name, why in results["meta"]["skipped"].items():
+        assert why, name  # every skipped system says why
+    assert "| cascade |" in (tmp_path / "results.md").read_text()
