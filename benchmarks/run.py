@@ -143,7 +143,7 @@ def main() -> None:
         })
         results[name].update(cold_start(name, args))
 
-    for name, r in results.items():
+    for r in results.values():
         for ref in ("onnx_int8", "pytorch"):
             if ref in results:
                 r[f"throughput_vs_{ref}"] = r["texts_per_s"] / results[ref]["texts_per_s"]

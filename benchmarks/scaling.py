@@ -86,36 +86,31 @@ def main() -> None:
     test = cascade.load_banking77("test").texts
     encoder = TextEncoder(tok, 512)
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name, make in stages.items():
-        fn = make(32)
-        ys = [ms_per_text(fn, texts_of_length(encoder, test, n, 32), args.reps) for n in LENGTHS]
-        ax.plot(LENGTHS, ys, "o-", label=name)
-        print(name, "length", dict(zip(LENGTHS, np.round(ys, 4))), flush=True)
-    ax.set(xscale="log", yscale="log", xlabel="tokens per text (batches of 32)", ylabel="ms per text",
-           title="cost against text length")
-    ax.set_xticks(LENGTHS, [str(n) for n in LENGTHS])
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(args.out / "scaling_length.png", dpi=110)
+    def log_log_plot(xs: list[int], curves: dict[str, list[float]], xlabel: str, title: str, path: Path) -> None:
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for name, ys in curves.items():
+            ax.plot(xs, ys, "o-", label=name)
+        ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="ms per text", title=title)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    texts = test[:256]
-    for name, make in stages.items():
-        ys = []
-        for b in BATCHES:
-            fn = make(b)
-            ys.append(ms_per_text(lambda ts: [fn(ts[i : i + b]) for i in range(0, len(ts), b)], texts, args.reps))
-        ax.plot(BATCHES, ys, "o-", label=name)
-        print(name, "batch", dict(zip(BATCHES, np.round(ys, 4))), flush=True)
-    ax.set(xscale="log", yscale="log", xlabel="texts per call (BANKING77 test texts)", ylabel="ms per text",
-           title="cost against batch size")
-    ax.set_xticks(BATCHES, [str(b) for b in BATCHES])
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(args.out / "scaling_batch.png", dpi=110)
+    by_length = {name: [ms_per_text(make(32), texts_of_length(encoder, test, n, 32), args.reps) for n in LENGTHS]
+                 for name, make in stages.items()}
+    print("length", {name: dict(zip(LENGTHS, np.round(ys, 4))) for name, ys in by_length.items()}, flush=True)
+    log_log_plot(LENGTHS, by_length, "tokens per text (batches of 32)", "cost against text length",
+                 args.out / "scaling_length.png")
+
+    def in_calls_of(fn: Callable[[list[str]], object], b: int) -> Callable[[list[str]], object]:
+        return lambda ts: [fn(ts[i : i + b]) for i in range(0, len(ts), b)]
+
+    by_batch = {name: [ms_per_text(in_calls_of(make(b), b), test[:256], args.reps) for b in BATCHES]
+                for name, make in stages.items()}
+    print("batch", {name: dict(zip(BATCHES, np.round(ys, 4))) for name, ys in by_batch.items()}, flush=True)
+    log_log_plot(BATCHES, by_batch, "texts per call (BANKING77 test texts)", "cost against batch size",
+                 args.out / "scaling_batch.png")
 
     model = cascade.load(bundle.path, threads=args.threads)
     conf = confidence(model.cheap.predict_proba(test), model.measure)

@@ -1,6 +1,5 @@
 """Both notebooks run top to bottom on small data (the switch CI uses); each cell within 3 minutes."""
 
-import os
 from pathlib import Path
 
 import pytest
