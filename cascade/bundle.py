@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 REQUIRED_FILES = ("cheap.onnx", "cheap_features.json", "neural.onnx", "tokenizer.json")
+TRAIN_HASHES_FILE = "train_hashes.json"  # optional: hashes of the texts the bundle was trained on
 _VERSIONED = ("cascade", "numpy", "scipy", "scikit-learn", "onnx", "onnxruntime", "skl2onnx", "tokenizers",
               "torch", "transformers")
 
@@ -47,6 +48,18 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def text_hash(text: str) -> str:
+    """The hash recorded for a training text (case and outer space ignored), to spot it again later."""
+    return hashlib.sha256(text.strip().lower().encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def write_train_hashes(path: Path, hashes: set[str]) -> Path:
+    """Write a ``train_hashes.json`` file (to be listed in a bundle's files)."""
+    path.write_text(json.dumps({"format": "cascade.text-hashes/1", "hash": "sha256(text.strip().lower())[:16]",
+                                "hashes": sorted(hashes)}), encoding="utf-8")
+    return path
 
 
 def library_versions() -> dict[str, str]:
@@ -77,6 +90,12 @@ class Bundle:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def train_hashes(self) -> set[str] | None:
+        """Hashes of the texts this bundle was trained on (:func:`text_hash`), or None if not recorded."""
+        if TRAIN_HASHES_FILE not in self.manifest.get("files", {}):
+            return None
+        return set(json.loads(self.file(TRAIN_HASHES_FILE).read_text(encoding="utf-8"))["hashes"])
 
 
 def read_bundle(path: str | Path, verify: bool = True) -> Bundle:

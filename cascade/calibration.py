@@ -133,9 +133,10 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 def aurc(conf: np.ndarray, correct: np.ndarray) -> float:
     """Area under the risk-coverage curve: mean error rate of the k most confident answers, over k."""
-    order = np.argsort(-conf, kind="stable")
-    errors = np.cumsum(~np.asarray(correct, dtype=bool)[order])
-    return float(np.mean(errors / np.arange(1, len(conf) + 1)))
+    from .evaluation import risk_coverage
+
+    _, accuracy = risk_coverage(conf, correct)
+    return float(np.mean(1.0 - accuracy))
 
 
 def clopper_pearson_lower(k: np.ndarray | int, n: int, confidence: float) -> np.ndarray:
@@ -209,14 +210,8 @@ def plug_in_threshold(conf: np.ndarray, cheap_ok: np.ndarray, neural_ok: np.ndar
 
 # --- the calibrator ------------------------------------------------------------------------------
 
-TRAIN_HASHES_FILE = "train_hashes.json"
 FIT_FRACTION = 0.3
 GRID = np.round(np.linspace(0.0, 1.0, 201), 6)  # thresholds tested by target_accuracy: fixed in advance
-
-
-def text_hash(text: str) -> str:
-    """The hash used to spot validation texts that were training texts (case and outer space ignored)."""
-    return hashlib.sha256(text.strip().lower().encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def _fit_part(texts: Sequence[str]) -> np.ndarray:
@@ -387,13 +382,12 @@ class Calibrator:
         return np.array([index.get(label, -1) for label in labels], dtype=np.int64)
 
     def _check_overlap(self, texts: list[str]) -> None:
-        import json
+        from .bundle import text_hash
 
-        bundle = self.model.bundle
-        if bundle is None or TRAIN_HASHES_FILE not in bundle.manifest.get("files", {}):
+        seen = self.model.bundle.train_hashes() if self.model.bundle is not None else None
+        if seen is None:
             log.info("the bundle records no training-text hashes; overlap with training data not checked")
             return
-        seen = set(json.loads(bundle.file(TRAIN_HASHES_FILE).read_text(encoding="utf-8"))["hashes"])
         overlap = sum(text_hash(t) in seen for t in texts)
         if overlap:
             self._warn(f"{overlap} of {len(texts)} validation texts ({overlap / len(texts):.1%}) are training "

@@ -46,7 +46,7 @@ def tiny_parts(tmp_path_factory: pytest.TempPathFactory, tiny_train: TextDataset
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_parts: dict[str, Path], tiny_val: TextDataset,
                 tiny_train: TextDataset, labels: list[str]) -> Path:
-    from cascade.calibration import text_hash
+    from cascade.bundle import text_hash
     from cascade.training.build import assemble
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"

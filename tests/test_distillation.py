@@ -39,7 +39,7 @@ def test_distill_writes_a_bundle_with_the_same_neural_stage(tiny_model, tiny_tra
     base = tiny_model.bundle.manifest["files"]["neural.onnx"]["sha256"]
     assert bundle.manifest["files"]["neural.onnx"]["sha256"] == base
     hashes = set(__import__("json").loads((bundle.path / "train_hashes.json").read_text())["hashes"])
-    from cascade.calibration import text_hash
+    from cascade.bundle import text_hash
 
     assert all(text_hash(t) in hashes for t in pool)  # pseudo-labelled texts are training texts now
     assert cascade.load(bundle.path, threads=1).classify("card arrived?").label in tiny_model.labels

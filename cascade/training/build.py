@@ -16,8 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..bundle import Bundle, read_bundle, write_bundle, default_bundle_path
-from ..calibration import TRAIN_HASHES_FILE, best_accuracy_threshold, text_hash
+from ..bundle import (TRAIN_HASHES_FILE, Bundle, default_bundle_path, read_bundle, text_hash, write_bundle,
+                      write_train_hashes)
+from ..calibration import best_accuracy_threshold
 from ..datasets import TextDataset
 from ..errors import CascadeError
 from ..evaluation import StageScores, label_indices, summarize
@@ -75,9 +76,7 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
         NeuralStage.TOKENIZER_FILE: tokenizer,
         TRAIN_HASHES_FILE: cheap_dir / TRAIN_HASHES_FILE,
     }
-    (cheap_dir / TRAIN_HASHES_FILE).write_text(
-        json.dumps({"format": "cascade.text-hashes/1", "hash": "sha256(text.strip().lower())[:16]",
-                    "hashes": sorted(train_hashes)}), encoding="utf-8")
+    write_train_hashes(cheap_dir / TRAIN_HASHES_FILE, train_hashes)
     full = {
         "labels": labels,
         "threshold": threshold,
@@ -88,13 +87,6 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
     }
     full["neural"] = {**full.get("neural", {}), "max_length": max_length}
     return write_bundle(out, files, full)
-
-
-def _base_hashes(bundle: Bundle) -> set[str]:
-    """The training-text hashes a base bundle records (its neural stage was trained on those texts)."""
-    if TRAIN_HASHES_FILE not in bundle.manifest["files"]:
-        return set()
-    return set(json.loads(bundle.file(TRAIN_HASHES_FILE).read_text(encoding="utf-8"))["hashes"])
 
 
 def _step_bar(total: int, desc: str, progress: bool) -> Any:
@@ -130,7 +122,7 @@ def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
             out, labels=labels, cheap_dir=Path(work), neural_model=base_bundle.file(NeuralStage.ONNX_FILE),
             tokenizer=base_bundle.file(NeuralStage.TOKENIZER_FILE),
             max_length=int(base_bundle.manifest["neural"]["max_length"]), validation=validation,
-            manifest=manifest, train_hashes=_base_hashes(base_bundle) | {text_hash(t) for t in train.texts},
+            manifest=manifest, train_hashes=(base_bundle.train_hashes() or set()) | {text_hash(t) for t in train.texts},
         )
         bar.update()
     return bundle
@@ -143,9 +135,7 @@ def finetune_bundle(train: TextDataset, validation: TextDataset, labels: list[st
     """Fine-tune (unless ``checkpoint`` is given), export, optimize and quantize the neural stage, train
     the cheap stage, choose the threshold and write the bundle. Large intermediates go to ``work_dir``."""
     from .export import build_neural
-    from .finetune import TOKENIZER_FILE, TRAINING_INFO_FILE, finetune
-
-    from .finetune import FinetuneConfig
+    from .finetune import TOKENIZER_FILE, TRAINING_INFO_FILE, FinetuneConfig, finetune
 
     config = finetune_config or FinetuneConfig()
     work = Path(work_dir)
