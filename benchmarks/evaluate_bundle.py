@@ -61,6 +61,9 @@ def main() -> None:
           + ", ".join(f"{n} {b / 1e6:.1f} MB" for n, b in figures["file_bytes"].items())
           + f"; total {figures['total_bytes'] / 1e6:.1f} MB; scored in {time.perf_counter() - started:.0f}s")
     if args.write:
+        previous = model.bundle.manifest.get("metrics", {}).get("test", {})
+        if args.fp32 is None:  # keep the fp32 figures measured before (they do not depend on this bundle's INT8 model)
+            figures.update({k: previous[k] for k in ("neural_fp32_accuracy", "neural_fp32_bytes") if k in previous})
         metrics = {**model.bundle.manifest.get("metrics", {}), "test": figures}
         update_manifest(model.bundle.path, {"metrics": metrics})
         print(f"stored in {model.bundle.path / 'manifest.json'}")

@@ -157,7 +157,7 @@ def main() -> None:
     table = render(meta, results)
     (args.out / "results.md").write_text(table)
     print(table)
-    if not args.quick:
+    if not args.quick and args.out.resolve() == HERE.resolve():  # other bundles' runs do not rewrite README
         update_readme(table)
 
 
@@ -170,13 +170,17 @@ def render(meta: dict, results: dict) -> str:
         rows.append(
             f"| {name} | {r['why']} | {r['accuracy']:.2%} | {r['macro_f1']:.4f} | {r['texts_per_s']:,.0f} "
             f"[{lo:,.0f}-{hi:,.0f}] | {r['p50_ms']:.3f} | {r['p99_ms']:.2f} | {r['size_mb']:.1f} | "
-            f"{r['peak_rss_mb']:.0f} | {r['cold_start_s']:.2f} | {r.get('throughput_vs_onnx_int8', float('nan')):.2f} | "
-            f"{r.get('throughput_vs_pytorch', float('nan')):.1f} | {r.get('p50_speedup_vs_pytorch', float('nan')):.1f} |")
+            f"{r['peak_rss_mb']:.0f} | {r['cold_start_s']:.2f} | {_ratio(r, 'throughput_vs_onnx_int8', 2)} | "
+            f"{_ratio(r, 'throughput_vs_pytorch', 1)} | {_ratio(r, 'p50_speedup_vs_pytorch', 1)} |")
     skipped = "".join(f"\n- {name} not run: {why}" for name, why in meta["skipped"].items())
     return (f"Measured {meta['date']} on {meta['machine']}, {meta['threads']} threads for every multi-threaded "
             f"system, {meta['n_texts']} BANKING77 test texts, {meta['rounds']} interleaved rounds after a warm-up "
             f"(medians, [min-max]); one-text latency over {meta['latency_texts']} texts, one call each. Command: "
             f"`{meta['command']}`.\n\n" + "\n".join(rows) + "\n" + skipped + "\n")
+
+
+def _ratio(r: dict, key: str, digits: int) -> str:
+    return f"{r[key]:.{digits}f}" if key in r else "–"
 
 
 def update_readme(table: str) -> None:

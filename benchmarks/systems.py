@@ -42,9 +42,15 @@ def _dir_size(*paths: Path) -> int:
     return total
 
 
-def neural_stage(path: Path, bundle: cascade.Bundle, threads: int, max_length: int | None = None) -> NeuralStage:
+def neural_stage(path: Path, bundle: cascade.Bundle, threads: int, max_length: int | None = None,
+                 head: bool = False) -> NeuralStage:
+    """The neural stage on ``path``; with ``head``, the bundle's linear head too (a frozen-encoder bundle)."""
+    from cascade.stages.head import LinearHead
+
+    head_file = bundle.manifest["neural"].get("head") if head else None
     return NeuralStage(path, bundle.file("tokenizer.json"), max_length or int(bundle.manifest["neural"]["max_length"]),
-                       threads=threads, batch_size=64)
+                       threads=threads, batch_size=64,
+                       head=LinearHead.from_bytes(bundle.read_bytes(head_file)) if head_file else None)
 
 
 def _from_probs(labels: list[str], predict_proba: Callable[[list[str]], np.ndarray]) -> tuple[Callable, Callable]:
@@ -79,14 +85,17 @@ def load_system(name: str, args: Any) -> System:
         if name == "onnx_fp32" and (args.fp32 is None or not Path(args.fp32).is_file()):
             raise Unavailable("no fp32 ONNX model: pass --fp32 (from `cascade finetune --work-dir`)")
         path = Path(args.fp32) if name == "onnx_fp32" else bundle.file("neural.onnx")
-        stage = neural_stage(path, bundle, args.threads)
+        stage = neural_stage(path, bundle, args.threads, head=name == "onnx_int8")
         predict, one = _from_probs(labels, stage.predict_proba)
         why = "the export alone" if name == "onnx_fp32" else "quantization alone (our neural stage)"
         return System(name, why, predict, one, path.stat().st_size, f"onnxruntime {args.threads}")
     if name == "sklearn":
         import joblib
 
-        model_path = CACHE / "sklearn-tfidf-lr.joblib"
+        import hashlib
+
+        key = hashlib.sha256("\n".join(labels).encode()).hexdigest()[:12]  # class indices follow the label order
+        model_path = CACHE / f"sklearn-tfidf-lr-{key}.joblib"
         if not model_path.is_file():
             from cascade.training.cheap import CheapConfig, fit_cheap
 

@@ -7,7 +7,7 @@ BANKING77 bundle; ``cascade.load(path)`` any other.
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence, overload
 
@@ -17,6 +17,7 @@ from .datasets import TextDataset, load_banking77, read_csv, split_validation, s
 from .distillation import distill, pseudo_label
 from .errors import BundleError, CascadeError
 from .evaluation import coverage_at_accuracy, evaluate, risk_coverage, score_stages
+from .limits import Limits
 from .router import Cascade, Prediction
 
 if TYPE_CHECKING:
@@ -24,21 +25,31 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 __all__ = [
-    "Bundle", "BundleError", "CalibrationWarning", "Calibrator", "Cascade", "CascadeError", "Prediction",
+    "Bundle", "BundleError", "CalibrationWarning", "Calibrator", "Cascade", "CascadeError", "Limits", "Prediction",
     "TextDataset", "ThresholdChoice", "calibrate", "classify", "coverage_at_accuracy", "distill", "evaluate",
     "pseudo_label", "risk_coverage", "score_stages", "split_validation", "stratified_split",
-    "load", "load_banking77", "read_bundle", "read_csv", "train_cheap", "finetune",
+    "load", "load_banking77", "read_bundle", "read_csv", "train", "train_cheap", "finetune",
 ]
 
 
 def load(path: str | Path | None = None, **options: Any) -> Cascade:
-    """Load a bundle (default: the shipped one) as a :class:`Cascade`; options go to :meth:`Cascade.load`."""
+    """Load a bundle (default: the shipped one) as a :class:`Cascade`; options (``digest``, ``threads``,
+    ``limits``, ...) go to :meth:`Cascade.load`."""
     return Cascade.load(path, **options)
 
 
-@lru_cache(maxsize=1)
+_default_model: Cascade | None = None
+_default_lock = threading.Lock()
+
+
 def _default() -> Cascade:
-    return Cascade.load()
+    """The shipped bundle, loaded once even when many threads ask for it at the same moment."""
+    global _default_model
+    if _default_model is None:
+        with _default_lock:
+            if _default_model is None:
+                _default_model = Cascade.load()
+    return _default_model
 
 
 @overload
@@ -59,6 +70,16 @@ def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
     from .training.cheap import CheapConfig
 
     return _train_cheap(train, validation, out, base=base, config=config or CheapConfig(), progress=progress)
+
+
+def train(train: TextDataset, validation: TextDataset, out: str | Path, *, encoder_from: str | Path | None = None,
+          progress: bool = True, **config: Any) -> Bundle:
+    """Build a whole bundle on any label set without torch: the cheap stage and a head on the shipped
+    frozen encoder (see ``cascade.training.train``; ``config`` fields of its ``TrainConfig``)."""
+    from .training.train import TrainConfig, train_bundle
+
+    return train_bundle(train, validation, out, encoder_from=encoder_from, config=TrainConfig(**config),
+                        progress=progress)
 
 
 def finetune(train: TextDataset, validation: TextDataset, labels: list[str], out: str | Path, *,

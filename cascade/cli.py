@@ -1,4 +1,4 @@
-"""The ``cascade`` command: classify, info, calibrate, bench, train-cheap, finetune."""
+"""The ``cascade`` command: classify, info, calibrate, bench, train, train-cheap, finetune."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ DEFAULT_WORK_DIR = Path.home() / ".cache" / "cascade" / "finetune"
 def _add_bundle_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", type=Path, default=None,
                    help="bundle folder (default: the shipped one, or $CASCADE_BUNDLE)")
+    p.add_argument("--digest", default=None,
+                   help="refuse any bundle but the one with this digest (sha256:..., as `cascade info` prints)")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -37,8 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("classify", help="classify texts; prints one JSON line per text",
-                       description="Classify texts given as arguments, or one per line from stdin with '-'.")
-    p.add_argument("texts", nargs="+", help="texts to classify, or '-' to read one text per line from stdin")
+                       description="Classify texts given as arguments, or one per line from stdin with '-' "
+                                   "(read as UTF-8). Prints one JSON line per text, in UTF-8.")
+    p.add_argument("texts", nargs="+", help="texts to classify, or '-' to read one text per line (UTF-8) from stdin")
     _add_bundle_arg(p)
     p.add_argument("--threshold", type=float, default=None, help="override the bundle's threshold (0 to 1)")
     p.add_argument("--top-k", type=int, default=1, help="also list the k most likely labels")
@@ -85,6 +88,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--C", type=float, default=None, help="inverse regularisation strength (default: 20)")
     p.add_argument("--no-char", action="store_true", help="word n-grams only (smaller, less accurate)")
 
+    p = sub.add_parser("train", help="build a whole bundle on your own labels in minutes (no torch)",
+                       description="Fit the cheap stage and a linear head on a frozen INT8 sentence encoder (the "
+                                   "shipped one), choose the threshold and the stages' mix on validation, and "
+                                   "write a bundle. Any label set; core install only.")
+    _add_data_args(p)
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
+    p.add_argument("--encoder-from", type=Path, default=None,
+                   help="bundle whose frozen encoder is reused (default: the shipped one)")
+    p.add_argument("--head-C", type=float, default=None, help="inverse regularisation of the head (default: 10)")
+    p.add_argument("--C", type=float, default=None, help="inverse regularisation of the cheap stage (default: 20)")
+    p.add_argument("--max-length", type=int, default=None, help="tokens read per text (default: the encoder's)")
+
     p = sub.add_parser("finetune", help="fine-tune the transformer and build a whole bundle (needs [train])",
                        description="Fine-tune all-MiniLM-L6-v2, export it to ONNX, fuse and quantize it to INT8, "
                                    "train the cheap stage, choose the threshold on validation, write a bundle.")
@@ -102,10 +117,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_stdin_chunks() -> Iterator[list[str]]:
+def _read_stdin_chunks(max_text_chars: int) -> Iterator[list[str]]:
+    """Lines of standard input, decoded as UTF-8 whatever the locale says, in chunks. Of a line, what
+    cascade reads is kept (its first ``max_text_chars`` characters after leading whitespace, as for any
+    text); the rest is skipped without being held in memory."""
     chunk: list[str] = []
-    for line in sys.stdin:
-        chunk.append(line.rstrip("\r\n"))
+    for lineno, line in enumerate(_stdin_lines(max_text_chars), start=1):
+        if line is None:
+            raise ValueError(f"standard input line {lineno} is not UTF-8; cascade reads UTF-8 "
+                             "(convert with e.g. `iconv -f latin1 -t UTF-8`)")
+        chunk.append(line)
         if len(chunk) == STDIN_CHUNK:
             yield chunk
             chunk = []
@@ -113,20 +134,63 @@ def _read_stdin_chunks() -> Iterator[list[str]]:
         yield chunk
 
 
+def _stdin_lines(max_text_chars: int, block: int = 1 << 16) -> Iterator[str | None]:
+    """Each line of stdin (None if not UTF-8), leading whitespace skipped and cut at ``max_text_chars``,
+    read in blocks so that no line, however long, is held whole."""
+    import codecs
+
+    from .text import skip_leading
+
+    stream = sys.stdin.buffer
+    while True:
+        raw = stream.readline(block)
+        if not raw:
+            return
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        kept, ok = "", True
+        while True:
+            end = raw.endswith(b"\n")
+            try:
+                piece = decoder.decode(raw, final=end)
+            except UnicodeDecodeError:
+                ok = False
+            if ok and len(kept) < max_text_chars:
+                kept = kept + piece if kept.strip() else skip_leading(kept + piece)
+                kept = kept[: max_text_chars]
+            if end:
+                break
+            raw = stream.readline(block)
+            if not raw:
+                ok = ok and not decoder.buffer  # a truncated character at the very end
+                break
+        yield kept.rstrip("\r\n") if ok else None
+
+
+def _write_json_line(out: Any, obj: Any) -> None:
+    out.write(json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def _utf8_stdout() -> Any:
+    """Standard output as UTF-8 text, whatever the locale or PYTHONIOENCODING say."""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(encoding="utf-8")
+    return sys.stdout
+
+
 def _cmd_classify(args: argparse.Namespace) -> int:
     from .router import Cascade
 
-    model = Cascade.load(args.bundle, threads=args.threads)
+    model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
     if args.texts == ["-"]:
-        chunks: Iterator[list[str]] = _read_stdin_chunks()
+        chunks: Iterator[list[str]] = _read_stdin_chunks(model.cheap.limits.max_text_chars)
     elif "-" in args.texts:
         raise SystemExit("cascade classify: '-' (stdin) cannot be mixed with texts given as arguments")
     else:
         chunks = iter([args.texts])
-    out = sys.stdout
+    out = _utf8_stdout()
     for chunk in chunks:
         for pred in model.classify(chunk, threshold=args.threshold, top_k=args.top_k):
-            out.write(json.dumps(pred.to_dict(), ensure_ascii=False) + "\n")
+            _write_json_line(out, pred.to_dict())
         out.flush()
     return 0
 
@@ -134,13 +198,15 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from .bundle import default_bundle_path, read_bundle
 
-    bundle = read_bundle(args.bundle if args.bundle is not None else default_bundle_path())
+    bundle = read_bundle(args.bundle if args.bundle is not None else default_bundle_path(), digest=args.digest)
     manifest: dict[str, Any] = dict(bundle.manifest)
     if not args.full:
         labels = manifest.pop("labels")
-        manifest = {"path": str(bundle.path), "n_labels": len(labels), **manifest}
-    json.dump(manifest, sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
+        shown = os.fsencode(bundle.path).decode("utf-8", "replace")  # a folder name need not be UTF-8
+        manifest = {"path": shown, "digest": bundle.digest, "n_labels": len(labels), **manifest}
+    else:
+        manifest = {"digest": bundle.digest, **manifest}
+    _utf8_stdout().write(json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     return 0
 
 
@@ -150,8 +216,17 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from .calibration import CalibrationWarning, calibrate
     from .router import Cascade
 
+    from .bundle import check_output_folder
+    from .calibration import plot_path
+
+    # Everything that could fail at the end is checked before the long work.
+    plot = plot_path(args.plot) if args.plot is not None else None
     data = read_csv(args.val, args.text_col, args.label_col)
-    model = Cascade.load(args.bundle, threads=args.threads)
+    model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
+    if args.out is not None:
+        check_output_folder(args.out)
+    elif args.save and model.bundle is not None:
+        check_output_folder(model.bundle.path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)  # reported in the JSON below
         cal = calibrate(model, data.texts, data.labels)
@@ -159,14 +234,22 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                             fallthrough=args.fallthrough, latency_ms=args.latency_ms,
                             match_neural=args.match_neural, per_class=args.per_class)
     result: dict[str, Any] = {"choice": choice.to_json(), "calibration": cal.report()}
-    if args.plot is not None:
-        result["plot"] = str(cal.plot(args.plot, choice))
     if args.save or args.out is not None:
         result["saved"] = str(cal.save(args.out, choice).path)
-    json.dump(result, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    plot_error = None
+    if plot is not None:  # after the save, and reported without losing the result if it fails
+        try:
+            result["plot"] = str(cal.plot(plot, choice))
+        except OSError as exc:
+            plot_error = f"cannot write the plot {plot}: {exc.strerror or exc}"
+            result["plot_error"] = plot_error
+    out = _utf8_stdout()
+    out.write(json.dumps(result, indent=2, allow_nan=False) + "\n")
     for message in cal.warnings_:
         sys.stderr.write(f"warning: {message}\n")
+    if plot_error is not None:
+        sys.stderr.write(f"cascade calibrate: error: {plot_error}\n")
+        return 2
     return 0 if choice.feasible else 3
 
 
@@ -211,12 +294,33 @@ def _cmd_train_cheap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .training.cheap import CheapConfig
+    from .training.train import TrainConfig, train_bundle
+
+    train, val, _, name = _load_training_data(args)
+    config = TrainConfig()
+    if args.head_C is not None:
+        config = replace(config, head_C=args.head_C)
+    if args.C is not None:
+        config = replace(config, cheap=replace(CheapConfig(), C=args.C))
+    if args.max_length is not None:
+        config = replace(config, max_length=args.max_length)
+    bundle = train_bundle(train, val, args.out, encoder_from=args.encoder_from, config=config, data_name=name)
+    _print_summary(bundle.path, bundle.manifest)
+    return 0
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from .stages.neural import check_threads
     from .training.build import finetune_bundle
     from .training.finetune import FinetuneConfig
 
+    check_threads(args.threads)
     train, val, labels, name = _load_training_data(args)
     overrides = {k: v for k, v in {
         "epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
@@ -238,7 +342,7 @@ def _print_summary(path: Path, manifest: dict[str, Any]) -> None:
 
 
 COMMANDS = {"classify": _cmd_classify, "info": _cmd_info, "calibrate": _cmd_calibrate, "bench": _cmd_bench,
-            "train-cheap": _cmd_train_cheap,
+            "train-cheap": _cmd_train_cheap, "train": _cmd_train,
             "finetune": _cmd_finetune}
 
 
@@ -253,11 +357,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`cascade info | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (CascadeError, ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+    except (CascadeError, ValueError, TypeError, ImportError) as exc:
         if args.verbose:
             raise
         sys.stderr.write(f"cascade {args.command}: error: {exc}\n")
         return 2
+    except OSError as exc:  # a full disk, a read-only folder, a missing file: one line naming the path
+        if args.verbose:
+            raise
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in str(exc.strerror or "") else ""
+        sys.stderr.write(f"cascade {args.command}: error: {exc.strerror or exc}{where}\n")
+        return 2
+    except Exception as exc:  # a bug, or a library's own error type: still one line, the traceback on -v
+        if args.verbose:
+            raise
+        sys.stderr.write(f"cascade {args.command}: internal error: {type(exc).__name__}: {str(exc)[:500]} "
+                         "(rerun with -v for the traceback)\n")
+        return 1
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Iterator, Literal
+
+from .limits import DEFAULT_LIMITS
 
 Split = Literal["train", "validation", "test", "train_full"]
 VALIDATION_FRACTION = 0.1
@@ -47,30 +49,72 @@ class TextDataset:
 def _data_dir() -> Path:
     return Path(str(resources.files("cascade") / "data" / "banking77"))
 
-def read_csv(path: str | Path, text_col: str = "text", label_col: str = "category") -> TextDataset:
-    """Read a labelled CSV; errors name the missing column or the bad row."""
+def read_csv(path: str | Path, text_col: str = "text", label_col: str = "category", *,
+             max_field_chars: int = DEFAULT_LIMITS.max_csv_field_chars) -> TextDataset:
+    """Read a labelled UTF-8 CSV; errors name the file, the line and the fix (wrong encoding, missing
+    column, missing value, a field longer than ``max_field_chars``). Memory per line is bounded by
+    ``max_field_chars``, whatever the file holds."""
     path = Path(path)
     if not path.is_file():
+        if path.exists():
+            raise ValueError(f"{path} is not a regular file; give a CSV file")
         raise FileNotFoundError(f"no such CSV file: {path}")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = reader.fieldnames or []
-        for col in (text_col, label_col):
-            if col not in fields:
-                raise ValueError(
-                    f"{path}: column {col!r} not found (columns: {fields}); "
-                    "pass the right --text-col/--label-col"
-                )
-        texts, labels = [], []
-        for lineno, row in enumerate(reader, start=2):
-            text, label = row[text_col], row[label_col]
-            if text is None or label is None or label.strip() == "":
-                raise ValueError(f"{path}:{lineno}: missing text or label")
-            texts.append(text)
-            labels.append(label.strip())
+    texts, labels = [], []
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max_field_chars)
+    try:
+        with path.open("rb") as fh:
+            reader = csv.DictReader(_utf8_lines(fh, path, max_field_chars))
+            try:
+                fields = list(reader.fieldnames or [])
+                for col in (text_col, label_col):
+                    if fields.count(col) > 1:
+                        raise ValueError(f"{path}: column {col!r} appears {fields.count(col)} times in the header; "
+                                         "rename the others")
+                    if col not in fields:
+                        raise ValueError(
+                            f"{path}: column {col!r} not found (columns: {fields}); "
+                            "pass the right --text-col/--label-col"
+                        )
+                row_start = reader.line_num + 1
+                for row in reader:
+                    text, label = row[text_col], row[label_col]
+                    if text is None or label is None or label.strip() == "":
+                        hint = " (a quote opened there and never closed?)" if text and "\n" in text else ""
+                        raise ValueError(f"{path}:{row_start}: missing text or label{hint}")
+                    row_start = reader.line_num + 1
+                    texts.append(text)
+                    labels.append(label.strip())
+            except csv.Error as exc:
+                if "new-line character" in str(exc):
+                    raise ValueError(f"{path}: lines end in a bare carriage return (old Mac style); convert the "
+                                     "file to \\n line endings (e.g. `tr '\\r' '\\n'`)") from None
+                raise ValueError(f"{path}:{max(reader.line_num, 1)}: {exc} (fields may hold at most "
+                                 f"{max_field_chars:,} characters)") from None
+    finally:
+        csv.field_size_limit(limit)
     if not texts:
         raise ValueError(f"{path}: no rows")
     return TextDataset(texts, labels)
+
+
+def _utf8_lines(fh: BinaryIO, path: Path, max_field_chars: int) -> Iterator[str]:
+    """The file's lines, decoded as UTF-8 one by one (so an error names its line), none longer than a
+    field may be (4 bytes a character, plus room for the other fields)."""
+    max_bytes = 4 * max_field_chars + (1 << 16)
+    for lineno, raw in enumerate(iter(lambda: fh.readline(max_bytes + 1), b""), start=1):
+        if lineno == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise ValueError(f"{path}: the file is UTF-16; save it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)")
+        if len(raw) > max_bytes:
+            raise ValueError(f"{path}:{lineno}: line longer than {max_bytes:,} bytes; fields may hold at most "
+                             f"{max_field_chars:,} characters")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}:{lineno}: not UTF-8 (byte {raw[exc.start:exc.start + 1]!r}); save the file as "
+                             "UTF-8 (e.g. `iconv -f latin1 -t UTF-8`)") from None
+        yield line[1:] if lineno == 1 and line.startswith("\ufeff") else line
+
 
 def banking77_labels() -> list[str]:
     """The 77 intent names in the data set's own order."""

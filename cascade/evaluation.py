@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .datasets import TextDataset
-from .router import Cascade, fall_through, routing_confidence
+from .router import Cascade, fall_through, fallthrough_answer, routing_confidence
 
 
 def label_indices(labels: Sequence[str], data_labels: Sequence[str]) -> np.ndarray:
@@ -37,18 +37,26 @@ class StageScores:
     cheap: np.ndarray
     neural: np.ndarray
     y: np.ndarray
+    cheap_weight: float = 0.0
+
+    @property
+    def fallen(self) -> np.ndarray:
+        """The answer a text gets when it falls through (both stages' votes; the neural stage's if the
+        cheap weight is 0)."""
+        return fallthrough_answer(self.cheap, self.neural, self.cheap_weight)
 
     def cascade_predictions(self, threshold: float, measure: str = "max_prob",
                             always_neural: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(predicted classes, fall-through mask) of the cascade at ``threshold``."""
         mask = fall_through(routing_confidence(self.cheap, measure, always_neural), threshold)
-        return np.where(mask, self.neural.argmax(1), self.cheap.argmax(1)), mask
+        return np.where(mask, self.fallen.argmax(1), self.cheap.argmax(1)), mask
 
 
 def score_stages(model: Cascade, data: TextDataset) -> StageScores:
     """Run both stages on every text (what the figures and calibration need)."""
     y = label_indices(model.labels, data.labels)
-    return StageScores(model.cheap.predict_proba(data.texts), model.neural.predict_proba(data.texts), y)
+    return StageScores(model.cheap.predict_proba(data.texts), model.neural.predict_proba(data.texts), y,
+                       model.cheap_weight)
 
 
 def summarize(scores: StageScores, threshold: float, measure: str = "max_prob",
@@ -66,6 +74,9 @@ def summarize(scores: StageScores, threshold: float, measure: str = "max_prob",
         "cheap_macro_f1": macro_f1(scores.y, cheap_pred),
         "neural_macro_f1": macro_f1(scores.y, neural_pred),
         "cascade_macro_f1": macro_f1(scores.y, pred),
+        **({"cheap_weight": scores.cheap_weight,
+            "fallthrough_answer_accuracy": float((scores.fallen.argmax(1) == scores.y).mean())}
+           if scores.cheap_weight else {}),
     }
 
 

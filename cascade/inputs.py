@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any
+
+
+def check_top_k(top_k: Any, n_labels: int) -> int:
+    """``top_k`` as an int from 1 to ``n_labels`` (numpy integers accepted, bool refused)."""
+    if isinstance(top_k, bool) or not isinstance(top_k, Integral) or not 1 <= int(top_k) <= n_labels:
+        raise ValueError(f"top_k must be an integer from 1 to {n_labels}, got {top_k!r}")
+    return int(top_k)
+
+
+def _is_missing(item: Any) -> bool:
+    if item is None:
+        return True
+    try:
+        return bool(item != item)  # NaN
+    except (TypeError, ValueError):  # pandas.NA refuses truth testing: it is a missing value too
+        return True
 
 
 def as_text_list(texts: Any) -> tuple[list[str], bool]:
@@ -12,12 +29,20 @@ def as_text_list(texts: Any) -> tuple[list[str], bool]:
     if texts is None or isinstance(texts, (bytes, bytearray, memoryview)):
         kind = "None" if texts is None else type(texts).__name__
         raise TypeError(f"texts must be a str or a list of str, got {kind}; decode bytes with .decode('utf-8')")
+    if isinstance(texts, (dict, set, frozenset)) or hasattr(texts, "columns"):
+        kind = "a DataFrame" if hasattr(texts, "columns") else f"a {type(texts).__name__}"
+        raise TypeError(f"texts must be a str or a list of str, got {kind}, whose texts would be ambiguous "
+                        "(keys? column names? in what order?); pass a list, e.g. df['text'].tolist()")
+    ndim = getattr(texts, "ndim", 1)
+    if ndim != 1:
+        raise TypeError(f"texts must be one-dimensional, got an array of shape {getattr(texts, 'shape', '?')}; "
+                        "pass a flat list of str (e.g. array.ravel().tolist())")
     try:
         items = list(texts)
     except TypeError:
         raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}") from None
     for i, item in enumerate(items):
         if not isinstance(item, str):
-            hint = " (a missing value?)" if item is None or item != item else ""
+            hint = " (a missing value?)" if _is_missing(item) else ""
             raise TypeError(f"texts[{i}] is {type(item).__name__}{hint}, not str; pass only strings")
     return items, False

@@ -8,6 +8,7 @@ texts are sent to it together, in length-sorted batches.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence, overload
@@ -15,10 +16,14 @@ from typing import Any, Literal, Sequence, overload
 import numpy as np
 
 from .bundle import Bundle, default_bundle_path, read_bundle
-from .errors import BundleError
-from .inputs import as_text_list
+from .bundle.manifest import MEASURES
+from .errors import BundleError, CascadeError
+from .inputs import as_text_list, check_top_k
+from .limits import DEFAULT_LIMITS, Limits
 from .stages.cheap import CheapStage
-from .stages.neural import DEFAULT_PROVIDERS, NeuralStage
+from .stages.head import FILE as HEAD_FILE
+from .stages.head import LinearHead
+from .stages.neural import DEFAULT_PROVIDERS, NeuralStage, check_batch_size, check_threads
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +45,6 @@ class Prediction:
             out["top_k"] = [{"label": label, "score": score} for label, score in self.top_k]
         return out
 
-
-MEASURES = ("max_prob", "margin")
 
 
 def confidence(probs: np.ndarray, measure: str = "max_prob") -> np.ndarray:
@@ -66,14 +69,29 @@ def routing_confidence(probs: np.ndarray, measure: str = "max_prob",
     return conf
 
 
+def fallthrough_answer(cheap: np.ndarray, neural: np.ndarray, cheap_weight: float = 0.0) -> np.ndarray:
+    """The probabilities given to a text that falls through: both stages' votes, the cheap stage's
+    weighted ``cheap_weight`` (fitted on validation; 0 is the neural stage alone)."""
+    if cheap_weight == 0.0:
+        return neural
+    return cheap_weight * cheap + (1.0 - cheap_weight) * neural
+
+
 def fall_through(conf: np.ndarray, threshold: float) -> np.ndarray:
     """True where a text goes to the neural stage: its confidence is below the threshold."""
     return conf < threshold
 
 
 def check_threshold(threshold: float) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) or not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be a number between 0 and 1, got {threshold!r}")
+    """A threshold as a float in [0, 1] (any real number type, numpy's included; not bool, not NaN)."""
+    from numbers import Real
+
+    try:
+        ok = not isinstance(threshold, bool) and isinstance(threshold, Real) and 0.0 <= float(threshold) <= 1.0
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise ValueError(f"threshold must be a number between 0 and 1, got {str(threshold)[:40]}")
     return float(threshold)
 
 
@@ -82,7 +100,7 @@ class Cascade:
 
     def __init__(self, cheap: CheapStage, neural: NeuralStage, labels: Sequence[str], threshold: float,
                  bundle: Bundle | None = None, measure: str = "max_prob",
-                 always_neural: Sequence[str] = ()) -> None:
+                 always_neural: Sequence[str] = (), cheap_weight: float = 0.0) -> None:
         if not (cheap.n_classes == neural.n_classes == len(labels)):
             raise BundleError(
                 f"stage sizes disagree: cheap has {cheap.n_classes} classes, neural {neural.n_classes}, "
@@ -97,40 +115,60 @@ class Cascade:
         self.measure = measure
         self.bundle = bundle
         self.always_neural = tuple(always_neural)
+        if not 0.0 <= cheap_weight <= 1.0:
+            raise ValueError(f"cheap_weight must be in [0, 1], got {cheap_weight}")
+        self.cheap_weight = float(cheap_weight)  # the cheap stage's share of the vote on texts that fall through
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, threads: int | None = None, batch_size: int = 32,
-             providers: Sequence[str] = DEFAULT_PROVIDERS, verify: bool = True) -> "Cascade":
-        """Load a bundle folder (default: the shipped one), checking every file's hash."""
-        if path is None and not default_bundle_path().is_dir():
-            raise BundleError(
-                f"the default bundle was not found at {default_bundle_path()}: it ships in the repository's "
-                "artifacts/ folder (install with `pip install -e .` from a clone), or set CASCADE_BUNDLE "
-                "or pass the path of a bundle"
+             providers: Sequence[str] = DEFAULT_PROVIDERS, verify: bool = True, digest: str | None = None,
+             limits: Limits = DEFAULT_LIMITS) -> "Cascade":
+        """Load a bundle folder (default: the shipped one), checking its manifest and every file's hash.
+
+        ``digest`` (``sha256:...``, as ``cascade info`` prints it) refuses any bundle but that one;
+        ``limits`` bounds the work one text can cost (see :class:`cascade.Limits`)."""
+        threads = check_threads(threads)
+        batch_size = check_batch_size(batch_size)
+        if not isinstance(limits, Limits):
+            raise TypeError(f"limits must be a cascade.Limits, got {type(limits).__name__}")
+        if path is None:
+            path = default_bundle_path()
+            if not path.is_dir():
+                where = "CASCADE_BUNDLE points at" if os.environ.get("CASCADE_BUNDLE") else "the default bundle is"
+                what = "a file, not a bundle folder" if path.is_file() else "missing"
+                raise BundleError(
+                    f"{where} {path}, which is {what}: set CASCADE_BUNDLE to a bundle folder (one holding "
+                    "manifest.json), or pass the path of a bundle"
+                )
+        needed = (CheapStage.FEATURES_FILE, CheapStage.ONNX_FILE, NeuralStage.ONNX_FILE, NeuralStage.TOKENIZER_FILE,
+                  HEAD_FILE)
+        bundle = read_bundle(path, verify=verify, digest=digest, keep=needed)
+        manifest = bundle.manifest
+        head_file = manifest["neural"].get("head")
+        try:
+            cheap = CheapStage.from_bytes(bundle.blobs[CheapStage.FEATURES_FILE], bundle.blobs[CheapStage.ONNX_FILE],
+                                          onnx_path=bundle.file(CheapStage.ONNX_FILE), limits=limits)
+            head = LinearHead.from_bytes(bundle.read_bytes(head_file)) if head_file else None
+            neural = NeuralStage(
+                bundle.blobs[NeuralStage.ONNX_FILE], bundle.blobs[NeuralStage.TOKENIZER_FILE],
+                int(manifest["neural"]["max_length"]),
+                threads=threads, batch_size=batch_size, providers=providers, limits=limits, head=head,
             )
-        bundle = read_bundle(path if path is not None else default_bundle_path(), verify=verify)
-        cheap = CheapStage.load(bundle.path)
-        neural = NeuralStage(
-            bundle.file(NeuralStage.ONNX_FILE), bundle.file(NeuralStage.TOKENIZER_FILE),
-            int(bundle.manifest["neural"]["max_length"]),
-            threads=threads, batch_size=batch_size, providers=providers,
-        )
-        calibration = bundle.manifest.get("calibration", {})
+        except ValueError as exc:
+            raise BundleError(f"{bundle.path}: {exc}") from None
+        bundle = bundle.without_blobs()
+        calibration = manifest.get("calibration", {})
         cheap.temperature = float(calibration.get("cheap_temperature", 1.0))
         neural.temperature = float(calibration.get("neural_temperature", 1.0))
         return cls(cheap, neural, bundle.labels, bundle.threshold, bundle,
                    measure=calibration.get("measure", "max_prob"),
-                   always_neural=calibration.get("always_neural", ()))
+                   always_neural=calibration.get("always_neural", ()),
+                   cheap_weight=float(manifest.get("mix", {}).get("cheap_weight", 0.0)))
 
     @property
     def always_neural(self) -> tuple[str, ...]:
         """Labels whose cheap-stage answers always fall through (set by per-class calibration)."""
         return tuple(self.labels[i] for i in self._always_neural_idx)
-
-    @property
-    def always_neural_idx(self) -> np.ndarray:
-        """Class indices of :attr:`always_neural`."""
-        return self._always_neural_idx
 
     @always_neural.setter
     def always_neural(self, labels: Sequence[str]) -> None:
@@ -139,6 +177,11 @@ class Cascade:
             raise BundleError(f"always_neural names labels the bundle does not have: {unknown[:5]}")
         self._always_neural_idx = np.array([self.labels.index(label) for label in labels], dtype=np.int64)
 
+    @property
+    def always_neural_idx(self) -> np.ndarray:
+        """Class indices of :attr:`always_neural`."""
+        return self._always_neural_idx
+
     def route(self, texts: list[str], threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Final probabilities (one row per text) and a mask of the texts the neural stage answered."""
         t = self.threshold if threshold is None else check_threshold(threshold)
@@ -146,7 +189,10 @@ class Cascade:
         to_neural = fall_through(routing_confidence(probs, self.measure, self._always_neural_idx), t)
         if to_neural.any():
             idx = np.flatnonzero(to_neural)
-            probs[idx] = self.neural.predict_proba([texts[i] for i in idx])
+            probs[idx] = fallthrough_answer(probs[idx], self.neural.predict_proba([texts[i] for i in idx]),
+                                            self.cheap_weight)
+        if not np.all(np.isfinite(probs)):
+            raise CascadeError("the model produced non-finite probabilities; its bundle is broken: rebuild it")
         return probs, to_neural
 
     @overload
@@ -160,8 +206,7 @@ class Cascade:
         ``threshold`` overrides the bundle's for this call; ``top_k`` asks for the k most likely labels.
         """
         items, single = as_text_list(texts)
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= len(self.labels):
-            raise ValueError(f"top_k must be an integer from 1 to {len(self.labels)}, got {top_k!r}")
+        top_k = check_top_k(top_k, len(self.labels))
         if not items:
             return []
         probs, to_neural = self.route(items, threshold)

@@ -27,6 +27,36 @@ def make_tokenizer(path: Path, texts: list[str]) -> Path:
     return path
 
 
+def make_encoder_onnx(path: Path, vocab_size: int, dim: int = 24, seed: int = 1) -> Path:
+    """A tiny sentence encoder with the frozen-encoder interface: token states (batch x sequence x dim),
+    each a token's embedding plus the mean of the text's (so a token's state depends on its text only)."""
+    rng = np.random.default_rng(seed)
+    emb = numpy_helper.from_array(rng.normal(size=(vocab_size, dim)).astype(np.float32), "emb")
+    axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes2")
+    axis1 = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes1")
+    nodes = [
+        helper.make_node("Gather", ["emb", "input_ids"], ["x"]),
+        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["m", "axes2"], ["m3"]),
+        helper.make_node("Mul", ["x", "m3"], ["xm"]),
+        helper.make_node("ReduceSum", ["xm", "axes1"], ["s"], keepdims=1),
+        helper.make_node("ReduceSum", ["m3", "axes1"], ["n"], keepdims=1),
+        helper.make_node("Div", ["s", "n"], ["mean"]),
+        helper.make_node("Add", ["x", "mean"], ["token_states"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny-encoder",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("token_states", TensorProto.FLOAT, ["batch", "seq", dim])],
+        [emb, axes, axis1],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def make_neural_onnx(path: Path, vocab_size: int, n_classes: int, seed: int = 0, dim: int = 16) -> Path:
     """A tiny ONNX text classifier with the neural stage's interface: masked mean of embeddings, linear."""
     rng = np.random.default_rng(seed)

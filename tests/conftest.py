@@ -62,3 +62,31 @@ def tiny_model(tiny_bundle: Path):
     import cascade
 
     return cascade.load(tiny_bundle, threads=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_parts: dict[str, Path], tiny_val: TextDataset,
+                        tiny_train: TextDataset, labels: list[str]) -> Path:
+    """A tiny bundle with a frozen-encoder neural stage (random tiny encoder, head fitted on tiny data):
+    what ``cascade train`` reuses the encoder of."""
+    from builders import make_encoder_onnx
+    from tokenizers import Tokenizer
+
+    from cascade.bundle import text_hash
+    from cascade.evaluation import label_indices
+    from cascade.stages.head import FILE as HEAD_FILE
+    from cascade.stages.neural import NeuralStage
+    from cascade.training.build import assemble
+    from cascade.training.head import fit_head
+
+    root = tmp_path_factory.mktemp("encoder")
+    vocab_size = Tokenizer.from_file(str(tiny_parts["tokenizer"])).get_vocab_size()
+    encoder = make_encoder_onnx(root / "neural.onnx", vocab_size)
+    stage = NeuralStage(encoder, tiny_parts["tokenizer"], 16, threads=1)
+    head = fit_head(stage.embed(tiny_train.texts), label_indices(labels, tiny_train.labels), len(labels))
+    (root / HEAD_FILE).write_bytes(head.to_bytes())
+    out = tmp_path_factory.mktemp("bundles") / "tiny-encoder"
+    assemble(out, labels=labels, cheap_dir=tiny_parts["dir"], neural_model=encoder, tokenizer=tiny_parts["tokenizer"],
+             max_length=16, validation=tiny_val, manifest={"training": {"data": "tiny test data"}}, threads=1,
+             train_hashes={text_hash(t) for t in tiny_train.texts}, head=root / HEAD_FILE)
+    return out

@@ -85,14 +85,14 @@ def test_failed_save_leaves_existing_bundle_untouched(bundle_copy, tmp_path):
 
 
 def test_interrupted_save_leaves_existing_bundle_untouched(bundle_copy, monkeypatch):
-    import cascade.bundle as bundle_mod
+    import cascade.bundle.atomic as atomic_mod
 
     before = {p.name: p.read_bytes() for p in bundle_copy.iterdir()}
 
-    def boom(tmp, path):
+    def boom(scratch, path, own_files):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bundle_mod, "_swap_into_place", boom)
+    monkeypatch.setattr(atomic_mod, "swap_into_place", boom)
     with pytest.raises(KeyboardInterrupt):
         update_manifest(bundle_copy, {"threshold": 0.123})
     assert {p.name: p.read_bytes() for p in bundle_copy.iterdir()} == before
@@ -110,6 +110,6 @@ def test_refuses_to_replace_a_folder_that_is_not_a_bundle(bundle_copy, tmp_path)
     other = tmp_path / "precious"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
-    with pytest.raises(BundleError, match="is not a cascade bundle; refusing"):
+    with pytest.raises(BundleError, match=r"is not a cascade bundle \(it has no manifest.json\); refusing"):
         write_bundle(other, _files(bundle_copy), read_bundle(bundle_copy).manifest)
     assert (other / "notes.txt").read_text() == "keep me"

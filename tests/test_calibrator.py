@@ -32,7 +32,7 @@ def test_calibrate_fits_and_reports(cal, tiny_val):
 
 
 def test_temperature_scaling_lowers_log_loss(cal, model, tiny_val):
-    from cascade.calibration import _fit_part
+    from cascade.calibration.calibrator import _fit_part
 
     y = np.array([model.labels.index(label) for label in tiny_val.labels])
     fit = _fit_part(tiny_val.texts)

@@ -5,6 +5,10 @@ The weights live in ``cheap.onnx`` (a skl2onnx ``LinearClassifier``) and the fea
 file once and scores a text with a sparse gather (a text touches a few hundred of the model's features),
 which is what makes one text cost tens of microseconds instead of scikit-learn's millisecond.
 :meth:`CheapStage.predict_proba_onnx` runs the same file through onnxruntime, for parity checks.
+
+Texts are read through :func:`cascade.text.normalize` (as in training) and scored in chunks of
+``limits.chunk_size`` texts (and ``chunk_chars`` characters). A text's logits come from the same sparse row product whether it is scored alone
+or in a batch, so they are bit-for-bit the same either way.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..limits import DEFAULT_LIMITS, Limits, chunks
+from ..text import normalize
 from .featurizer import Featurizer
 
 
@@ -24,19 +30,28 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
-def read_linear_classifier(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(coef (classes x features), intercept) of the one ``LinearClassifier`` node of an ONNX file."""
+def read_linear_classifier(source: Path | bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(coef (classes x features), intercept) of the one ``LinearClassifier`` node of an ONNX file
+    (a path, or its bytes)."""
     import onnx
     from onnx import helper
 
-    model = onnx.load(str(path))
+    try:
+        model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(str(source))
+    except Exception as exc:  # protobuf's DecodeError and friends: say which file, keep the cause
+        raise ValueError(f"the cheap-stage ONNX model cannot be parsed ({exc})") from exc
     nodes = [n for n in model.graph.node if n.op_type == "LinearClassifier"]
     if len(nodes) != 1:
         raise ValueError(f"expected one LinearClassifier node in the cheap-stage ONNX, found {len(nodes)}")
     attrs = {a.name: helper.get_attribute_value(a) for a in nodes[0].attribute}
+    if "intercepts" not in attrs or "coefficients" not in attrs:
+        raise ValueError("the cheap-stage LinearClassifier lacks coefficients or intercepts")
     intercept = np.asarray(attrs["intercepts"], dtype=np.float64)
-    coef = np.asarray(attrs["coefficients"], dtype=np.float64).reshape(len(intercept), -1)
-    return coef, intercept
+    coef = np.asarray(attrs["coefficients"], dtype=np.float64)
+    if len(intercept) < 2 or coef.size % len(intercept) or not np.all(np.isfinite(coef)) \
+            or not np.all(np.isfinite(intercept)):
+        raise ValueError("the cheap-stage LinearClassifier has malformed or non-finite weights")
+    return coef.reshape(len(intercept), -1), intercept
 
 
 class CheapStage:
@@ -46,7 +61,7 @@ class CheapStage:
     ONNX_FILE = "cheap.onnx"
 
     def __init__(self, featurizer: Featurizer, coef: np.ndarray, intercept: np.ndarray,
-                 onnx_path: Path | None = None) -> None:
+                 onnx_path: Path | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
         if coef.shape != (len(intercept), featurizer.n_features):
             raise ValueError(
                 f"linear layer shape {coef.shape} does not fit {featurizer.n_features} features "
@@ -57,6 +72,8 @@ class CheapStage:
         self.weights_t = np.ascontiguousarray(coef.T, dtype=np.float32)
         self.intercept = intercept
         self.onnx_path = onnx_path
+        self.limits = limits
+        self.featurizer.cache_bytes = limits.word_cache_bytes
         self.temperature = 1.0  # set by calibration: probabilities are softmax(logits / temperature)
         self._session: object | None = None
 
@@ -65,21 +82,40 @@ class CheapStage:
         return len(self.intercept)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "CheapStage":
-        """Load ``cheap_features.json`` and ``cheap.onnx`` from a bundle folder."""
+    def load(cls, directory: str | Path, limits: Limits = DEFAULT_LIMITS) -> "CheapStage":
+        """Load ``cheap_features.json`` and ``cheap.onnx`` from a folder (not checked: see
+        :meth:`from_bytes` for a bundle's verified bytes)."""
         directory = Path(directory)
-        featurizer = Featurizer.load(directory / cls.FEATURES_FILE)
-        coef, intercept = read_linear_classifier(directory / cls.ONNX_FILE)
-        return cls(featurizer, coef, intercept, onnx_path=directory / cls.ONNX_FILE)
+        return cls.from_bytes((directory / cls.FEATURES_FILE).read_bytes(), (directory / cls.ONNX_FILE).read_bytes(),
+                              onnx_path=directory / cls.ONNX_FILE, limits=limits)
+
+    @classmethod
+    def from_bytes(cls, features: bytes, onnx_model: bytes, *, onnx_path: Path | None = None,
+                   limits: Limits = DEFAULT_LIMITS) -> "CheapStage":
+        """Build the stage from the contents of ``cheap_features.json`` and ``cheap.onnx``."""
+        try:
+            featurizer = Featurizer.from_bytes(features, limits.word_cache_bytes)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{cls.FEATURES_FILE}: {exc}") from None
+        coef, intercept = read_linear_classifier(onnx_model)
+        return cls(featurizer, coef, intercept, onnx_path=onnx_path, limits=limits)
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        """Class logits, (len(texts), n_classes) float64."""
-        if len(texts) == 1:
-            idx, values = self.featurizer.transform_one(texts[0])
-            logits = values.astype(np.float32) @ self.weights_t[idx]
-            return (logits.astype(np.float64) + self.intercept)[None, :]
-        features = self.featurizer.transform(texts)
-        return np.asarray(features.astype(np.float32) @ self.weights_t, dtype=np.float64) + self.intercept
+        """Class logits, (len(texts), n_classes) float64; each row depends on its own text only."""
+        from scipy.sparse import csr_matrix
+
+        out = np.empty((len(texts), self.n_classes), dtype=np.float64)
+        for start, end in chunks(texts, self.limits):
+            chunk = [normalize(t, self.limits) for t in texts[start:end]]
+            if len(chunk) == 1:
+                idx, values = self.featurizer.transform_one(chunk[0])
+                features = csr_matrix((values, idx, np.array([0, len(idx)])), shape=(1, self.featurizer.n_features))
+            else:
+                features = self.featurizer.transform(chunk)
+            # scipy's CSR product sums each row's terms in feature order, alone: the same bits in any batch
+            out[start : start + len(chunk)] = features.astype(np.float32) @ self.weights_t
+        out += self.intercept
+        return out
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities, (len(texts), n_classes) float64, at the stage's ``temperature``."""
@@ -97,6 +133,6 @@ class CheapStage:
             self._session = ort.InferenceSession(
                 str(self.onnx_path), options, providers=["CPUExecutionProvider"]
             )
-        dense = self.featurizer.transform(texts).toarray().astype(np.float32)
-        outputs = self._session.run(["probabilities"], {"features": dense})  # type: ignore[attr-defined]
+        dense = self.featurizer.transform([normalize(t, self.limits) for t in texts]).toarray().astype(np.float32)
+        outputs = self._session.run(["probabilities"], {"features": dense})  # type: ignore[attr-defined,union-attr]
         return np.asarray(outputs[0], dtype=np.float64)

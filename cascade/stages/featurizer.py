@@ -33,7 +33,13 @@ from typing import Any
 import numpy as np
 
 FORMAT = "cascade.tfidf/1"
-WORD_CACHE_SIZE = 200_000  # words whose char n-gram ids are remembered, per block
+# What a featurizer spec may ask for: bounded n-gram sizes and token patterns known to run in linear
+# time, so that no spec can make one text cost seconds or gigabytes.
+SAFE_TOKEN_PATTERNS = (r"(?u)\b\w\w+\b", r"(?u)\b\w+\b")
+MAX_NGRAM = {"word": 3, "char_wb": 6}
+MAX_BLOCKS = 4
+MAX_TERMS = 5_000_000
+_CACHE_ENTRY_OVERHEAD = 120  # bytes of dict slot, str and array headers per cached word, roughly
 
 
 @dataclass
@@ -48,14 +54,23 @@ class FeatureBlock:
     token_pattern: str = r"(?u)\b\w\w+\b"
 
     def __post_init__(self) -> None:
-        if self.analyzer not in ("word", "char_wb"):
+        if self.analyzer not in MAX_NGRAM:
             raise ValueError(f"unsupported analyzer {self.analyzer!r}; use 'word' or 'char_wb'")
         lo, hi = self.ngram_range
-        if not 1 <= lo <= hi:
-            raise ValueError(f"bad ngram_range {self.ngram_range}")
-        if len(self.terms) != len(self.idf):
-            raise ValueError(f"{len(self.terms)} terms but {len(self.idf)} idf weights")
+        if not 1 <= lo <= hi <= MAX_NGRAM[self.analyzer]:
+            raise ValueError(f"ngram_range {self.ngram_range} of a {self.analyzer} block must satisfy "
+                             f"1 <= low <= high <= {MAX_NGRAM[self.analyzer]}")
+        if self.token_pattern not in SAFE_TOKEN_PATTERNS:
+            raise ValueError(f"token_pattern {self.token_pattern!r} is not one of the supported patterns "
+                             f"{list(SAFE_TOKEN_PATTERNS)}")
+        if len(self.terms) != len(self.idf) or len(self.terms) > MAX_TERMS:
+            raise ValueError(f"{len(self.terms)} terms and {len(self.idf)} idf weights: they must be equal "
+                             f"in number and at most {MAX_TERMS}")
+        if not all(isinstance(t, str) and t for t in self.terms) or len(set(self.terms)) != len(self.terms):
+            raise ValueError("terms must be unique non-empty strings")
         self.idf = np.asarray(self.idf, dtype=np.float64)
+        if self.idf.ndim != 1 or not np.all(np.isfinite(self.idf)) or np.any(self.idf <= 0):
+            raise ValueError("idf weights must be finite and positive")
         self.vocabulary = {term: i for i, term in enumerate(self.terms)}
         self._token_re = re.compile(self.token_pattern)
 
@@ -96,23 +111,45 @@ class FeatureBlock:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "FeatureBlock":
+    def from_json(cls, data: Any) -> "FeatureBlock":
+        """A block from its JSON form; every field is type-checked (ValueError names the field)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a block must be an object, got {type(data).__name__}")
+        fields = {"analyzer", "ngram_range", "token_pattern", "sublinear_tf", "terms", "idf"}
+        if set(data) - fields or {"analyzer", "ngram_range", "sublinear_tf", "terms", "idf"} - set(data):
+            raise ValueError(f"a block has the fields {sorted(fields)}, got {sorted(data)}")
+        for key in ("analyzer", "token_pattern"):
+            if key in data and not isinstance(data[key], str):
+                raise ValueError(f"{key} must be a string, got {type(data[key]).__name__}")
+        rng = data["ngram_range"]
+        if not (isinstance(rng, list) and len(rng) == 2 and all(type(x) is int for x in rng)):
+            raise ValueError(f"ngram_range must be two integers, got {rng!r}")
+        if not isinstance(data["sublinear_tf"], bool):
+            raise ValueError("sublinear_tf must be true or false")
+        if not isinstance(data["terms"], list) or not isinstance(data["idf"], list):
+            raise ValueError("terms and idf must be lists")
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in data["idf"]):
+            raise ValueError("idf must hold numbers")
+        try:
+            idf = np.asarray(data["idf"], dtype=np.float64)
+        except OverflowError:
+            raise ValueError("idf weights must be finite") from None
         return cls(
             analyzer=data["analyzer"],
-            ngram_range=(int(data["ngram_range"][0]), int(data["ngram_range"][1])),
-            terms=list(data["terms"]),
-            idf=np.asarray(data["idf"], dtype=np.float64),
-            sublinear_tf=bool(data["sublinear_tf"]),
-            token_pattern=data.get("token_pattern", r"(?u)\b\w\w+\b"),
+            ngram_range=(rng[0], rng[1]),
+            terms=data["terms"],
+            idf=idf,
+            sublinear_tf=data["sublinear_tf"],
+            token_pattern=data.get("token_pattern", SAFE_TOKEN_PATTERNS[0]),
         )
 
 
 class Featurizer:
     """Concatenated TF-IDF blocks: text -> sparse feature vector."""
 
-    def __init__(self, blocks: list[FeatureBlock]) -> None:
-        if not blocks:
-            raise ValueError("a featurizer needs at least one block")
+    def __init__(self, blocks: list[FeatureBlock], cache_bytes: int = 64 << 20) -> None:
+        if not 1 <= len(blocks) <= MAX_BLOCKS:
+            raise ValueError(f"a featurizer needs 1 to {MAX_BLOCKS} blocks, got {len(blocks)}")
         self.blocks = blocks
         sizes = [len(b.terms) for b in blocks]
         self.offsets = np.cumsum([0] + sizes)
@@ -124,10 +161,25 @@ class Featurizer:
         self._block_of = np.repeat(np.arange(len(blocks)), sizes)
         self._sublinear = np.array([b.sublinear_tf for b in blocks])
         self._all_sublinear = bool(self._sublinear.all())
-        # char_wb features depend on each word alone, and words repeat: cache each word's feature ids.
-        self._word_caches: list[dict[str, list[int]] | None] = [
+        # char_wb features depend on each word alone, and words repeat: cache each word's feature ids,
+        # within a memory budget (the caches are emptied when they would outgrow it).
+        self._word_caches: list[dict[str, np.ndarray] | None] = [
             {} if b.analyzer == "char_wb" else None for b in blocks
         ]
+        self.cache_bytes = cache_bytes
+        self._cached_bytes = 0
+
+    def _remember(self, cache: dict[str, np.ndarray], word: str, ids: np.ndarray) -> None:
+        size = len(word) * 4 + ids.nbytes + _CACHE_ENTRY_OVERHEAD
+        if self._cached_bytes + size > self.cache_bytes:
+            for c in self._word_caches:
+                if c is not None:
+                    c.clear()
+            self._cached_bytes = 0
+            if size > self.cache_bytes:
+                return
+        cache[word] = ids
+        self._cached_bytes += size
 
     def _found_ids(self, text: str) -> list[np.ndarray]:
         """Feature indices of every known n-gram of one text, repeats included, in pieces."""
@@ -143,8 +195,7 @@ class Featurizer:
                 if ids is None:
                     found = [j for j in map(lookup.get, block.word_char_ngrams(word)) if j is not None]
                     ids = np.array(found, dtype=np.int64)
-                    if len(cache) < WORD_CACHE_SIZE:
-                        cache[word] = ids
+                    self._remember(cache, word, ids)
                 parts.append(ids)
         return parts
 
@@ -159,6 +210,7 @@ class Featurizer:
         values = tf * self._idf[idx]
         group = block if rows is None else rows * len(self.blocks) + block
         norms = np.sqrt(np.bincount(group, weights=values * values, minlength=n_rows * len(self.blocks)))
+        norms[norms == 0] = 1.0  # a block whose values are all zero stays zero
         return values / norms[group]
 
     def transform_one(self, text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -194,10 +246,21 @@ class Featurizer:
         return {"format": FORMAT, "blocks": [b.to_json() for b in self.blocks]}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Featurizer":
-        if data.get("format") != FORMAT:
-            raise ValueError(f"unknown featurizer format {data.get('format')!r}; expected {FORMAT!r}")
-        return cls([FeatureBlock.from_json(b) for b in data["blocks"]])
+    def from_json(cls, data: Any, cache_bytes: int = 64 << 20) -> "Featurizer":
+        """A featurizer from its JSON spec, every field checked (ValueError says which block and why)."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"unknown featurizer format {found!r}; expected {FORMAT!r}")
+        blocks = data.get("blocks")
+        if not isinstance(blocks, list):
+            raise ValueError("'blocks' must be a list")
+        parsed = []
+        for i, block in enumerate(blocks):
+            try:
+                parsed.append(FeatureBlock.from_json(block))
+            except ValueError as exc:
+                raise ValueError(f"blocks[{i}]: {exc}") from None
+        return cls(parsed, cache_bytes)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
@@ -205,3 +268,11 @@ class Featurizer:
     @classmethod
     def load(cls, path: str | Path) -> "Featurizer":
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, cache_bytes: int = 64 << 20) -> "Featurizer":
+        try:
+            spec = json.loads(data.decode("utf-8"))
+        except RecursionError:
+            raise ValueError("the featurizer spec is nested too deeply") from None
+        return cls.from_json(spec, cache_bytes)

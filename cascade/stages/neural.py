@@ -9,14 +9,54 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from ..errors import CascadeError
+from ..limits import DEFAULT_LIMITS, Limits, chunks
 from .cheap import softmax
+from .head import LinearHead
 from .tokenization import TextEncoder
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+MAX_BATCH_SIZE = 4096
+# A graph that quantizes activations with per-batch scales gives a text a score that depends on its
+# batch-mates; such models are run one text at a time (bundles built now carry fixed scales).
+_DYNAMIC_QUANT_OP = b"DynamicQuantizeLinear"
+
+
+def mean_pool(states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Sentence embeddings: the mean of each text's own token states (padding never enters a sum), scaled
+    to unit length; each row is computed alone, so a text's embedding is the same bits in any batch."""
+    lengths = mask.sum(axis=1)
+    out = np.empty((len(states), states.shape[-1]), dtype=np.float32)
+    for i, n in enumerate(lengths):
+        mean = np.add.reduce(states[i, : max(int(n), 1)].astype(np.float32), axis=0) / np.float32(max(int(n), 1))
+        out[i] = mean / max(np.float32(np.sqrt(np.add.reduce(mean * mean))), np.float32(1e-12))
+    return out
+
+
+def check_batch_size(batch_size: object) -> int:
+    """A batch size from 1 to MAX_BATCH_SIZE (numpy integers accepted)."""
+    from numbers import Integral
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or not 1 <= int(batch_size) <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE}, got {batch_size!r}")
+    return int(batch_size)
+
+
+def check_threads(threads: object) -> int | None:
+    """None (all cores) or a thread count from 1 to the cores this process may use."""
+    from numbers import Integral
+
+    if threads is None:
+        return None
+    cores = default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, Integral) or not 1 <= int(threads) <= cores:
+        raise ValueError(f"threads must be an integer from 1 to {cores} (the cores this process may use), "
+                         f"got {threads!r}")
+    return int(threads)
 
 
 def default_threads() -> int:
@@ -35,49 +75,98 @@ class NeuralStage:
 
     def __init__(
         self,
-        model_path: str | Path,
-        tokenizer_path: str | Path,
+        model: str | Path | bytes,
+        tokenizer: str | Path | bytes,
         max_length: int,
         *,
         threads: int | None = None,
         batch_size: int = 32,
         providers: Sequence[str] = DEFAULT_PROVIDERS,
+        limits: Limits = DEFAULT_LIMITS,
+        head: LinearHead | None = None,
     ) -> None:
+        """``model`` and ``tokenizer``: paths, or the verified bytes of a bundle's files. With a ``head``
+        the model is a frozen sentence encoder (its output: embeddings) and the head turns embeddings
+        into logits; without, the model outputs logits itself (a fine-tuned classifier)."""
         import onnxruntime as ort
 
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.encoder = TextEncoder(tokenizer_path, max_length)
-        self.batch_size = batch_size
-        self.threads = threads or default_threads()
+        batch_size = check_batch_size(batch_size)
+        self.encoder = TextEncoder(tokenizer, max_length, limits)
+        self.limits = limits
+        self.threads = check_threads(threads) or default_threads()
+        model_bytes = model if isinstance(model, bytes) else Path(model).read_bytes()
+        self.per_text = _DYNAMIC_QUANT_OP in model_bytes
+        self.batch_size = 1 if self.per_text else batch_size
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(model_path), options, providers=list(providers))
+        try:
+            self.session = ort.InferenceSession(model_bytes, options, providers=list(providers))
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types: name the file, keep the cause
+            raise ValueError(f"{self.ONNX_FILE}: onnxruntime cannot load the model ({exc})") from exc
+        del model_bytes
         self._input_names = {i.name for i in self.session.get_inputs()}
         missing = {"input_ids", "attention_mask"} - self._input_names
         if missing:
-            raise ValueError(f"{model_path}: the ONNX model lacks the inputs {sorted(missing)}")
-        self.n_classes = int(self.session.get_outputs()[0].shape[-1])
+            raise ValueError(f"{self.ONNX_FILE}: the ONNX model lacks the inputs {sorted(missing)}")
+        outputs = self.session.get_outputs()
+        shape = outputs[0].shape if outputs else []
+        if len(shape) not in (2, 3) or not isinstance(shape[-1], int) or shape[-1] < 2:
+            raise ValueError(f"{self.ONNX_FILE}: the first output must be logits (batch, classes) or, for a frozen "
+                             f"encoder, token states (batch, sequence, dim); got {shape}")
+        # A frozen encoder outputs token states, pooled here; a fine-tuned classifier outputs logits.
+        self.embedding_dim: int | None = int(shape[-1]) if len(shape) == 3 else None
+        if head is not None and head.dim != self.embedding_dim:
+            raise ValueError(f"the head expects {head.dim}-dimensional embeddings; {self.ONNX_FILE} gives "
+                             f"{'logits' if self.embedding_dim is None else self.embedding_dim}")
+        self.head = head
+        self.n_classes = head.n_classes if head is not None else (0 if self.embedding_dim else int(shape[-1]))
         self.temperature = 1.0  # set by calibration: probabilities are softmax(logits / temperature)
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        out = self._raw(ids, mask)
+        if self.embedding_dim is None:
+            return np.asarray(out, dtype=np.float64)
+        if self.head is None:
+            raise ValueError(f"{self.ONNX_FILE} is a sentence encoder without a head: it gives embeddings, not logits")
+        return self.head.logits(out)
+
+    def _raw(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The model's logits, or a frozen encoder's sentence embeddings (:func:`mean_pool` of its token states)."""
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        return np.asarray(self.session.run(None, feeds)[0], dtype=np.float64)
+        try:
+            out = self.session.run(None, feeds)[0]
+        except Exception as exc:  # onnxruntime's own error types: say which file, keep the cause
+            raise CascadeError(f"{self.ONNX_FILE} failed on a batch of {len(ids)} text(s) ({str(exc)[:300]}); its "
+                               "tokenizer and model do not fit together: rebuild the bundle") from exc
+        return mean_pool(out, mask) if self.embedding_dim is not None else out
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """The model's first output for each text, float32: a frozen encoder's sentence embeddings, exactly
+        as :meth:`logits` feeds them to the head."""
+        if self.embedding_dim is None:
+            raise ValueError(f"{self.ONNX_FILE} outputs logits, not token states: it is not a sentence encoder")
+        return self._map_batches(texts, self._raw, self.embedding_dim, np.float32)
+
+    def _map_batches(self, texts: list[str], run: Callable[[np.ndarray, np.ndarray], np.ndarray], width: int,
+                     dtype: type) -> np.ndarray:
+        """``run`` over chunks of texts in length-sorted, dynamically padded batches; rows in input order."""
+        out: np.ndarray = np.empty((len(texts), width), dtype=dtype)
+        for offset, end in chunks(texts, self.limits):
+            rows = self.encoder.token_ids(texts[offset:end])
+            order = np.argsort([len(r) for r in rows], kind="stable")
+            for start in range(0, len(rows), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                out[offset + idx] = run(*self.encoder.pad([rows[i] for i in idx]))
+        return out
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        """Class logits, (len(texts), n_classes), computed in length-sorted batches."""
-        rows = self.encoder.token_ids(texts)
-        out = np.empty((len(texts), self.n_classes), dtype=np.float64)
-        order = np.argsort([len(r) for r in rows], kind="stable")
-        for start in range(0, len(texts), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            out[idx] = self._run(*self.encoder.pad([rows[i] for i in idx]))
-        return out
+        """Class logits, (len(texts), n_classes), computed chunk by chunk in length-sorted batches."""
+        return self._map_batches(texts, self._run, self.n_classes, np.float64)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities, (len(texts), n_classes), at the stage's ``temperature``."""

@@ -1,21 +1,27 @@
 """Word-piece tokenization for the neural stage: HF ``tokenizers`` only, no transformers, no torch.
 
-Texts are truncated to ``max_length`` tokens (special tokens included) and padded per batch to the
+Texts are read through :func:`cascade.text.normalize` (invisible characters and whitespace runs
+dropped, length bounded), then truncated to ``max_length`` tokens (special tokens included) and padded per batch to the
 longest text in it (dynamic padding), never to a fixed length. Training and inference share this code,
 so the model sees exactly the same ids in both.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
-# A word piece never spans more than this many characters in a BERT vocabulary (its
-# max_input_chars_per_word is 100), so cutting a long text here cannot change its first max_length tokens
-# unless it holds runs of whitespace; it keeps a 1 MB text from being tokenized in full.
-_CHARS_PER_TOKEN_BOUND = 100
+from ..limits import DEFAULT_LIMITS, Limits
+from ..text import normalize
+
+# A word piece spans at most this many characters (BERT's max_input_chars_per_word is 100) and normalized
+# text has no whitespace runs, so a text is first cut here; if the tokenizer deleted so much that fewer
+# than max_length tokens came out, the window grows until it has them or holds the whole text.
+_CHARS_PER_TOKEN_BOUND = 101  # 100 characters and the space after them
 
 
 def _encodable(text: str) -> str:
@@ -29,21 +35,105 @@ def _encodable(text: str) -> str:
     return text
 
 
+# The parts a tokenizer.json may use: those of BERT-style WordPiece tokenizers, each named by its "type".
+# Others (Replace and Prepend normalizers, regex splits, BPE with dropout, other models) could make one
+# text cost unbounded time or memory, or its tokens change from run to run.
+_ALLOWED = {
+    "normalizer": {"BertNormalizer", "Lowercase", "NFC", "NFD", "NFKC", "NFKD", "StripAccents", "Strip", "Sequence"},
+    "pre_tokenizer": {"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits", "Sequence"},
+    "post_processor": {"TemplateProcessing", "BertProcessing"},
+}
+MAX_TOKENIZER_BYTES = 32 << 20
+_MAX_PARTS = 8  # entries of a Sequence normalizer or pre-tokenizer
+_MAX_SPECIAL = 4  # tokens a post-processor may add to a text
+
+
+def _check_part(part: str, node: Any) -> None:
+    allowed = _ALLOWED[part]
+    stack = [node]
+    seen = 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > _MAX_PARTS + 1:
+            raise ValueError(f"{part}: at most {_MAX_PARTS} steps are supported")
+        if not isinstance(node, dict) or node.get("type") not in allowed:
+            kind = node.get("type") if isinstance(node, dict) else type(node).__name__
+            raise ValueError(f"{part} {kind!r} is not supported; use one of {sorted(allowed)}")
+        for key in ("normalizers", "pretokenizers"):
+            children = node.get(key) or []
+            if not isinstance(children, list):
+                raise ValueError(f"{part}: {key} must be a list")
+            stack.extend(children)
+    if part == "post_processor" and node.get("type") == "TemplateProcessing":
+        single = node.get("single")
+        if not isinstance(single, list) or len(single) > _MAX_SPECIAL + 1:
+            raise ValueError(f"post_processor: the template may add at most {_MAX_SPECIAL} tokens to a text")
+
+
+def _check_spec(spec: Any) -> None:
+    """Refuse tokenizer specs that are not BERT-style WordPiece ones (see ``_ALLOWED``), and WordPiece
+    settings that would inflate the cost of a text or fail on it later."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("model"), dict):
+        raise ValueError("not a tokenizers JSON file (no 'model')")
+    model = spec["model"]
+    if model.get("type") != "WordPiece":
+        raise ValueError(f"model {model.get('type')!r} is not supported; a BERT-style 'WordPiece' model is")
+    for part in _ALLOWED:
+        if spec.get(part) is not None:
+            _check_part(part, spec[part])
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict) or not vocab:
+        raise ValueError("the WordPiece vocabulary must be a non-empty object")
+    ids = vocab.values()
+    if not all(type(i) is int for i in ids) or sorted(ids) != list(range(len(vocab))):
+        raise ValueError("the WordPiece vocabulary's ids must be 0 to n-1, each once")
+    if model.get("unk_token") not in vocab:
+        raise ValueError(f"the unknown token {model.get('unk_token')!r} is not in the vocabulary")
+    prefix = model.get("continuing_subword_prefix", "##")
+    if not isinstance(prefix, str) or len(prefix) > 8:
+        raise ValueError("continuing_subword_prefix must be a string of at most 8 characters")
+    chars = model.get("max_input_chars_per_word", 100)
+    if type(chars) is not int or not 1 <= chars <= 100:
+        raise ValueError(f"max_input_chars_per_word must be from 1 to 100, got {chars!r}")
+
+
 class TextEncoder:
     """Turns texts into padded ``input_ids``/``attention_mask`` int64 arrays."""
 
-    def __init__(self, tokenizer_file: str | Path, max_length: int) -> None:
-        if max_length < 2:
-            raise ValueError(f"max_length must be at least 2, got {max_length}")
+    def __init__(self, tokenizer: str | Path | bytes, max_length: int, limits: Limits = DEFAULT_LIMITS) -> None:
+        """``tokenizer``: the path of a ``tokenizer.json``, or its bytes."""
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 <= max_length <= 512:
+            raise ValueError(f"max_length must be an integer from 2 to 512, got {max_length!r}")
         self.max_length = max_length
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.limits = limits
+        raw = tokenizer if isinstance(tokenizer, bytes) else Path(tokenizer).read_bytes()
+        if len(raw) > MAX_TOKENIZER_BYTES:
+            raise ValueError(f"tokenizer.json: larger than {MAX_TOKENIZER_BYTES >> 20} MiB")
+        try:
+            spec = json.loads(raw.decode("utf-8"))
+            _check_spec(spec)
+            self.tokenizer = Tokenizer.from_str(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise ValueError(f"tokenizer.json: {str(exc)[:300]}") from None
+        except Exception as exc:  # tokenizers raises a bare Exception for a malformed file
+            raise ValueError(f"tokenizer.json cannot be loaded ({exc})") from exc
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=max_length)
         self._char_cap = max_length * _CHARS_PER_TOKEN_BOUND
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         """Token ids of each text, truncated to ``max_length``, unpadded."""
-        return [e.ids for e in self.tokenizer.encode_batch([_encodable(t[: self._char_cap]) for t in texts])]
+        normalized = [normalize(t, self.limits) for t in texts]
+        rows = [e.ids for e in self.tokenizer.encode_batch([_encodable(t[: self._char_cap]) for t in normalized])]
+        for i, text in enumerate(normalized):
+            # The tokenizer may drop characters (controls, accents): if the cut text made fewer than
+            # max_length tokens, look further, so the tokens are those of the whole (normalized) text.
+            window = self._char_cap
+            while len(rows[i]) < self.max_length and len(text) > window:
+                window *= 4
+                rows[i] = self.tokenizer.encode(_encodable(text[:window])).ids
+        return rows
 
     @staticmethod
     def pad(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

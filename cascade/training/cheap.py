@@ -27,6 +27,7 @@ from sklearn.pipeline import FeatureUnion, Pipeline
 from ..datasets import TextDataset
 from ..stages.cheap import CheapStage
 from ..stages.featurizer import FeatureBlock, Featurizer
+from ..text import normalize
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,8 @@ def build_pipeline(config: CheapConfig) -> Pipeline:
 
 
 def fit_cheap(data: TextDataset, labels: list[str], config: CheapConfig = CheapConfig()) -> Pipeline:
-    """Fit the scikit-learn cheap stage; its class order is ``labels``' order."""
+    """Fit the scikit-learn cheap stage on normalized texts (:func:`cascade.text.normalize`, as the stage
+    reads them at inference); its class order is ``labels``' order."""
     unknown = sorted(set(data.labels) - set(labels))
     if unknown:
         raise ValueError(f"training labels not in the label list: {unknown[:5]}")
@@ -93,7 +95,8 @@ def fit_cheap(data: TextDataset, labels: list[str], config: CheapConfig = CheapC
         )
     index = {label: i for i, label in enumerate(labels)}
     started = time.perf_counter()
-    pipeline = build_pipeline(config).fit(data.texts, np.array([index[y] for y in data.labels]))
+    texts = [normalize(t) for t in data.texts]  # exactly what the stage reads at inference
+    pipeline = build_pipeline(config).fit(texts, np.array([index[y] for y in data.labels]))
     log.info("cheap stage fitted on %d texts in %.1fs", len(data), time.perf_counter() - started)
     return pipeline
 
@@ -137,7 +140,7 @@ def export_cheap(pipeline: Pipeline, out_dir: str | Path) -> tuple[Path, Path]:
 
 def check_parity(pipeline: Pipeline, stage: CheapStage, texts: list[str], batch_size: int = 256) -> ParityReport:
     """Compare scikit-learn, onnxruntime on ``cheap.onnx`` and the fast path on ``texts``."""
-    want = pipeline.predict_proba(texts)
+    want = pipeline.predict_proba([normalize(t) for t in texts])
     fast = stage.predict_proba(texts)
     onnx = np.vstack([stage.predict_proba_onnx(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
     report = ParityReport(

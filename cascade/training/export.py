@@ -9,6 +9,9 @@
 3. :func:`quantize` applies dynamic INT8 quantization. :data:`QUANT_MODES` is the documented fallback
    order: the first mode whose validation accuracy stays within ``tolerance`` of fp32 is kept, and if
    none does, the optimized fp32 model is shipped and the build says so.
+4. The kept INT8 model's activation scales are then fixed (:mod:`cascade.training.activation_scales`),
+   so a text's answer never depends on its batch-mates; the percentile is chosen on validation, and the
+   dynamic model is kept (run one text at a time) if no fixed-scale model stays within ``tolerance``.
 
 On x86 CPUs with AVX2 but no VNNI (the machine this was built for), onnxruntime multiplies uint8
 activations by int8 weights with an instruction whose 16-bit intermediate sums can saturate; 7-bit
@@ -64,6 +67,7 @@ class NeuralBuild:
     val_accuracy_fp32: float
     val_accuracy: float
     tried: list[dict[str, Any]] = field(default_factory=list)
+    activation_scales: str = "dynamic"
 
 
 def export_onnx(checkpoint_dir: str | Path, out_path: str | Path, opset: int = 17) -> Path:
@@ -160,8 +164,10 @@ def build_neural(
     check_texts: list[str],
     max_length: int,
     tolerance: float = 0.005,
+    calibration_texts: list[str] | None = None,
 ) -> NeuralBuild:
-    """Export, check, optimize and quantize; ``accuracy_of(model_path)`` scores a model on validation."""
+    """Export, check, optimize and quantize; ``accuracy_of(model_path)`` scores a model on validation;
+    ``calibration_texts`` (training texts; default ``check_texts``) fix the activation scales."""
     transformers = require("transformers", "train")
     config = transformers.AutoConfig.from_pretrained(str(checkpoint_dir))
     work_dir = Path(work_dir)
@@ -182,7 +188,37 @@ def build_neural(
         log.info("quantization %s: validation accuracy %.4f (%s)", mode.name, acc,
                  "kept" if ok else f"more than {tolerance:.1%} below fp32")
         if ok:
-            return NeuralBuild(path, fp32, mode.name, fusions, fp32_acc, acc, tried)
+            build = NeuralBuild(path, fp32, mode.name, fusions, fp32_acc, acc, tried)
+            return fix_scales(build, Path(checkpoint_dir) / "tokenizer.json", max_length,
+                              calibration_texts or check_texts, accuracy_of, fp32_acc - tolerance)
     log.warning("no INT8 mode kept accuracy within %.1f points of fp32; shipping the fp32 model",
                 100 * tolerance)
     return NeuralBuild(fp32, fp32, FP32_FALLBACK, fusions, fp32_acc, fp32_acc, tried)
+
+
+def fix_scales(build: NeuralBuild, tokenizer: Path, max_length: int, texts: list[str],
+                accuracy_of: Callable[[Path], float], floor: float, max_texts: int = 2000) -> NeuralBuild:
+    """Replace the dynamic activation scales by fixed ones (the most accurate percentile on validation),
+    if that model's validation accuracy stays at or above ``floor``."""
+    from .activation_scales import PERCENTILES, activation_ranges, freeze_activation_scales
+
+    step = max(1, len(texts) // max_texts)
+    ranges = activation_ranges(build.model_path, tokenizer, max_length, texts[::step][:max_texts])
+    results: list[tuple[float, int, Path, float]] = []
+    for percentile in PERCENTILES:
+        path = freeze_activation_scales(build.model_path, build.model_path.with_name(
+            f"{build.model_path.stem}-static-p{percentile}.onnx"), ranges, percentile)
+        acc = accuracy_of(path)
+        build.tried.append({"mode": f"{build.mode}+static-p{percentile}", "val_accuracy": acc,
+                            "bytes": path.stat().st_size, "kept": False})
+        log.info("fixed activation scales at the %s percentile: validation accuracy %.4f", percentile, acc)
+        results.append((acc, -len(results), path, percentile))
+    acc, _, path, percentile = max(results)  # the most accurate; ties to the widest range
+    if acc < floor:
+        log.warning("no fixed-scale model stayed within tolerance (best %.4f); keeping dynamic scales, "
+                    "run one text at a time", acc)
+        return build
+    for entry in build.tried:
+        entry["kept"] = entry["mode"] == f"{build.mode}+static-p{percentile}"
+    return NeuralBuild(path, build.fp32_path, build.mode, build.fusions, build.val_accuracy_fp32, acc, build.tried,
+                       activation_scales=f"static-p{percentile}")

@@ -1,36 +1,5 @@
-"""Choosing the routing threshold from a labelled validation set, with promises that hold.
-
-:class:`Calibrator` (``cascade.calibrate(model, texts, labels)``) does the work:
-
-1. It splits the validation set by text hash: 30% *fits* the score and 70% *certifies* it, so that
-   every figure it promises comes from texts the score was not fitted on.
-2. On the fit part it fits a temperature per stage (minimum log-loss), reports the expected calibration
-   error (ECE) before and after, and picks the confidence measure, max probability or top-1 minus
-   top-2 margin, with the lower area under the risk-coverage curve (AURC).
-3. On the certify part it draws the curve: for every threshold, the fall-through rate, the cascade's
-   accuracy, the accuracy of the texts the cheap stage keeps, and the expected ms per text from
-   per-stage costs timed during calibration.
-4. :meth:`Calibrator.choose` picks a threshold by one of four rules:
-
-   * ``target_accuracy`` with ``confidence``: Learn-then-Test fixed-sequence testing (Angelopoulos et
-     al., 2021) over a fixed grid of 201 thresholds. Two sequences walk down the grid towards less
-     fall-through, one from the threshold that sends every text to the neural stage and one from the
-     threshold most accurate on the fit part, so neither order depends on the certifying texts. Each runs
-     at level (1 - ``confidence``) / 2 (Bonferroni): at each threshold the null "accuracy < target" is
-     rejected when the exact one-sided Clopper-Pearson lower bound reaches the target, and a sequence
-     stops at its first failure. All rejected thresholds keep their promise together with probability
-     at least ``confidence``, so the one with the lowest fall-through rate is taken: with probability at
-     least ``confidence`` over the draw of the validation set, its accuracy on unseen data from the same
-     distribution is at least the target.
-   * ``fallthrough``: at most this share of texts goes to the neural stage (a quantile, as RouteLLM).
-   * ``latency_ms``: expected cost per text within a budget.
-   * ``match_neural``: cascade accuracy within this many points of the neural stage alone.
-
-   An infeasible request returns the closest feasible choice, with ``feasible=False`` and a reason,
-   and warns (:class:`CalibrationWarning`).
-
-:func:`threshold_curve` and :func:`best_accuracy_threshold` are the simple rule that bundle builds use.
-"""
+"""The :class:`Calibrator`: fits calibrated scores on a validation set and chooses thresholds with
+stated guarantees (see :mod:`cascade.calibration` for the method)."""
 
 from __future__ import annotations
 
@@ -46,172 +15,40 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from .curves import Curve, build_curve
+from .statistics import (GRID, aurc, clopper_pearson_lower, expected_calibration_error, fit_temperature,
+                         fixed_sequence_threshold, grid_correct_counts, samples_needed)
+
 if TYPE_CHECKING:
-    from .bundle import Bundle
-    from .router import Cascade
+    from ..bundle import Bundle
+    from ..router import Cascade
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ThresholdCurve:
-    """Parallel arrays, one entry per candidate threshold, in increasing threshold order."""
-
-    thresholds: np.ndarray
-    fall_through_rate: np.ndarray
-    accuracy: np.ndarray
-
-
-def threshold_curve(conf: np.ndarray, cheap_correct: np.ndarray, neural_correct: np.ndarray) -> ThresholdCurve:
-    """Cascade accuracy and fall-through rate for every threshold that changes the routing."""
-    conf = np.asarray(conf, dtype=np.float64)
-    n = len(conf)
-    if n == 0 or len(cheap_correct) != n or len(neural_correct) != n:
-        raise ValueError("confidence and correctness arrays must be non-empty and of equal length")
-    order = np.argsort(conf, kind="stable")
-    c = conf[order]
-    cheap_ok = np.asarray(cheap_correct, dtype=np.float64)[order]
-    neural_ok = np.asarray(neural_correct, dtype=np.float64)[order]
-    # k = number of texts that fall through; a threshold between c[k-1] and c[k] sends exactly those.
-    ks = np.concatenate([[0], np.flatnonzero(np.diff(c) > 0) + 1, [n]])
-    below = np.concatenate([[0.0], np.cumsum(neural_ok)])[ks]
-    above = cheap_ok.sum() - np.concatenate([[0.0], np.cumsum(cheap_ok)])[ks]
-    upper = np.concatenate([c, [1.0]])[ks]  # confidence of the first text that stays (1.0 if none)
-    lower = np.concatenate([[0.0], c])[ks]  # confidence of the last text that falls (0.0 if none)
-    mid = (lower + upper) / 2
-    thresholds = np.where(mid > lower, mid, upper)  # a midpoint rounded down onto `lower` would keep it
-    # Thresholds live in [0, 1]: texts of negative confidence (always sent on) fall through at every one,
-    # and a text of confidence 1 at none.
-    forced = int(np.sum(c < 0))
-    keep = (ks >= forced) & ((ks < n) | (c[-1] < 1.0))
-    ks, below, above, thresholds = ks[keep], below[keep], above[keep], thresholds[keep]
-    thresholds[0] = 0.0
-    return ThresholdCurve(thresholds, ks / n, (below + above) / n)
-
-
-def best_accuracy_threshold(conf: np.ndarray, cheap_correct: np.ndarray, neural_correct: np.ndarray) -> tuple[float, float, float]:
-    """(threshold, validation accuracy, fall-through rate) of the most accurate routing; ties to the
-    lowest fall-through rate."""
-    curve = threshold_curve(conf, cheap_correct, neural_correct)
-    best = int(np.flatnonzero(curve.accuracy == curve.accuracy.max())[0])
-    return float(curve.thresholds[best]), float(curve.accuracy[best]), float(curve.fall_through_rate[best])
-
-
-# --- statistics -----------------------------------------------------------------------------------
 
 
 class CalibrationWarning(UserWarning):
     """A calibration result holds with caveats: a target cannot be met, or the data is suspect."""
 
 
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
-    """ECE of the top-1 probability: the bin-size-weighted mean |accuracy - confidence| over equal-width bins."""
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y
-    which = np.minimum((conf * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        if in_bin.any():
-            total += in_bin.sum() * abs(correct[in_bin].mean() - conf[in_bin].mean())
-    return float(total / len(y))
+def _check_label_values(labels: Sequence[Any]) -> list[str]:
+    """Labels as strings: str and integer labels are accepted; a missing or other value is named."""
+    from numbers import Integral
 
-
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The temperature T minimising the log-loss of softmax(logits / T)."""
-    from scipy.optimize import minimize_scalar
-    from scipy.special import logsumexp
-
-    rows = np.arange(len(y))
-
-    def nll(log_t: float) -> float:
-        z = logits / np.exp(log_t)
-        return float(np.mean(logsumexp(z, axis=1) - z[rows, y]))
-
-    return float(np.exp(minimize_scalar(nll, bounds=(-4.0, 4.0), method="bounded").x))
-
-
-def aurc(conf: np.ndarray, correct: np.ndarray) -> float:
-    """Area under the risk-coverage curve: mean error rate of the k most confident answers, over k."""
-    from .evaluation import risk_coverage
-
-    _, accuracy = risk_coverage(conf, correct)
-    return float(np.mean(1.0 - accuracy))
-
-
-def clopper_pearson_lower(k: np.ndarray | int, n: int, confidence: float) -> np.ndarray:
-    """Exact one-sided lower confidence bound for a binomial proportion with k successes in n."""
-    from scipy.stats import beta
-
-    k = np.asarray(k, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        lower = beta.ppf(1.0 - confidence, k, n - k + 1.0)
-    return np.where(k <= 0, 0.0, lower)
-
-
-def samples_needed(accuracy: float, target: float, confidence: float, limit: int = 1_000_000) -> int | None:
-    """About how many labelled texts, at this observed accuracy, make the lower bound reach the target
-    (None when the accuracy itself is not above the target)."""
-    if accuracy <= target:
-        return None
-    lo, hi = 1, 1
-    while clopper_pearson_lower(np.floor(accuracy * hi), hi, confidence) < target:
-        hi *= 2
-        if hi > limit:
-            return None
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if clopper_pearson_lower(np.floor(accuracy * mid), mid, confidence) >= target:
-            hi = mid
+    if isinstance(labels, (str, bytes)) or getattr(labels, "ndim", 1) != 1:
+        raise TypeError("labels must be a flat sequence with one label per text")
+    out = []
+    for i, label in enumerate(labels):
+        if isinstance(label, str) and label.strip():
+            out.append(label.strip())
+        elif isinstance(label, Integral) and not isinstance(label, bool):
+            out.append(str(int(label)))
         else:
-            lo = mid + 1
-    return int(lo)
+            raise TypeError(f"labels[{i}] is {label!r} ({type(label).__name__}); every label must be a "
+                            "non-empty str (or an integer), as in the bundle's label list")
+    return out
 
-
-def grid_correct_counts(conf: np.ndarray, cheap_ok: np.ndarray, neural_ok: np.ndarray,
-                        grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(texts falling through, texts answered correctly) of the cascade at each threshold of ``grid``."""
-    order = np.argsort(conf, kind="stable")
-    c = conf[order]
-    cum_neural = np.concatenate([[0], np.cumsum(np.asarray(neural_ok, dtype=np.int64)[order])])
-    cum_cheap = np.concatenate([[0], np.cumsum(np.asarray(cheap_ok, dtype=np.int64)[order])])
-    fall = np.searchsorted(c, grid, side="left")  # texts with confidence < threshold
-    return fall, cum_neural[fall] + cum_cheap[-1] - cum_cheap[fall]
-
-
-def fixed_sequence_threshold(conf: np.ndarray, cheap_ok: np.ndarray, neural_ok: np.ndarray, target: float,
-                             confidence: float, grid: np.ndarray,
-                             order: np.ndarray | None = None) -> tuple[int | None, np.ndarray]:
-    """Learn-then-Test fixed-sequence testing over ``grid``: the index of the lowest threshold certified
-    to reach ``target`` accuracy at ``confidence`` (None if none is), and every threshold's lower bound.
-
-    Thresholds are tested in ``order`` (default: highest first), which must not depend on these data;
-    testing stops at the first whose bound falls short. All thresholds rejected before that hold their
-    promise together with probability >= ``confidence``, so the lowest of them may be taken."""
-    n = len(conf)
-    _, correct = grid_correct_counts(conf, cheap_ok, neural_ok, grid)
-    lower = clopper_pearson_lower(correct, n, confidence)
-    rejected = []
-    for i in (np.arange(len(grid))[::-1] if order is None else order):
-        if lower[i] < target:
-            break
-        rejected.append(int(i))
-    return (min(rejected) if rejected else None), lower
-
-
-def plug_in_threshold(conf: np.ndarray, cheap_ok: np.ndarray, neural_ok: np.ndarray, target: float,
-                      grid: np.ndarray) -> int | None:
-    """The naive rule, for comparison: the lowest grid threshold whose validation accuracy reaches the
-    target (no allowance for the validation set being a sample)."""
-    _, correct = grid_correct_counts(conf, cheap_ok, neural_ok, grid)
-    ok = np.flatnonzero(correct / len(conf) >= target)
-    return int(ok[0]) if len(ok) else None
-
-
-# --- the calibrator ------------------------------------------------------------------------------
 
 FIT_FRACTION = 0.3
-GRID = np.round(np.linspace(0.0, 1.0, 201), 6)  # thresholds tested by target_accuracy: fixed in advance
 
 
 def _fit_part(texts: Sequence[str]) -> np.ndarray:
@@ -234,21 +71,6 @@ def machine_description() -> str:
 
 
 @dataclass(frozen=True)
-class Curve:
-    """The trade-off on the certify part, one entry per threshold (increasing)."""
-
-    threshold: np.ndarray
-    fall_through_rate: np.ndarray
-    accuracy: np.ndarray
-    cheap_kept_accuracy: np.ndarray
-    ms_per_text: np.ndarray
-
-    def rows(self) -> list[dict[str, float]]:
-        return [dict(zip(self.__dataclass_fields__, map(float, values)))
-                for values in zip(*(getattr(self, f) for f in self.__dataclass_fields__))]
-
-
-@dataclass(frozen=True)
 class ThresholdChoice:
     """A threshold and what it is expected to give; ``feasible=False`` says the request could not be met."""
 
@@ -256,26 +78,13 @@ class ThresholdChoice:
     measure: str
     mode: str
     request: dict[str, float]
-    expected: dict[str, float]
+    expected: dict[str, Any]  # cheap_kept_accuracy is None when every text falls through
     feasible: bool = True
     reason: str = ""
     always_neural: tuple[str, ...] = ()  # per-class calibration: labels whose texts always fall through
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def build_curve(conf: np.ndarray, cheap_ok: np.ndarray, neural_ok: np.ndarray, costs_ms: dict[str, float]) -> Curve:
-    """The trade-off curve of one routing on labelled texts."""
-    base = threshold_curve(conf, cheap_ok, neural_ok)
-    n = len(conf)
-    fell = np.round(base.fall_through_rate * n).astype(int)
-    cheap_by_conf = np.asarray(cheap_ok, dtype=np.float64)[np.argsort(conf, kind="stable")]
-    cum = np.concatenate([[0.0], np.cumsum(cheap_by_conf)])
-    kept = n - fell
-    kept_acc = np.where(kept > 0, (cum[-1] - cum[fell]) / np.maximum(kept, 1), np.nan)
-    return Curve(base.thresholds, base.fall_through_rate, base.accuracy, kept_acc,
-                 costs_ms["cheap"] + base.fall_through_rate * costs_ms["neural"])
 
 
 @dataclass
@@ -306,23 +115,25 @@ class Calibrator:
     costs_ms_: dict[str, float] = field(default_factory=dict)
     n_fit_: int = 0
     n_certify_: int = 0
+    n_duplicates_: int = 0
     warnings_: list[str] = field(default_factory=list)
     choice_: ThresholdChoice | None = None
 
     def calibrate(self, texts: Sequence[str], labels: Sequence[str]) -> "Calibrator":
         """Score the validation set with both stages, fit temperatures, pick the measure, draw the curve."""
-        from .inputs import as_text_list
-        from .router import MEASURES, confidence
-        from .stages.cheap import softmax
+        from ..inputs import as_text_list
+        from ..router import MEASURES, confidence, fallthrough_answer
+        from ..stages.cheap import softmax
 
         texts, _ = as_text_list(texts)
-        labels = [str(label) for label in labels]
+        labels = _check_label_values(labels)
         if len(texts) != len(labels):
             raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
         unknown = [m for m in self.measures if m not in MEASURES]
         if unknown:
             raise ValueError(f"unknown confidence measures {unknown}; use some of {MEASURES}")
         self.warnings_ = []
+        texts, labels = self._deduplicate(texts, labels)
         y = self._check_labels(labels)
         self._check_overlap(texts)
 
@@ -338,6 +149,11 @@ class Calibrator:
         if fit.all() or not fit.any():
             raise ValueError(f"need more validation texts: {len(texts)} cannot be split into fit and certify parts")
         known = y >= 0
+        if not (fit & known).any() or not (~fit & known).any():
+            raise ValueError(
+                f"too few validation texts with the bundle's labels ({int(known.sum())} of {len(texts)}): both the "
+                f"fit part (about {FIT_FRACTION:.0%}) and the certify part need some; give more labelled texts"
+            )
         self.n_fit_, self.n_certify_ = int(fit.sum()), int((~fit).sum())
         for name, logits in (("cheap", cheap_logits), ("neural", neural_logits)):
             use = fit & known
@@ -353,7 +169,8 @@ class Calibrator:
         cheap_ok = cheap_p.argmax(1) == y
         self.aurc_ = {m: aurc(confidence(cheap_p[fit], m), cheap_ok[fit]) for m in self.measures}
         self.measure_ = min(self.measures, key=lambda m: self.aurc_[m])
-        neural_ok = neural_p.argmax(1) == y
+        # what a text that falls through gets: the neural stage's vote mixed with the cheap stage's
+        neural_ok = fallthrough_answer(cheap_p, neural_p, self.model.cheap_weight).argmax(1) == y
         self._parts = {"fit": fit, "cheap_p": cheap_p, "cheap_ok": cheap_ok, "neural_ok": neural_ok, "y": y}
         self._policies = {False: self._make_policy(())}
         self.choice_ = None
@@ -367,9 +184,33 @@ class Calibrator:
         self.warnings_.append(message)
         warnings.warn(message, CalibrationWarning, stacklevel=3)
 
+    def _deduplicate(self, texts: list[str], labels: list[str]) -> tuple[list[str], list[str]]:
+        """Keep the first text of each :func:`cascade.text.dedup_key` (exact and near duplicates alike):
+        a text counted twice would make a promise look surer than the data allows."""
+        from ..text import dedup_key
+
+        seen: set[str] = set()
+        keep = []
+        for i, text in enumerate(texts):
+            key = dedup_key(text)
+            if key not in seen:
+                seen.add(key)
+                keep.append(i)
+        self.n_duplicates_ = len(texts) - len(keep)
+        if self.n_duplicates_:
+            self._warn(f"{self.n_duplicates_} of {len(texts)} validation texts repeat an earlier one (exactly, or "
+                       "but for case, spacing or punctuation) and were dropped: a duplicate must not count twice "
+                       "in a promise")
+        return [texts[i] for i in keep], [labels[i] for i in keep]
+
     def _check_labels(self, labels: list[str]) -> np.ndarray:
         index = {label: i for i, label in enumerate(self.model.labels)}
         unknown = sorted(set(labels) - set(index))
+        if len(unknown) == len(set(labels)):
+            raise ValueError(
+                f"none of the validation labels is a label of this bundle (validation has e.g. {unknown[:3]}, "
+                f"the bundle e.g. {self.model.labels[:3]}): pass the right label column or the right bundle"
+            )
         if unknown:
             self._warn(
                 f"{sum(label in unknown for label in labels)} validation texts have labels the bundle does not "
@@ -382,16 +223,15 @@ class Calibrator:
         return np.array([index.get(label, -1) for label in labels], dtype=np.int64)
 
     def _check_overlap(self, texts: list[str]) -> None:
-        from .bundle import text_hash
-
         seen = self.model.bundle.train_hashes() if self.model.bundle is not None else None
         if seen is None:
             log.info("the bundle records no training-text hashes; overlap with training data not checked")
             return
-        overlap = sum(text_hash(t) in seen for t in texts)
+        overlap = sum(t in seen for t in texts)
         if overlap:
             self._warn(f"{overlap} of {len(texts)} validation texts ({overlap / len(texts):.1%}) are training "
-                       "texts of this bundle; the figures promised will be optimistic: use held-out data")
+                       "texts of this bundle (or differ from one only in case, spacing or punctuation); the "
+                       "figures promised will be optimistic: use held-out data")
 
     # -- the curve and the choices --
 
@@ -409,7 +249,7 @@ class Calibrator:
         return self._policy(per_class).curve
 
     def _make_policy(self, always_neural: tuple[str, ...]) -> _Policy:
-        from .router import routing_confidence
+        from ..router import routing_confidence
 
         p = self._parts
         fit, idx = p["fit"], np.array([self.model.labels.index(c) for c in always_neural], dtype=np.int64)
@@ -440,8 +280,8 @@ class Calibrator:
                    if binom.cdf(int(ok[pred == c].sum()), int((pred == c).sum()), overall) < alpha / len(classes)]
         return tuple(flagged)
 
-    def _expected(self, policy: _Policy, threshold: float, confidence: float) -> dict[str, float]:
-        from .router import fall_through
+    def _expected(self, policy: _Policy, threshold: float, confidence: float) -> dict[str, Any]:
+        from ..router import fall_through
 
         n = len(policy.conf)
         mask = fall_through(policy.conf, threshold)
@@ -452,7 +292,7 @@ class Calibrator:
             "accuracy": correct / n,
             "accuracy_lower_bound": float(clopper_pearson_lower(correct, n, confidence)),
             "confidence": confidence,
-            "cheap_kept_accuracy": float(policy.cheap_ok[kept].mean()) if kept.any() else float("nan"),
+            "cheap_kept_accuracy": float(policy.cheap_ok[kept].mean()) if kept.any() else None,
             "ms_per_text": self.costs_ms_["cheap"] + float(mask.mean()) * self.costs_ms_["neural"],
             "n_certify": n,
         }
@@ -575,6 +415,7 @@ class Calibrator:
             "machine": machine_description(),
             "n_fit": self.n_fit_,
             "n_certify": self.n_certify_,
+            "n_duplicates_dropped": self.n_duplicates_,
             "method": "temperatures and measure fitted on a 30% hash split; choices certified on the rest",
             "warnings": list(self.warnings_),
         }
@@ -591,7 +432,7 @@ class Calibrator:
     def save(self, path: str | Path | None = None, choice: ThresholdChoice | None = None) -> "Bundle":
         """Write the calibration and the chosen threshold into the bundle (or a copy at ``path``),
         atomically, and apply them to the model in memory."""
-        from .bundle import write_bundle
+        from ..bundle import write_bundle
 
         choice = self._resolve(choice)
         bundle = self.model.bundle
@@ -602,8 +443,9 @@ class Calibrator:
         manifest["calibration"] = {**self.report(), "always_neural": list(choice.always_neural),
                                    "choice": choice.to_json()}
         manifest["threshold_rule"] = f"cascade calibrate: {choice.mode} {choice.request}"
-        files = {name: bundle.path / name for name in bundle.manifest["files"]}
-        saved = write_bundle(path if path is not None else bundle.path, files, manifest)
+        files = {name: bundle.file(name) for name in bundle.manifest["files"]}
+        saved = write_bundle(path if path is not None else bundle.path, files, manifest,
+                             expected=bundle.expected_hashes())
         self.apply(choice)
         if path is None:
             self.model.bundle = saved
@@ -618,40 +460,11 @@ class Calibrator:
 
     def plot(self, path: str | Path | None = None, choice: ThresholdChoice | None = None) -> Any:
         """The trade-off curve (accuracy against fall-through rate and against ms per text), the chosen
-        point marked: saved as a PNG at ``path`` (returned), or returned as a matplotlib Figure (shown
-        inline in a notebook). Needs matplotlib (``pip install 'cascade[plot]'``)."""
-        from ._optional import require
+        point marked: saved at ``path`` (returned; ``.png`` added to a name without a suffix), or returned
+        as a matplotlib Figure (shown inline in a notebook). Needs matplotlib (``pip install 'cascade[plot]'``)."""
+        from .plot import draw
 
-        require("matplotlib", "plot")
-        from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
-
-        choice = choice or self.choice_
-        policy = self._policy(bool(choice and choice.always_neural))
-        curve = policy.curve
-        fig = Figure(figsize=(11, 4.2))
-        axes = fig.subplots(1, 2, sharey=True)
-        for ax, x, label in ((axes[0], 100 * curve.fall_through_rate, "texts falling through to the neural stage (%)"),
-                             (axes[1], curve.ms_per_text, "expected ms per text")):
-            ax.plot(x, 100 * curve.accuracy, color="tab:blue", label="cascade")
-            ax.axhline(100 * np.mean(policy.neural_ok), color="tab:orange", ls="--", label="neural stage alone")
-            ax.axhline(100 * np.mean(policy.cheap_ok), color="tab:green", ls=":", label="cheap stage alone")
-            if choice is not None:
-                cx = 100 * choice.expected["fall_through_rate"] if ax is axes[0] else choice.expected["ms_per_text"]
-                ax.plot([cx], [100 * choice.expected["accuracy"]], "o", color="tab:red", ms=8,
-                        label=f"chosen ({choice.mode}{'' if choice.feasible else ', infeasible'})")
-                if choice.mode == "target_accuracy":
-                    ax.axhline(100 * choice.request["target_accuracy"], color="tab:red", lw=0.8, ls="-.",
-                               label="target")
-            ax.set_xlabel(label)
-            ax.grid(alpha=0.3)
-        axes[0].set_ylabel(f"accuracy on {self.n_certify_} certifying texts (%)")
-        axes[0].legend(loc="lower right", fontsize=8)
-        fig.suptitle(f"cascade trade-off (confidence: {self.measure_}, calibrated)")
-        fig.tight_layout()
-        if path is None:
-            return fig
-        fig.savefig(Path(path), dpi=110)
-        return Path(path)
+        return draw(self, path, choice or self.choice_)
 
 
 def calibrate(model: "Cascade", texts: Sequence[str], labels: Sequence[str], **options: Any) -> Calibrator:

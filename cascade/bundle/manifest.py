@@ -1,0 +1,215 @@
+"""The manifest's schema: every field a bundle may carry, with its type and range, checked on load.
+
+A bundle is trusted for its numbers and names only after :func:`validate_manifest` accepts it: file
+names are plain names inside the bundle folder, labels unique non-empty strings, the threshold a real
+number in [0, 1], temperatures finite and positive, ``max_length`` within the model's limit. Every
+failure is one :class:`~cascade.errors.BundleError` that names the field and says how to fix it.
+
+The manifest lists every file with its SHA-256, so the SHA-256 of ``manifest.json`` itself (the bundle
+*digest*) covers the whole bundle: pin it to be sure you run exactly the bundle you tested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from numbers import Integral, Real
+from typing import Any
+
+from ..errors import BundleError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+REQUIRED_FILES = ("cheap.onnx", "cheap_features.json", "neural.onnx", "tokenizer.json")
+TRAIN_HASHES_FILE = "train_hashes.json"  # optional: hashes of the texts the bundle was trained on
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_FILE_BYTES = 1 << 30  # far above any model cascade builds (the fp32 MiniLM is 91 MB); bounds what a load reads
+MAX_FILES = 64
+MAX_LABELS = 100_000
+MAX_LABEL_CHARS = 1_000
+MODEL_MAX_LENGTH = 512  # position embeddings of all-MiniLM-L6-v2 (and BERT-style encoders)
+MEASURES = ("max_prob", "margin")
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_DIGEST = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
+# Top-level keys a manifest may hold; anything else is refused so that no field goes unchecked.
+_KEYS = {"format_version", "labels", "threshold", "files", "neural", "calibration", "confidence",
+         "threshold_rule", "training", "metrics", "versions", "created", "mix", "encoder"}
+NEURAL_TYPES = ("fine-tuned", "frozen-encoder")  # a classifier's logits, or a sentence encoder and a head
+
+
+def manifest_digest(manifest_bytes: bytes) -> str:
+    """The bundle digest: ``sha256:`` and the SHA-256 of ``manifest.json`` as stored."""
+    return "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+
+
+def normalize_digest(digest: str) -> str:
+    """``sha256:<64 hex>`` from a digest given with or without its ``sha256:`` prefix."""
+    match = _DIGEST.fullmatch(digest.strip().lower()) if isinstance(digest, str) else None
+    if match is None:
+        raise ValueError(f"a bundle digest is 'sha256:' and 64 hex digits (as `cascade info` prints it), got {digest!r}")
+    return "sha256:" + match.group(1)
+
+
+def parse_manifest(raw: bytes) -> Any:
+    """Parse ``manifest.json`` bytes; any failure (bad UTF-8 or JSON, absurd nesting) is a BundleError."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BundleError(f"{MANIFEST} is not valid JSON ({str(exc)[:200]})") from None
+
+
+def _check_values(node: Any, where: str, depth: int = 0) -> None:
+    """Every number finite, every string valid Unicode (no lone surrogates), nesting bounded."""
+    if depth > 32:
+        raise _fail(where, "is nested too deeply")
+    if isinstance(node, float) and not math.isfinite(node):
+        raise _fail(where, f"holds {node!r}; only finite numbers are allowed")
+    if isinstance(node, str):
+        try:
+            node.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _fail(where, "holds a string that is not valid Unicode") from None
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            _check_values(key, where, depth + 1)
+            _check_values(value, f"{where}.{key}", depth + 1)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_values(value, f"{where}[{i}]", depth + 1)
+
+
+def check_file_name(name: Any, where: str = "manifest 'files'") -> str:
+    """A file name a bundle may use: a plain name in the bundle folder, nothing that can leave it."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name \
+            or "\x00" in name or name.startswith(".") or len(name) > 255 or name == MANIFEST:
+        raise BundleError(
+            f"{where}: {name!r} is not an allowed file name; bundle files must be plain names inside the "
+            "bundle folder (no path separators, no leading dot, no '..', not absolute, no NUL)"
+        )
+    return name
+
+
+def _fail(field: str, problem: str) -> BundleError:
+    return BundleError(f"manifest field {field!r} {problem}; rebuild the bundle or restore its manifest.json")
+
+
+def _real(value: Any, field: str, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    try:
+        v = float(value) if isinstance(value, Real) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        v = math.nan
+    if not math.isfinite(v):
+        raise _fail(field, f"must be a finite number, got {str(value)[:40]}")
+    if v < lo or v > hi or (lo_open and v == lo):
+        interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        raise _fail(field, f"must be in {interval}, got {value!r}")
+    return v
+
+
+def _int(value: Any, field: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or not lo <= int(value) <= hi:
+        raise _fail(field, f"must be an integer from {lo} to {hi}, got {str(value)[:40]}")
+    return int(value)
+
+
+def _dict(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(field, f"must be an object, got {type(value).__name__}")
+    return value
+
+
+def validate_manifest(manifest: Any) -> dict[str, Any]:
+    """Check every field of a parsed manifest; return it unchanged or raise BundleError naming the field."""
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{MANIFEST} must hold a JSON object, got {type(manifest).__name__}")
+    version = manifest.get("format_version")
+    if isinstance(version, bool) or version != FORMAT_VERSION:
+        raise BundleError(
+            f"format version {version!r} is not supported (this cascade reads version {FORMAT_VERSION}); "
+            "rebuild the bundle with this version"
+        )
+    _check_values(manifest, "manifest")
+    unknown = sorted(set(manifest) - _KEYS)
+    if unknown:
+        raise BundleError(f"{MANIFEST} has unknown fields {unknown[:5]}; this cascade does not know what they mean")
+    for key in ("labels", "threshold", "files", "neural"):
+        if key not in manifest:
+            raise _fail(key, "is missing")
+
+    labels = manifest["labels"]
+    if not isinstance(labels, list) or not 2 <= len(labels) <= MAX_LABELS:
+        raise _fail("labels", f"must be a list of 2 to {MAX_LABELS} label names")
+    for i, label in enumerate(labels):
+        if not isinstance(label, str) or not label.strip() or len(label) > MAX_LABEL_CHARS:
+            raise _fail(f"labels[{i}]", f"must be a non-empty string of at most {MAX_LABEL_CHARS} characters, "
+                        f"got {label!r:.80}")
+    if len(set(labels)) != len(labels):
+        seen: set[str] = set()
+        dup = next(label for label in labels if label in seen or seen.add(label))  # type: ignore[func-returns-value]
+        raise _fail("labels", f"must be unique; {dup!r} appears more than once")
+
+    _real(manifest["threshold"], "threshold", 0.0, 1.0)
+
+    files = _dict(manifest["files"], "files")
+    if len(files) > MAX_FILES:
+        raise _fail("files", f"lists {len(files)} files; at most {MAX_FILES} are allowed")
+    for name, entry in files.items():
+        check_file_name(name)
+        entry = _dict(entry, f"files.{name}")
+        if set(entry) != {"sha256", "bytes"}:
+            raise _fail(f"files.{name}", f"must have exactly the keys 'sha256' and 'bytes', got {sorted(entry)}")
+        if not isinstance(entry["sha256"], str) or not _SHA256.fullmatch(entry["sha256"]):
+            raise _fail(f"files.{name}.sha256", "must be 64 lowercase hex digits")
+        _int(entry["bytes"], f"files.{name}.bytes", 0, MAX_FILE_BYTES)
+    for name in REQUIRED_FILES:
+        if name not in files:
+            raise BundleError(f"the manifest lists no {name}; a bundle needs {list(REQUIRED_FILES)}")
+
+    neural = _dict(manifest["neural"], "neural")
+    if "max_length" not in neural:
+        raise _fail("neural.max_length", "is missing")
+    _int(neural["max_length"], "neural.max_length", 2, MODEL_MAX_LENGTH)
+    kind = neural.get("type", "fine-tuned")
+    if kind not in NEURAL_TYPES:
+        raise _fail("neural.type", f"must be one of {list(NEURAL_TYPES)}, got {kind!r}")
+    if kind == "frozen-encoder":
+        head = neural.get("head")
+        if not isinstance(head, str) or head not in files:
+            raise _fail("neural.head", "must name the head's file, listed in 'files', for a frozen-encoder stage")
+    encoder = _dict(manifest.get("encoder", {}), "encoder")
+    if encoder:
+        if not isinstance(encoder.get("file"), str) or encoder["file"] not in files:
+            raise _fail("encoder.file", "must name the encoder's file, listed in 'files'")
+        _int(encoder.get("max_length"), "encoder.max_length", 2, MODEL_MAX_LENGTH)
+    mix = _dict(manifest.get("mix", {}), "mix")
+    if set(mix) - {"cheap_weight", "rule"}:
+        raise _fail("mix", f"has unknown fields {sorted(set(mix) - {'cheap_weight', 'rule'})}")
+    if "cheap_weight" in mix:
+        _real(mix["cheap_weight"], "mix.cheap_weight", 0.0, 1.0)
+
+    calibration = _dict(manifest.get("calibration", {}), "calibration")
+    for key in ("cheap_temperature", "neural_temperature"):
+        if key in calibration:
+            _real(calibration[key], f"calibration.{key}", 1e-3, 1e3)
+    if "measure" in calibration and calibration["measure"] not in MEASURES:
+        raise _fail("calibration.measure", f"must be one of {list(MEASURES)}, got {calibration['measure']!r}")
+    always = calibration.get("always_neural", [])
+    known = set(labels)
+    if not isinstance(always, list) or len(always) > len(labels) \
+            or not all(isinstance(label, str) and label in known for label in always):
+        raise _fail("calibration.always_neural", "must be a list of the bundle's labels")
+
+    for key in ("confidence", "threshold_rule", "created"):
+        if key in manifest and not isinstance(manifest[key], str):
+            raise _fail(key, f"must be a string, got {type(manifest[key]).__name__}")
+    for key in ("training", "metrics"):
+        if key in manifest:
+            _dict(manifest[key], key)
+    versions = _dict(manifest.get("versions", {}), "versions")
+    if not all(isinstance(v, str) for v in versions.values()):
+        raise _fail("versions", "must map library names to version strings")
+    return manifest
+

@@ -1,0 +1,49 @@
+"""Choosing the routing threshold from a labelled validation set, with promises that hold.
+
+:class:`Calibrator` (``cascade.calibrate(model, texts, labels)``) does the work:
+
+1. It splits the validation set by text hash: 30% *fits* the score and 70% *certifies* it, so that
+   every figure it promises comes from texts the score was not fitted on.
+2. On the fit part it fits a temperature per stage (minimum log-loss), reports the expected calibration
+   error (ECE) before and after, and picks the confidence measure, max probability or top-1 minus
+   top-2 margin, with the lower area under the risk-coverage curve (AURC).
+3. On the certify part it draws the curve: for every threshold, the fall-through rate, the cascade's
+   accuracy, the accuracy of the texts the cheap stage keeps, and the expected ms per text from
+   per-stage costs timed during calibration.
+4. :meth:`Calibrator.choose` picks a threshold by one of four rules:
+
+   * ``target_accuracy`` with ``confidence``: Learn-then-Test fixed-sequence testing (Angelopoulos et
+     al., 2021) over a fixed grid of 201 thresholds. Two sequences walk down the grid towards less
+     fall-through, one from the threshold that sends every text to the neural stage and one from the
+     threshold most accurate on the fit part, so neither order depends on the certifying texts. Each runs
+     at level (1 - ``confidence``) / 2 (Bonferroni): at each threshold the null "accuracy < target" is
+     rejected when the exact one-sided Clopper-Pearson lower bound reaches the target, and a sequence
+     stops at its first failure. All rejected thresholds keep their promise together with probability
+     at least ``confidence``, so the one with the lowest fall-through rate is taken: with probability at
+     least ``confidence`` over the draw of the validation set, its accuracy on unseen data from the same
+     distribution is at least the target.
+   * ``fallthrough``: at most this share of texts goes to the neural stage (a quantile, as RouteLLM).
+   * ``latency_ms``: expected cost per text within a budget.
+   * ``match_neural``: cascade accuracy within this many points of the neural stage alone.
+
+   An infeasible request returns the closest feasible choice, with ``feasible=False`` and a reason,
+   and warns (:class:`CalibrationWarning`).
+
+The package: :mod:`.curves` (the trade-off curves and the simple best-accuracy rule that bundle
+builds use), :mod:`.statistics` (the tests and bounds), :mod:`.calibrator` (the :class:`Calibrator`) and
+:mod:`.plot` (the figure).
+"""
+
+
+from .calibrator import CalibrationWarning, Calibrator, ThresholdChoice, calibrate, machine_description
+from .curves import Curve, ThresholdCurve, best_accuracy_threshold, build_curve, threshold_curve
+from .plot import plot_path
+from .statistics import (GRID, aurc, clopper_pearson_lower, expected_calibration_error, fit_temperature,
+                         fixed_sequence_threshold, grid_correct_counts, plug_in_threshold, samples_needed)
+
+__all__ = [
+    "GRID", "CalibrationWarning", "Calibrator", "Curve", "ThresholdChoice", "ThresholdCurve", "aurc",
+    "best_accuracy_threshold", "build_curve", "calibrate", "clopper_pearson_lower", "expected_calibration_error",
+    "fit_temperature", "fixed_sequence_threshold", "grid_correct_counts", "machine_description", "plot_path",
+    "plug_in_threshold", "samples_needed", "threshold_curve",
+]

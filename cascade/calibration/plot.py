@@ -1,0 +1,66 @@
+"""Drawing the trade-off curve, and where a plot may be written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..bundle import atomic
+
+if TYPE_CHECKING:
+    from .calibrator import Calibrator, ThresholdChoice
+
+
+PLOT_FORMATS = (".png", ".svg", ".pdf")
+
+
+def plot_path(path: str | Path) -> Path:
+    """Where a plot asked for at ``path`` goes: ``.png`` is added to a name without a suffix; a folder or
+    another suffix is refused before any work (one line naming the path)."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"plot path {target} is a folder; give a file name such as {target / 'curve.png'}")
+    if target.suffix == "":
+        target = target.with_name(target.name + ".png")
+    if target.suffix.lower() not in PLOT_FORMATS:
+        raise ValueError(f"plot path {target}: use one of the suffixes {', '.join(PLOT_FORMATS)}")
+    atomic.check_writable(target, "file")
+    return target
+
+
+def draw(cal: "Calibrator", path: str | Path | None, choice: "ThresholdChoice | None") -> Any:
+    """The figure of :meth:`Calibrator.plot`: a matplotlib Figure, or the path it was written to."""
+    from .._optional import require
+
+    require("matplotlib", "plot")
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
+
+    target = plot_path(path) if path is not None else None  # a bad path fails before the drawing
+    policy = cal._policy(bool(choice and choice.always_neural))
+    curve = policy.curve
+    fig = Figure(figsize=(11, 4.2))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, x, label in ((axes[0], 100 * curve.fall_through_rate, "texts falling through to the neural stage (%)"),
+                         (axes[1], curve.ms_per_text, "expected ms per text")):
+        ax.plot(x, 100 * curve.accuracy, color="tab:blue", label="cascade")
+        ax.axhline(100 * np.mean(policy.neural_ok), color="tab:orange", ls="--", label="neural stage alone")
+        ax.axhline(100 * np.mean(policy.cheap_ok), color="tab:green", ls=":", label="cheap stage alone")
+        if choice is not None:
+            cx = 100 * choice.expected["fall_through_rate"] if ax is axes[0] else choice.expected["ms_per_text"]
+            ax.plot([cx], [100 * choice.expected["accuracy"]], "o", color="tab:red", ms=8,
+                    label=f"chosen ({choice.mode}{'' if choice.feasible else ', infeasible'})")
+            if choice.mode == "target_accuracy":
+                ax.axhline(100 * choice.request["target_accuracy"], color="tab:red", lw=0.8, ls="-.",
+                           label="target")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"accuracy on {cal.n_certify_} certifying texts (%)")
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"cascade trade-off (confidence: {cal.measure_}, calibrated)")
+    fig.tight_layout()
+    if target is None:
+        return fig
+    atomic.write_file_atomic(target, lambda tmp: fig.savefig(tmp, dpi=110, format=target.suffix[1:]))
+    return target

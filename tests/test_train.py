@@ -1,0 +1,140 @@
+"""`cascade train`: a whole bundle on a label set of one's own, without torch; the head and the mix
+round-trip through a bundle; errors for labels with too few texts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cascade
+from cascade.datasets import TextDataset
+from cascade.stages.head import LinearHead
+
+TOPICS = {
+    "weather": ["rain tomorrow in the north", "sunny skies all week", "a storm is coming tonight",
+                "snow on the mountains", "heat wave warning issued", "fog over the bay this morning"],
+    "cooking": ["bake the bread for forty minutes", "chop the onions finely", "simmer the sauce slowly",
+                "season the soup with salt", "roast vegetables in the oven", "whisk eggs and sugar"],
+    "football": ["the striker scored twice", "a red card in the final minute", "the keeper saved a penalty",
+                 "league table after the derby", "coach praises young midfielder", "transfer window opens"],
+}
+
+
+def _topic_data(repeat: int = 3) -> tuple[TextDataset, TextDataset]:
+    texts, labels = [], []
+    for label, examples in TOPICS.items():
+        for r in range(repeat):
+            for t in examples:
+                texts.append(f"{t} {'again ' * r}".strip())
+                labels.append(label)
+    val_t = ["heavy rain and wind expected", "stir the sauce and add pepper", "the striker missed a penalty"]
+    return TextDataset(texts, labels), TextDataset(val_t, ["weather", "cooking", "football"])
+
+
+def _write_csv(path: Path, data: TextDataset) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "topic"])
+        w.writerows(zip(data.texts, data.labels))
+    return path
+
+
+def test_train_builds_a_bundle_on_new_labels_without_torch(tmp_path, tiny_encoder_bundle):
+    train, val = _topic_data()
+    code = ("import sys\n"
+            "class NoTorch:  # as if torch and transformers were not installed\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('torch', 'transformers'):\n"
+            "            raise ImportError(f'No module named {name!r}')\n"
+            "sys.meta_path.insert(0, NoTorch())\n"
+            "from cascade.cli import main\n"
+            f"sys.exit(main(['train', '--data', {str(_write_csv(tmp_path / 't.csv', train))!r}, "
+            f"'--val', {str(_write_csv(tmp_path / 'v.csv', val))!r}, '--label-col', 'topic', "
+            f"'--out', {str(tmp_path / 'mine')!r}, '--encoder-from', {str(tiny_encoder_bundle)!r}]))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "wrote" in run.stdout and "torch" not in run.stderr
+    model = cascade.load(tmp_path / "mine", threads=1)
+    assert model.labels == ["cooking", "football", "weather"]
+    m = model.bundle.manifest
+    assert m["neural"]["type"] == "frozen-encoder" and m["neural"]["head"] == "head.npz"
+    assert model.neural.head is not None and model.neural.n_classes == 3
+    assert model.classify("the keeper saved it", threshold=1.0).label in model.labels
+
+
+def test_head_and_mix_round_trip_through_a_bundle(tmp_path, tiny_encoder_bundle):
+    train, val = _topic_data()
+    bundle = cascade.train(train, val, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False)
+    model = cascade.load(bundle.path, threads=1)
+    head = LinearHead.from_bytes((bundle.path / "head.npz").read_bytes())
+    np.testing.assert_array_equal(head.weight, model.neural.head.weight)
+    w = bundle.manifest.get("mix", {}).get("cheap_weight", 0.0)
+    assert model.cheap_weight == w
+    texts = val.texts + ["something else entirely"]
+    probs, mask = model.route(texts, threshold=1.0)
+    cheap = model.cheap.predict_proba(texts)
+    neural = model.neural.predict_proba(texts)
+    np.testing.assert_allclose(probs, w * cheap + (1 - w) * neural)
+
+
+def test_the_mix_is_what_calibration_certifies(tmp_path, tiny_encoder_bundle, tiny_val):
+    model = cascade.load(tiny_encoder_bundle, threads=1)
+    model.cheap_weight = 0.5
+    cal = cascade.calibrate(model, tiny_val.texts, tiny_val.labels)
+    choice = cal.choose(fallthrough=1.0)
+    got = [p.label for p in model.classify(tiny_val.texts, threshold=1.0)]
+    from cascade.calibration.calibrator import _fit_part
+
+    certify = ~_fit_part(tiny_val.texts)
+    acc = np.mean([g == y for g, y, c in zip(got, tiny_val.labels, certify) if c])
+    # temperatures change the mix a little, so the certified accuracy is that of the calibrated model
+    cal.apply(choice)
+    got = [p.label for p in model.classify(tiny_val.texts, threshold=1.0)]
+    acc = np.mean([g == y for g, y, c in zip(got, tiny_val.labels, certify) if c])
+    assert choice.expected["accuracy"] == pytest.approx(acc)
+
+
+def test_labels_with_too_few_texts_are_named(tmp_path, tiny_encoder_bundle):
+    train, val = _topic_data()
+    train = TextDataset(train.texts + ["a lonely text"], train.labels + ["rare_topic"])
+    with pytest.raises(ValueError, match=r"'rare_topic' \(1\)"):
+        cascade.train(train, val, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False)
+    val = TextDataset(val.texts + ["x"], val.labels + ["unseen_topic"])
+    with pytest.raises(ValueError, match="never appear in training: \\['unseen_topic'\\]"):
+        cascade.train(_topic_data()[0], val, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False)
+
+
+def test_a_fine_tuned_bundle_is_not_an_encoder(tmp_path, tiny_bundle):
+    train, val = _topic_data()
+    with pytest.raises(cascade.CascadeError, match="has no frozen encoder"):
+        cascade.train(train, val, tmp_path / "b", encoder_from=tiny_bundle, progress=False)
+
+
+def test_fine_tuned_bundles_still_load_and_answer(tiny_bundle):
+    model = cascade.load(tiny_bundle, threads=1)
+    assert model.neural.head is None and json.loads((tiny_bundle / "manifest.json").read_text())["neural"].get(
+        "type", "fine-tuned") == "fine-tuned"
+    assert model.classify("card", threshold=1.0).stage == "neural"
+
+
+def test_a_bad_head_file_is_refused(tmp_path, tiny_encoder_bundle):
+    import hashlib
+    import shutil
+
+    b = tmp_path / "b"
+    shutil.copytree(tiny_encoder_bundle, b)
+    buffer = __import__("io").BytesIO()
+    np.savez(buffer, weight=np.zeros((3, 2), np.float32), bias=np.zeros(2, np.float32))
+    data = buffer.getvalue()
+    (b / "head.npz").write_bytes(data)
+    m = json.loads((b / "manifest.json").read_text())
+    m["files"]["head.npz"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (b / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(cascade.BundleError, match="head expects 3-dimensional"):
+        cascade.load(b)
