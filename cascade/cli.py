@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--head-C", type=float, default=None, help="inverse regularisation of the head (default: 10)")
     p.add_argument("--C", type=float, default=None, help="inverse regularisation of the cheap stage (default: 20)")
     p.add_argument("--max-length", type=int, default=None, help="tokens read per text (default: the encoder's)")
+    p.add_argument("--abstain", type=float, default=None, metavar="SHARE",
+                   help="answer 'none of these' (label null) to texts that fit no label, rejecting at most this "
+                        "share of in-scope validation texts (e.g. 0.05)")
 
     p = sub.add_parser("finetune", help="fine-tune the transformer and build a whole bundle (needs [train])",
                        description="Fine-tune all-MiniLM-L6-v2, export it to ONNX, fuse and quantize it to INT8, "
@@ -308,6 +311,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, cheap=replace(CheapConfig(), C=args.C))
     if args.max_length is not None:
         config = replace(config, max_length=args.max_length)
+    if args.abstain is not None:
+        config = replace(config, abstain=args.abstain)
     bundle = train_bundle(train, val, args.out, encoder_from=args.encoder_from, config=config, data_name=name)
     _print_summary(bundle.path, bundle.manifest)
     return 0

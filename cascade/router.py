@@ -32,15 +32,21 @@ Stage = Literal["cheap", "neural"]
 
 @dataclass(frozen=True)
 class Prediction:
-    """One answer: the label, its probability, which stage gave it, and the top-k (label, probability)."""
+    """One answer: the label, its probability, which stage gave it, and the top-k (label, probability).
 
-    label: str
+    ``label`` is None when the bundle abstains ("none of these"): the text fits none of its labels well
+    enough; ``reason`` says so, and ``top_k`` still holds the closest labels."""
+
+    label: str | None
     score: float
     stage: Stage
     top_k: tuple[tuple[str, float], ...]
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label, "score": self.score, "stage": self.stage}
+        if self.reason:
+            out["reason"] = self.reason
         if len(self.top_k) > 1:
             out["top_k"] = [{"label": label, "score": score} for label, score in self.top_k]
         return out
@@ -77,6 +83,13 @@ def fallthrough_answer(cheap: np.ndarray, neural: np.ndarray, cheap_weight: floa
     return cheap_weight * cheap + (1.0 - cheap_weight) * neural
 
 
+def abstains(final: np.ndarray, below: float | None) -> np.ndarray:
+    """True where the bundle answers "none of these": its final answer's probability is under ``below``."""
+    if below is None:
+        return np.zeros(len(final), dtype=bool)
+    return final.max(axis=-1) < below
+
+
 def fall_through(conf: np.ndarray, threshold: float) -> np.ndarray:
     """True where a text goes to the neural stage: its confidence is below the threshold."""
     return conf < threshold
@@ -100,7 +113,8 @@ class Cascade:
 
     def __init__(self, cheap: CheapStage, neural: NeuralStage, labels: Sequence[str], threshold: float,
                  bundle: Bundle | None = None, measure: str = "max_prob",
-                 always_neural: Sequence[str] = (), cheap_weight: float = 0.0) -> None:
+                 always_neural: Sequence[str] = (), cheap_weight: float = 0.0,
+                 abstain_below: float | None = None) -> None:
         if not (cheap.n_classes == neural.n_classes == len(labels)):
             raise BundleError(
                 f"stage sizes disagree: cheap has {cheap.n_classes} classes, neural {neural.n_classes}, "
@@ -118,6 +132,8 @@ class Cascade:
         if not 0.0 <= cheap_weight <= 1.0:
             raise ValueError(f"cheap_weight must be in [0, 1], got {cheap_weight}")
         self.cheap_weight = float(cheap_weight)  # the cheap stage's share of the vote on texts that fall through
+        # "none of these": a final probability under this means no label fits (None: always answer)
+        self.abstain_below = None if abstain_below is None else check_threshold(abstain_below)
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, threads: int | None = None, batch_size: int = 32,
@@ -163,7 +179,8 @@ class Cascade:
         return cls(cheap, neural, bundle.labels, bundle.threshold, bundle,
                    measure=calibration.get("measure", "max_prob"),
                    always_neural=calibration.get("always_neural", ()),
-                   cheap_weight=float(manifest.get("mix", {}).get("cheap_weight", 0.0)))
+                   cheap_weight=float(manifest.get("mix", {}).get("cheap_weight", 0.0)),
+                   abstain_below=manifest.get("abstain", {}).get("below"))
 
     @property
     def always_neural(self) -> tuple[str, ...]:
@@ -214,13 +231,17 @@ class Cascade:
             best = probs.argmax(axis=1)[:, None]
         else:
             best = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        none = abstains(probs, self.abstain_below)
+        reason = (f"none of these: no label reaches probability {self.abstain_below:.3f}"
+                  if self.abstain_below is not None else "")
         predictions = [
             Prediction(
-                label=self.labels[row[0]],
+                label=None if abstain else self.labels[row[0]],
                 score=float(p[row[0]]),
                 stage="neural" if neural else "cheap",
                 top_k=tuple((self.labels[j], float(p[j])) for j in row),
+                reason=reason if abstain else "",
             )
-            for p, row, neural in zip(probs, best, to_neural)
+            for p, row, neural, abstain in zip(probs, best, to_neural, none)
         ]
         return predictions[0] if single else predictions

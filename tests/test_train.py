@@ -138,3 +138,22 @@ def test_a_bad_head_file_is_refused(tmp_path, tiny_encoder_bundle):
     (b / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(cascade.BundleError, match="head expects 3-dimensional"):
         cascade.load(b)
+
+
+def test_none_of_these_on_obviously_unrelated_texts(tmp_path, tiny_encoder_bundle):
+    train, val = _topic_data()
+    bundle = cascade.train(train, val, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False, abstain=0.34)
+    cut = bundle.manifest["abstain"]["below"]
+    assert 0 < cut < 1 and bundle.manifest["metrics"]["validation"]["abstained_share"] <= 0.34
+    model = cascade.load(bundle.path, threads=1)
+    for text in ["qwxz vvkp zzyq", "0000 1111 2222", "🙂🙃"]:  # no word of any topic
+        p = model.classify(text)
+        assert p.label is None and p.reason.startswith("none of these") and p.to_dict()["label"] is None
+    answered = [p.label for p in model.classify(train.texts)]
+    assert sum(a is not None for a in answered) > 0.9 * len(answered)
+
+
+def test_an_abstain_share_out_of_range_is_refused(tmp_path, tiny_encoder_bundle):
+    train, val = _topic_data()
+    with pytest.raises(ValueError, match="share of in-scope texts that may be rejected"):
+        cascade.train(train, val, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False, abstain=1.5)

@@ -36,7 +36,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _DIGEST = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
 # Top-level keys a manifest may hold; anything else is refused so that no field goes unchecked.
 _KEYS = {"format_version", "labels", "threshold", "files", "neural", "calibration", "confidence",
-         "threshold_rule", "training", "metrics", "versions", "created", "mix", "encoder"}
+         "threshold_rule", "training", "metrics", "versions", "created", "mix", "encoder", "abstain"}
 NEURAL_TYPES = ("fine-tuned", "frozen-encoder")  # a classifier's logits, or a sentence encoder and a head
 
 
@@ -184,6 +184,9 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
         if not isinstance(encoder.get("file"), str) or encoder["file"] not in files:
             raise _fail("encoder.file", "must name the encoder's file, listed in 'files'")
         _int(encoder.get("max_length"), "encoder.max_length", 2, MODEL_MAX_LENGTH)
+    abstain = _dict(manifest.get("abstain", {}), "abstain")
+    if abstain:
+        _real(abstain.get("below"), "abstain.below", 0.0, 1.0)
     mix = _dict(manifest.get("mix", {}), "mix")
     if set(mix) - {"cheap_weight", "rule"}:
         raise _fail("mix", f"has unknown fields {sorted(set(mix) - {'cheap_weight', 'rule'})}")

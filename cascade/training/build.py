@@ -16,6 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..bundle import (TRAIN_HASHES_FILE, Bundle, atomic, check_output_folder, default_bundle_path, read_bundle,
                       text_hash, write_bundle, write_train_hashes)
 from ..calibration import best_accuracy_threshold
@@ -36,10 +38,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def abstain_cut(final: np.ndarray, max_rejected_share: float) -> float:
+    """The "none of these" cut: the largest probability below which at most ``max_rejected_share`` of
+    these (in-scope, validation) texts' final answers fall."""
+    if not 0.0 < max_rejected_share < 1.0:
+        raise ValueError(f"the share of in-scope texts that may be rejected must be in (0, 1), got {max_rejected_share}")
+    top = np.sort(final.max(axis=1))
+    return float(top[int(np.floor(max_rejected_share * len(top)))])
+
+
 def _choose_threshold(cheap: CheapStage, neural: NeuralStage, labels: list[str],
-                      validation: TextDataset, cheap_weight: float | None = 0.0) -> tuple[float, dict[str, Any]]:
+                      validation: TextDataset, cheap_weight: float | None = 0.0,
+                      abstain: float | None = None) -> tuple[float, dict[str, Any]]:
     """The threshold by the build rule on validation, and the validation figures there; a
-    ``cheap_weight`` of None is fitted first (:func:`cascade.training.mixing.fit_cheap_weight`)."""
+    ``cheap_weight`` of None is fitted first (:func:`cascade.training.mixing.fit_cheap_weight`); with
+    ``abstain`` (a share), the "none of these" cut is chosen on the final answers too."""
     y = label_indices(labels, validation.labels)
     cheap_p, neural_p = cheap.predict_proba(validation.texts), neural.predict_proba(validation.texts)
     if cheap_weight is None:
@@ -52,6 +65,12 @@ def _choose_threshold(cheap: CheapStage, neural: NeuralStage, labels: list[str],
     metrics = summarize(scores, threshold)
     log.info("threshold %.4f: validation accuracy %.4f, fall-through %.1f%%",
              threshold, metrics["cascade_accuracy"], 100 * metrics["fall_through_rate"])
+    if abstain is not None:
+        mask = confidence(scores.cheap) < threshold
+        final = np.where(mask[:, None], scores.fallen, scores.cheap)
+        cut = abstain_cut(final, abstain)
+        metrics["abstain_below"] = cut
+        metrics["abstained_share"] = float((final.max(axis=1) < cut).mean())
     return threshold, metrics
 
 
@@ -73,16 +92,17 @@ def _fit_and_export_cheap(train: TextDataset, validation: TextDataset, labels: l
 def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_model: Path, tokenizer: Path,
              max_length: int, validation: TextDataset, manifest: dict[str, Any], train_hashes: set[str],
              threads: int | None = None, expected: dict[str, str] | None = None, head: Path | None = None,
-             mix: bool = True) -> Bundle:
+             mix: bool = True, abstain: float | None = None) -> Bundle:
     """Pick the threshold on ``validation`` and write the bundle atomically, with the hashes of the
     training texts (so calibration can warn about validation data that overlaps them). ``expected``: the
     SHA-256 of files taken from a verified bundle, checked again as they are copied. ``head``: the head
     file of a frozen-encoder stage; ``mix``: fit the cheap stage's vote on texts that fall through
-    (else the neural stage answers them alone)."""
+    (else the neural stage answers them alone); ``abstain``: let the bundle answer "none of these", at most
+    this share of in-scope validation texts being rejected."""
     cheap = CheapStage.load(cheap_dir)
     linear = LinearHead.from_bytes(head.read_bytes()) if head is not None else None
     neural = NeuralStage(neural_model, tokenizer, max_length, threads=threads, head=linear)
-    threshold, val_metrics = _choose_threshold(cheap, neural, labels, validation, None if mix else 0.0)
+    threshold, val_metrics = _choose_threshold(cheap, neural, labels, validation, None if mix else 0.0, abstain)
     cheap_weight = float(val_metrics.get("cheap_weight", 0.0))
     files = {
         CheapStage.ONNX_FILE: cheap_dir / CheapStage.ONNX_FILE,
@@ -105,6 +125,9 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
                       **({"type": "frozen-encoder", "head": HEAD_FILE} if head is not None else {})}
     if cheap_weight:
         full["mix"] = {"cheap_weight": cheap_weight, "rule": "log-loss on the less confident half of validation"}
+    if abstain is not None:
+        full["abstain"] = {"below": val_metrics["abstain_below"], "max_rejected_share": abstain,
+                           "rule": "the cut under which that share of in-scope validation texts' answers fall"}
     return write_bundle(out, files, full, expected=expected)
 
 

@@ -42,6 +42,7 @@ class TrainConfig:
     head_C: float = DEFAULT_C
     max_length: int | None = None  # tokens per text; None: the encoder bundle's
     min_texts_per_label: int = 2
+    abstain: float | None = None  # "none of these": at most this share of in-scope validation texts rejected
 
 
 def check_labels(train: TextDataset, validation: TextDataset, min_texts: int) -> list[str]:
@@ -105,6 +106,8 @@ def train_bundle(train: TextDataset, validation: TextDataset, out: str | Path, *
     """Fit the cheap stage and a head on the frozen encoder's embeddings, choose the threshold and the
     cheap stage's vote on validation, and write a bundle to ``out`` (atomically)."""
     started = time.perf_counter()
+    if config.abstain is not None and not 0.0 < config.abstain < 1.0:
+        raise ValueError(f"abstain is the share of in-scope texts that may be rejected, in (0, 1); got {config.abstain}")
     check_output_folder(out)
     labels = check_labels(train, validation, config.min_texts_per_label)
     source = encoder_source(encoder_from)
@@ -138,7 +141,7 @@ def train_bundle(train: TextDataset, validation: TextDataset, out: str | Path, *
         bundle = assemble(
             out, labels=labels, cheap_dir=work, neural_model=encoder_file, tokenizer=tokenizer_file,
             max_length=max_length, validation=validation, manifest=manifest,
-            train_hashes={text_hash(t) for t in train.texts}, head=work / HEAD_FILE,
+            train_hashes={text_hash(t) for t in train.texts}, head=work / HEAD_FILE, abstain=config.abstain,
             expected={NeuralStage.ONNX_FILE: base.expected_hashes()[source.model_file],
                       NeuralStage.TOKENIZER_FILE: base.expected_hashes()[NeuralStage.TOKENIZER_FILE]},
         )
