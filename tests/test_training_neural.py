@@ -102,3 +102,16 @@ def test_checkpoint_with_other_labels_is_refused(tmp_path, tuned, tiny_train, ti
     with pytest.raises(ValueError, match="other labels"):
         finetune_bundle(tiny_train, tiny_val, list(reversed(labels)), tmp_path / "b", work_dir=tmp_path / "w",
                         checkpoint=other)
+
+
+def test_encoder_export_matches_sentence_transformers_pooling(tmp_path, tiny_bert, tiny_val):
+    """The frozen-encoder export: ONNX token states pooled by the neural stage equal torch's pooled
+    sentence embeddings on padded batches (what the build script checks before quantizing)."""
+    from cascade.training.encoder import check_encoder_export, export_encoder
+
+    path = export_encoder(tiny_bert, tmp_path / "encoder.onnx")
+    assert check_encoder_export(tiny_bert, path, tiny_val.texts[:30], MAX_LENGTH) < 1e-4
+    stage = NeuralStage(path, tiny_bert / "tokenizer.json", MAX_LENGTH, threads=1)
+    emb = stage.embed(tiny_val.texts[:10])
+    assert stage.embedding_dim == 32 and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(emb, np.vstack([stage.embed([t]) for t in tiny_val.texts[:10]]))
