@@ -72,10 +72,11 @@ def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
     return _train_cheap(train, validation, out, base=base, config=config or CheapConfig(), progress=progress)
 
 
-def train(train: TextDataset, validation: TextDataset, out: str | Path, *, encoder_from: str | Path | None = None,
-          progress: bool = True, **config: Any) -> Bundle:
+def train(train: TextDataset, validation: TextDataset | None, out: str | Path, *,
+          encoder_from: str | Path | None = None, progress: bool = True, **config: Any) -> Bundle:
     """Build a whole bundle on any label set without torch: the cheap stage and a head on the shipped
-    frozen encoder (see ``cascade.training.train``; ``config`` fields of its ``TrainConfig``)."""
+    frozen encoder (see ``cascade.training.train``; ``config``: fields of its ``TrainConfig``, e.g.
+    ``abstain=0.05``). ``validation`` None: 10% of ``train`` per label, by text hash."""
     from .training.train import TrainConfig, train_bundle
 
     return train_bundle(train, validation, out, encoder_from=encoder_from, config=TrainConfig(**config),

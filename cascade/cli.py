@@ -286,13 +286,13 @@ def _cmd_train_cheap(args: argparse.Namespace) -> int:
     from .training.build import train_cheap
     from .training.cheap import CheapConfig
 
-    train, val, _, _ = _load_training_data(args)
+    train, val, _, name = _load_training_data(args)
     config = CheapConfig()
     if args.C is not None:
         config = replace(config, C=args.C)
     if args.no_char:
         config = replace(config, char_ngrams=None)
-    bundle = train_cheap(train, val, args.out, base=args.base, config=config)
+    bundle = train_cheap(train, val, args.out, base=args.base, config=config, data_name=name)
     _print_summary(bundle.path, bundle.manifest)
     return 0
 
@@ -339,10 +339,12 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 def _print_summary(path: Path, manifest: dict[str, Any]) -> None:
     val = manifest["metrics"]["validation"]
+    abstain = (f"; 'none of these' under {val['abstain_below']:.3f} ({val['abstained_share']:.1%} of validation)"
+               if "abstain_below" in val else "")
     sys.stdout.write(
         f"wrote {path}: threshold {manifest['threshold']:.4f}; on validation: cheap {val['cheap_accuracy']:.2%}, "
         f"neural {val['neural_accuracy']:.2%}, cascade {val['cascade_accuracy']:.2%} with "
-        f"{val['fall_through_rate']:.1%} falling through\n"
+        f"{val['fall_through_rate']:.1%} falling through{abstain}\n"
     )
 
 

@@ -115,10 +115,14 @@ class Cascade:
                  bundle: Bundle | None = None, measure: str = "max_prob",
                  always_neural: Sequence[str] = (), cheap_weight: float = 0.0,
                  abstain_below: float | None = None) -> None:
+        if neural.embedding_dim is not None and neural.head is None:
+            raise BundleError("neural.onnx is a sentence encoder (token states out) but the bundle gives it no head: "
+                              "its manifest needs neural.type 'frozen-encoder' and neural.head")
         if not (cheap.n_classes == neural.n_classes == len(labels)):
             raise BundleError(
-                f"stage sizes disagree: cheap has {cheap.n_classes} classes, neural {neural.n_classes}, "
-                f"labels {len(labels)}"
+                f"stage sizes disagree: cheap.onnx has {cheap.n_classes} classes, the neural stage "
+                f"({'head.npz' if neural.head is not None else 'neural.onnx'}) {neural.n_classes}, the manifest's "
+                f"labels {len(labels)}; rebuild the bundle"
             )
         self.cheap = cheap
         self.neural = neural

@@ -102,7 +102,7 @@ def _real(value: Any, field: str, lo: float, hi: float, *, lo_open: bool = False
     except OverflowError:
         v = math.nan
     if not math.isfinite(v):
-        raise _fail(field, f"must be a finite number, got {str(value)[:40]}")
+        raise _fail(field, f"must be a finite number, got {repr(value)[:40]}")
     if v < lo or v > hi or (lo_open and v == lo):
         interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
         raise _fail(field, f"must be in {interval}, got {value!r}")
@@ -111,7 +111,7 @@ def _real(value: Any, field: str, lo: float, hi: float, *, lo_open: bool = False
 
 def _int(value: Any, field: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or not lo <= int(value) <= hi:
-        raise _fail(field, f"must be an integer from {lo} to {hi}, got {str(value)[:40]}")
+        raise _fail(field, f"must be an integer from {lo} to {hi}, got {repr(value)[:40]}")
     return int(value)
 
 
@@ -179,6 +179,8 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
         head = neural.get("head")
         if not isinstance(head, str) or head not in files:
             raise _fail("neural.head", "must name the head's file, listed in 'files', for a frozen-encoder stage")
+    elif "head" in neural:
+        raise _fail("neural.head", "belongs to a frozen-encoder stage only (neural.type is 'fine-tuned')")
     encoder = _dict(manifest.get("encoder", {}), "encoder")
     if encoder:
         if not isinstance(encoder.get("file"), str) or encoder["file"] not in files:
@@ -187,6 +189,8 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
     abstain = _dict(manifest.get("abstain", {}), "abstain")
     if abstain:
         _real(abstain.get("below"), "abstain.below", 0.0, 1.0)
+        if "max_rejected_share" in abstain:
+            _real(abstain["max_rejected_share"], "abstain.max_rejected_share", 0.0, 1.0, lo_open=True)
     mix = _dict(manifest.get("mix", {}), "mix")
     if set(mix) - {"cheap_weight", "rule"}:
         raise _fail("mix", f"has unknown fields {sorted(set(mix) - {'cheap_weight', 'rule'})}")

@@ -35,12 +35,16 @@ HASHES_FORMAT = "cascade.text-hashes/2"
 _HASH_FORMATS = {"cascade.text-hashes/1": text_hash_v1, HASHES_FORMAT: text_hash}
 
 
+SHIPPED_BUNDLE = Path(__file__).resolve().parent.parent.parent / "artifacts"
+REBUILD_SHIPPED_ENV = "CASCADE_REBUILD_SHIPPED"  # set to 1 to let a build replace the shipped bundle
+
+
 def default_bundle_path() -> Path:
     """The bundle shipped in the repository's ``artifacts/`` folder (overridable with CASCADE_BUNDLE)."""
     env = os.environ.get("CASCADE_BUNDLE")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "artifacts"
+    return SHIPPED_BUNDLE
 
 
 def sha256_file(path: Path) -> str:
@@ -305,6 +309,9 @@ def check_output_folder(path: str | Path) -> Path:
     path = Path(path).absolute()
     if path.is_symlink():
         raise BundleError(f"{path} is a symlink; refusing to replace it: write to the folder it points to")
+    if path.resolve() == SHIPPED_BUNDLE and os.environ.get(REBUILD_SHIPPED_ENV) != "1":
+        raise BundleError(f"{path} is the shipped default bundle; write your bundle elsewhere (to rebuild the shipped "
+                          f"one on purpose, set {REBUILD_SHIPPED_ENV}=1)")
     if path.exists():
         problem = bundle_problem(path)
         if problem is not None:

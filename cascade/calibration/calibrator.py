@@ -171,7 +171,8 @@ class Calibrator:
         self.measure_ = min(self.measures, key=lambda m: self.aurc_[m])
         # what a text that falls through gets: the neural stage's vote mixed with the cheap stage's
         neural_ok = fallthrough_answer(cheap_p, neural_p, self.model.cheap_weight).argmax(1) == y
-        self._parts = {"fit": fit, "cheap_p": cheap_p, "cheap_ok": cheap_ok, "neural_ok": neural_ok, "y": y}
+        self._parts = {"fit": fit, "cheap_p": cheap_p, "neural_p": neural_p, "cheap_ok": cheap_ok,
+                       "neural_ok": neural_ok, "y": y}
         self._policies = {False: self._make_policy(())}
         self.choice_ = None
         log.info("calibrated on %d texts (%d fit, %d certify): temperatures %s, measure %s (AURC %s)",
@@ -420,6 +421,24 @@ class Calibrator:
             "warnings": list(self.warnings_),
         }
 
+    def abstain_cut(self, choice: ThresholdChoice) -> float | None:
+        """The "none of these" cut re-chosen for the calibrated scores (the same share of in-scope
+        validation texts rejected as the bundle asked for), or None if the bundle does not abstain. Its
+        old cut was on the uncalibrated scale and would reject a different share."""
+        from ..router import fallthrough_answer, routing_confidence
+        from ..training.build import abstain_cut
+
+        bundle = self.model.bundle
+        share = bundle.manifest.get("abstain", {}).get("max_rejected_share") if bundle is not None else None
+        if share is None:
+            return None
+        p = self._parts
+        idx = np.array([self.model.labels.index(c) for c in choice.always_neural], dtype=np.int64)
+        fell = routing_confidence(p["cheap_p"], self.measure_, idx) < choice.threshold
+        final = np.where(fell[:, None], fallthrough_answer(p["cheap_p"], p["neural_p"], self.model.cheap_weight),
+                         p["cheap_p"])
+        return abstain_cut(final, float(share))
+
     def apply(self, choice: ThresholdChoice | None = None) -> None:
         """Make the model in memory route with the calibrated scores and the chosen threshold."""
         choice = self._resolve(choice)
@@ -428,6 +447,9 @@ class Calibrator:
         self.model.measure = self.measure_
         self.model.always_neural = choice.always_neural
         self.model.threshold = choice.threshold
+        cut = self.abstain_cut(choice)
+        if cut is not None:
+            self.model.abstain_below = cut
 
     def save(self, path: str | Path | None = None, choice: ThresholdChoice | None = None) -> "Bundle":
         """Write the calibration and the chosen threshold into the bundle (or a copy at ``path``),
@@ -443,6 +465,10 @@ class Calibrator:
         manifest["calibration"] = {**self.report(), "always_neural": list(choice.always_neural),
                                    "choice": choice.to_json()}
         manifest["threshold_rule"] = f"cascade calibrate: {choice.mode} {choice.request}"
+        cut = self.abstain_cut(choice)
+        if cut is not None:
+            manifest["abstain"] = {**manifest["abstain"], "below": cut,
+                                   "rule": "re-chosen by cascade calibrate on the calibrated scores, same share"}
         files = {name: bundle.file(name) for name in bundle.manifest["files"]}
         saved = write_bundle(path if path is not None else bundle.path, files, manifest,
                              expected=bundle.expected_hashes())

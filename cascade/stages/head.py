@@ -56,13 +56,16 @@ class LinearHead:
     @classmethod
     def from_bytes(cls, data: bytes) -> "LinearHead":
         """A head from ``head.npz`` bytes (no pickles: object arrays are refused)."""
+        if not data.startswith(b"PK"):
+            raise ValueError(f"{FILE} is not an .npz archive (float32 arrays 'weight' and 'bias')")
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                if set(npz.files) != {"weight", "bias"}:
-                    raise ValueError(f"{FILE} must hold exactly 'weight' and 'bias', got {sorted(npz.files)}")
+                if not isinstance(npz, np.lib.npyio.NpzFile) or set(npz.files) != {"weight", "bias"}:
+                    raise ValueError(f"{FILE} must hold exactly the arrays 'weight' and 'bias'")
                 weight, bias = npz["weight"], npz["bias"]
-        except (OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:  # zipfile and numpy's errors for malformed files
-            raise ValueError(f"{FILE} cannot be read ({exc})") from None
+        except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:  # numpy's and zipfile's errors
+            raise ValueError(f"{FILE} cannot be read as float32 arrays ({str(exc)[:200]}); no pickled data is "
+                             "ever loaded") from None
         if weight.dtype != np.float32 or bias.dtype != np.float32:
             raise ValueError(f"{FILE} must hold float32 arrays")
         return cls(weight, bias)

@@ -77,7 +77,13 @@ def _choose_threshold(cheap: CheapStage, neural: NeuralStage, labels: list[str],
 def _fit_and_export_cheap(train: TextDataset, validation: TextDataset, labels: list[str], config: CheapConfig,
                           work: Path) -> tuple[CheapStage, dict[str, Any]]:
     started = time.perf_counter()
-    pipeline = fit_cheap(train, labels, config)
+    try:
+        pipeline = fit_cheap(train, labels, config)
+    except ValueError as exc:
+        if "empty vocabulary" in str(exc):
+            raise ValueError("the training texts hold no word or character n-gram the cheap stage can use (are they "
+                             "empty?)") from None
+        raise
     seconds = time.perf_counter() - started
     export_cheap(pipeline, work)
     stage = CheapStage.load(work)
@@ -123,8 +129,8 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
     }
     full["neural"] = {**full.get("neural", {}), "max_length": max_length,
                       **({"type": "frozen-encoder", "head": HEAD_FILE} if head is not None else {})}
-    if cheap_weight:
-        full["mix"] = {"cheap_weight": cheap_weight, "rule": "log-loss on the less confident half of validation"}
+    full["mix"] = {"cheap_weight": cheap_weight, "rule": "log-loss on the less confident half of validation"
+                   if mix else "the neural stage alone answers texts that fall through"}
     if abstain is not None:
         full["abstain"] = {"below": val_metrics["abstain_below"], "max_rejected_share": abstain,
                            "rule": "the cut under which that share of in-scope validation texts' answers fall"}
@@ -151,9 +157,10 @@ def _train_hashes(base: Bundle) -> set[str]:
 
 def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
                 base: str | Path | None = None, config: CheapConfig = CheapConfig(),
-                progress: bool = True, extra_training: dict[str, Any] | None = None) -> Bundle:
-    """Retrain the cheap stage on ``train`` and write a bundle that keeps ``base``'s neural stage;
-    ``extra_training`` is recorded in the manifest's ``training`` section."""
+                progress: bool = True, extra_training: dict[str, Any] | None = None, data_name: str = "") -> Bundle:
+    """Retrain the cheap stage on ``train`` and write a bundle that keeps ``base``'s neural stage (its
+    mix and its "none of these" share are re-chosen on ``validation``); ``extra_training`` is recorded in
+    the manifest's ``training`` section."""
     check_output_folder(out)
     base_bundle = read_bundle(base if base is not None else default_bundle_path())
     labels = base_bundle.labels
@@ -161,7 +168,7 @@ def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
     if extra:
         raise ValueError(
             f"{len(extra)} training label(s) are not in the base bundle's labels, e.g. {extra[:5]}; "
-            "the neural stage cannot predict them: build a new bundle with `cascade finetune`"
+            "the neural stage cannot predict them: build a new bundle with `cascade train` (or `cascade finetune`)"
         )
     with atomic.scratch_dir(Path(tempfile.gettempdir()), "cascade-cheap-") as work, \
             _step_bar(2, "train-cheap: starting", progress) as bar:
@@ -172,8 +179,10 @@ def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
         manifest = {k: v for k, v in base_bundle.manifest.items()
                     if k in ("neural", "training")}
         head_name = base_bundle.manifest["neural"].get("head")
-        manifest["training"] = {**manifest.get("training", {}), "cheap": cheap_info,
-                                "validation_size": len(validation), **(extra_training or {})}
+        manifest["training"] = {"data": data_name, "n_train": len(train), "validation_size": len(validation),
+                                "command": "cascade train-cheap", "cheap": cheap_info, "base": base_bundle.digest,
+                                "base_training": manifest.get("training", {}), **(extra_training or {})}
+        share = base_bundle.manifest.get("abstain", {}).get("max_rejected_share")
         bundle = assemble(
             out, labels=labels, cheap_dir=Path(work), neural_model=base_bundle.file(NeuralStage.ONNX_FILE),
             tokenizer=base_bundle.file(NeuralStage.TOKENIZER_FILE),
@@ -181,7 +190,7 @@ def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
             manifest=manifest, train_hashes=_train_hashes(base_bundle) | {text_hash(t) for t in train.texts},
             expected={name: sha for name, sha in base_bundle.expected_hashes().items()
                       if name in (NeuralStage.ONNX_FILE, NeuralStage.TOKENIZER_FILE, head_name)},
-            head=base_bundle.file(head_name) if head_name else None,
+            head=base_bundle.file(head_name) if head_name else None, abstain=share,
         )
         bar.update()
     return bundle

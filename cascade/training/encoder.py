@@ -4,7 +4,7 @@ done in numpy by the neural stage, one text at a time), fused, INT8-quantized, w
 scales. Needs the ``[train]`` extra; the result ships in the default bundle, and
 ``cascade train`` reuses it without torch.
 
-    python -m cascade.training.encoder --out runs/encoder --add-to artifacts
+    CASCADE_REBUILD_SHIPPED=1 python -m cascade.training.encoder --out runs/encoder --add-to artifacts
 
 1. :func:`export_encoder` exports the encoder (TorchScript exporter, eager attention) and
    :func:`check_encoder_export` proves its pooled embeddings equal to sentence-transformers' (torch) on

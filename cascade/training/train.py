@@ -44,19 +44,58 @@ class TrainConfig:
     min_texts_per_label: int = 2
     abstain: float | None = None  # "none of these": at most this share of in-scope validation texts rejected
 
+    def __post_init__(self) -> None:
+        import math
+        from numbers import Integral, Real
+
+        if not isinstance(self.cheap, CheapConfig):
+            raise TypeError(f"cheap must be a cascade.training.cheap.CheapConfig, got {type(self.cheap).__name__}")
+        for name, value in (("head_C", self.head_C), ("cheap.C", self.cheap.C)):
+            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+        if self.max_length is not None and (isinstance(self.max_length, bool) or not isinstance(self.max_length, Integral)
+                                            or not 2 <= self.max_length <= 512):
+            raise ValueError(f"max_length must be an integer from 2 to 512, got {self.max_length!r}")
+        if self.abstain is not None and (isinstance(self.abstain, bool) or not isinstance(self.abstain, Real)
+                                         or not 0.0 < self.abstain < 1.0):
+            raise ValueError(f"abstain is the share of in-scope texts that may be rejected, in (0, 1); got {self.abstain!r}")
+
 
 def check_labels(train: TextDataset, validation: TextDataset, min_texts: int) -> list[str]:
     """The label set (sorted); a ValueError names every label with too few training texts and every
-    validation label that training lacks."""
+    validation label that training lacks; warnings flag data that would make the choices on validation
+    unreliable (validation texts that are training texts, too few of them, conflicting duplicates)."""
+    from ..text import dedup_key
+
     counts = Counter(train.labels)
+    if len(counts) < 2:
+        raise ValueError(f"the training data has {len(counts)} label(s) ({sorted(counts)}); a classifier needs at least 2")
     few = sorted((n, label) for label, n in counts.items() if n < min_texts)
     if few:
         listed = ", ".join(f"{label!r} ({n})" for n, label in few[:10])
-        raise ValueError(f"{len(few)} label(s) have fewer than {min_texts} training texts: {listed}; add texts or "
-                         "drop those labels")
+        raise ValueError(f"{len(few)} label(s) have fewer than {min_texts} training texts: {listed} (counted after "
+                         "the validation texts were set aside); add texts or drop those labels")
     unseen = sorted(set(validation.labels) - set(counts))
     if unseen:
         raise ValueError(f"{len(unseen)} validation label(s) never appear in training: {unseen[:10]}")
+    keys: dict[str, str] = {}
+    conflicts = 0
+    for text, label in zip(train.texts, train.labels):
+        key = dedup_key(text)
+        if keys.setdefault(key, label) != label:
+            conflicts += 1
+    if conflicts:
+        log.warning("%d training texts repeat an earlier text (but for case, spacing or punctuation) with another "
+                    "label", conflicts)
+    overlap = sum(dedup_key(t) in keys for t in validation.texts)
+    if overlap:
+        log.warning("%d of %d validation texts are also training texts: the threshold, the mix and the figures chosen "
+                    "on them will be optimistic; use held-out texts", overlap, len(validation))
+    if len(validation) < 200:
+        log.warning("only %d validation texts: the threshold, the mix and any 'none of these' cut chosen on them are "
+                    "rough; 500 or more are better", len(validation))
+    if len(set(validation.labels)) < len(counts) // 2:
+        log.warning("the validation texts cover %d of the %d labels", len(set(validation.labels)), len(counts))
     return sorted(counts)
 
 
@@ -100,28 +139,39 @@ def encoder_source(path: str | Path | None) -> EncoderSource:
                        "'encoder'); pass --encoder-from a bundle made by `cascade train`, or the shipped one")
 
 
-def train_bundle(train: TextDataset, validation: TextDataset, out: str | Path, *,
+def train_bundle(train: TextDataset, validation: TextDataset | None, out: str | Path, *,
                  encoder_from: str | Path | None = None, config: TrainConfig = TrainConfig(),
                  progress: bool = True, data_name: str = "") -> Bundle:
     """Fit the cheap stage and a head on the frozen encoder's embeddings, choose the threshold and the
-    cheap stage's vote on validation, and write a bundle to ``out`` (atomically)."""
+    cheap stage's vote on validation (None: 10% of ``train`` per label, by text hash), and write a bundle
+    to ``out`` (atomically)."""
+    from ..datasets import split_validation
+
     started = time.perf_counter()
-    if config.abstain is not None and not 0.0 < config.abstain < 1.0:
-        raise ValueError(f"abstain is the share of in-scope texts that may be rejected, in (0, 1); got {config.abstain}")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     check_output_folder(out)
+    if validation is None:
+        train, validation = split_validation(train)
     labels = check_labels(train, validation, config.min_texts_per_label)
     source = encoder_source(encoder_from)
     base = source.bundle
     max_length = int(config.max_length or source.max_length)
     encoder_file, tokenizer_file = base.file(source.model_file), base.file(NeuralStage.TOKENIZER_FILE)
+    try:  # the encoder is checked before any long work
+        stage = NeuralStage(base.read_bytes(source.model_file), base.read_bytes(NeuralStage.TOKENIZER_FILE),
+                            max_length)
+        if stage.embedding_dim is None:
+            raise ValueError("it outputs logits or pooled embeddings, not token states: an encoder from an older "
+                             "cascade; use the shipped bundle or one `cascade train` wrote")
+    except ValueError as exc:
+        raise CascadeError(f"{base.path / source.model_file} cannot serve as the frozen encoder: {exc}") from None
     with atomic.scratch_dir(Path(tempfile.gettempdir()), "cascade-train-") as work, \
             _step_bar(3, "train: starting", progress) as bar:
         bar.set_description_str(f"fitting the cheap stage on {len(train)} texts")
         _, cheap_info = _fit_and_export_cheap(train, validation, labels, config.cheap, work)
         bar.update()
         bar.set_description_str("embedding the training texts")
-        stage = NeuralStage(base.read_bytes(source.model_file), base.read_bytes(NeuralStage.TOKENIZER_FILE),
-                            max_length)
         embeddings = embed_with_progress(stage, train.texts, "embedding", progress)
         head_started = time.perf_counter()
         head = fit_head(embeddings, label_indices(labels, train.labels), len(labels), C=config.head_C)
@@ -129,9 +179,12 @@ def train_bundle(train: TextDataset, validation: TextDataset, out: str | Path, *
         (work / HEAD_FILE).write_bytes(head.to_bytes())
         bar.update()
         bar.set_description_str("choosing the threshold and writing the bundle")
+        encoder_info = {k: v for k, v in source.info.items() if k not in ("file", "max_length", "build")}
+        if "build" in source.info:
+            encoder_info["encoder_build"] = {"note": "how the encoder was built and gated (on BANKING77), not this "
+                                                     "bundle's figures", **source.info["build"]}
         manifest: dict[str, Any] = {
-            "neural": {**{k: v for k, v in source.info.items() if k not in ("file", "max_length")},
-                       "head_C": config.head_C},
+            "neural": {**encoder_info, "head_C": config.head_C},
             "training": {"data": data_name, "n_train": len(train), "validation_size": len(validation),
                          "command": "cascade train", "config": asdict(config), "cheap": cheap_info,
                          "head": {"C": config.head_C, "fit_seconds": round(head_seconds, 1)},
