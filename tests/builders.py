@@ -27,63 +27,54 @@ def make_tokenizer(path: Path, texts: list[str]) -> Path:
     return path
 
 
-def make_encoder_onnx(path: Path, vocab_size: int, dim: int = 24, seed: int = 1) -> Path:
-    """A tiny sentence encoder with the frozen-encoder interface: token states (batch x sequence x dim),
-    each a token's embedding plus the mean of the text's (so a token's state depends on its text only)."""
-    rng = np.random.default_rng(seed)
-    emb = numpy_helper.from_array(rng.normal(size=(vocab_size, dim)).astype(np.float32), "emb")
-    axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes2")
-    axis1 = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes1")
-    nodes = [
+def _masked_mean(keepdims: int) -> list:
+    """Nodes computing ``mean``: the mean of the embeddings ``x`` of a text's own tokens (``m3``: the mask)."""
+    return [
         helper.make_node("Gather", ["emb", "input_ids"], ["x"]),
         helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
         helper.make_node("Unsqueeze", ["m", "axes2"], ["m3"]),
         helper.make_node("Mul", ["x", "m3"], ["xm"]),
-        helper.make_node("ReduceSum", ["xm", "axes1"], ["s"], keepdims=1),
-        helper.make_node("ReduceSum", ["m3", "axes1"], ["n"], keepdims=1),
+        helper.make_node("ReduceSum", ["xm", "axes1"], ["s"], keepdims=keepdims),
+        helper.make_node("ReduceSum", ["m3", "axes1"], ["n"], keepdims=keepdims),
         helper.make_node("Div", ["s", "n"], ["mean"]),
-        helper.make_node("Add", ["x", "mean"], ["token_states"]),
     ]
+
+
+def _save(path: Path, nodes: list, output: onnx.ValueInfoProto, initializers: list) -> Path:
     graph = helper.make_graph(
-        nodes, "tiny-encoder",
+        nodes, "tiny",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
          helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
-        [helper.make_tensor_value_info("token_states", TensorProto.FLOAT, ["batch", "seq", dim])],
-        [emb, axes, axis1],
+        [output], initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def _common(vocab_size: int, dim: int, rng: np.random.Generator) -> list:
+    return [numpy_helper.from_array(rng.normal(size=(vocab_size, dim)).astype(np.float32), "emb"),
+            numpy_helper.from_array(np.array([2], dtype=np.int64), "axes2"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axes1")]
+
+
+def make_encoder_onnx(path: Path, vocab_size: int, dim: int = 24, seed: int = 1) -> Path:
+    """A tiny sentence encoder with the frozen-encoder interface: token states (batch x sequence x dim),
+    each a token's embedding plus the mean of the text's (so a token's state depends on its text only)."""
+    nodes = _masked_mean(keepdims=1) + [helper.make_node("Add", ["x", "mean"], ["token_states"])]
+    output = helper.make_tensor_value_info("token_states", TensorProto.FLOAT, ["batch", "seq", dim])
+    return _save(path, nodes, output, _common(vocab_size, dim, np.random.default_rng(seed)))
 
 
 def make_neural_onnx(path: Path, vocab_size: int, n_classes: int, seed: int = 0, dim: int = 16) -> Path:
     """A tiny ONNX text classifier with the neural stage's interface: masked mean of embeddings, linear."""
     rng = np.random.default_rng(seed)
-    emb = numpy_helper.from_array(rng.normal(size=(vocab_size, dim)).astype(np.float32), "emb")
-    w = numpy_helper.from_array(rng.normal(size=(dim, n_classes)).astype(np.float32), "w")
-    b = numpy_helper.from_array(rng.normal(size=(n_classes,)).astype(np.float32), "b")
-    axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes2")
-    axis1 = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes1")
-    nodes = [
-        helper.make_node("Gather", ["emb", "input_ids"], ["x"]),
-        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["m", "axes2"], ["m3"]),
-        helper.make_node("Mul", ["x", "m3"], ["xm"]),
-        helper.make_node("ReduceSum", ["xm", "axes1"], ["s"], keepdims=0),
-        helper.make_node("ReduceSum", ["m3", "axes1"], ["n"], keepdims=0),
-        helper.make_node("Div", ["s", "n"], ["mean"]),
-        helper.make_node("MatMul", ["mean", "w"], ["z"]),
-        helper.make_node("Add", ["z", "b"], ["logits"]),
+    initializers = _common(vocab_size, dim, rng) + [
+        numpy_helper.from_array(rng.normal(size=(dim, n_classes)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.normal(size=(n_classes,)).astype(np.float32), "b"),
     ]
-    graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_classes])],
-        [emb, w, b, axes, axis1],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    nodes = _masked_mean(keepdims=0) + [helper.make_node("MatMul", ["mean", "w"], ["z"]),
+                                        helper.make_node("Add", ["z", "b"], ["logits"])]
+    output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_classes])
+    return _save(path, nodes, output, initializers)

@@ -138,7 +138,7 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
 
 
 def _step_bar(total: int, desc: str, progress: bool) -> Any:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars everywhere: tqdm.auto warns in notebooks without ipywidgets
 
     return tqdm(total=total, desc=desc, disable=not progress, bar_format="{desc} [{n}/{total} done]")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars everywhere: tqdm.auto warns in notebooks without ipywidgets
 
 from .._optional import require
 from ..datasets import TextDataset

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars everywhere: tqdm.auto warns in notebooks without ipywidgets
 
 from ..bundle import Bundle, atomic, check_output_folder, default_bundle_path, read_bundle, text_hash
 from ..datasets import TextDataset

@@ -40,6 +40,22 @@ def tree(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
+def dead_pid() -> int:
+    """The id of a process that has just ended (for scratch-folder names of a killed process)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def run_killed(script: str, bundle: Path) -> None:
+    """Run ``script`` (which SIGKILLs itself mid-save; BUNDLE stands for the bundle's path) in a child."""
+    import textwrap
+
+    code = textwrap.dedent(script).replace("BUNDLE", repr(str(bundle)))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()
+
+
 def cascade_cli(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None,
                 timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cascade.cli", *args], input=stdin, capture_output=True,

@@ -6,30 +6,17 @@ import errno
 import io
 import json
 import os
-import subprocess
 import sys
 import tracemalloc
 import unicodedata
-from pathlib import Path
 
 import numpy as np
 import pytest
-from adv_helpers import cascade_cli, copy_bundle, edit_manifest, replace_file
+from adv_helpers import dead_pid, cascade_cli, copy_bundle, edit_manifest, replace_file
 
 import cascade
 from cascade.bundle import atomic, read_bundle, update_manifest
 from cascade.errors import BundleError
-
-
-@pytest.fixture()
-def b(tmp_path, tiny_bundle) -> Path:
-    return copy_bundle(tiny_bundle, tmp_path / "b")
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 # 1. a file added to the target while it is being replaced is kept, not deleted
@@ -88,7 +75,7 @@ def test_verifying_a_large_file_streams_it(b):
 # 4. scratch-like sibling folders are never parsed into a crash or read whole
 @pytest.mark.parametrize("content", [b"[" * 100_000, b"{" + b" " * (20 << 20) + b"}"])
 def test_sibling_folders_with_scratch_names_cannot_break_a_load(b, content):
-    sibling = b.parent / f".b.tmp-{_dead_pid()}-abcd"
+    sibling = b.parent / f".b.tmp-{dead_pid()}-abcd"
     sibling.mkdir()
     (sibling / "manifest.json").write_bytes(content)
     assert cascade.load(b, threads=1).classify("card").label
@@ -168,7 +155,7 @@ def test_expanding_tokenizer_normalizers_are_refused(b):
 
 # 8. a folder in use by a process this one cannot see (another PID namespace) is not removed
 def test_a_locked_scratch_folder_is_never_cleaned(tmp_path):
-    busy = tmp_path / f".b.tmp-{_dead_pid()}-0000aaaa"  # its pid looks dead from here
+    busy = tmp_path / f".b.tmp-{dead_pid()}-0000aaaa"  # its pid looks dead from here
     busy.mkdir()
     (busy / atomic.MARKER).write_bytes(b"")
     lock = atomic.FolderLock(busy)  # ...but its writer holds the lock

@@ -5,30 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
-from adv_helpers import cascade_cli, copy_bundle, edit_manifest, replace_file
+from adv_helpers import run_killed, cascade_cli, edit_manifest, replace_file
 
 import cascade
 from cascade.bundle import atomic, check_output_folder, read_bundle, update_manifest
 from cascade.errors import BundleError, CascadeError
-
-
-@pytest.fixture()
-def b(tmp_path, tiny_bundle) -> Path:
-    return copy_bundle(tiny_bundle, tmp_path / "b")
-
-
-def _run_killed(code: str, b: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code).replace("BUNDLE", repr(str(b)))],
-                          capture_output=True, timeout=120)
-    assert proc.returncode == -9, proc.stderr.decode()
 
 
 def _all_files(root: Path) -> dict[str, bytes]:
@@ -46,7 +32,7 @@ def test_scratch_like_names_with_huge_numbers_are_ignored(b, pid):
 
 # 2
 def test_a_kill_while_emptying_the_replaced_folder_never_deletes_a_user_file(b):
-    _run_killed("""
+    run_killed("""
         import os, signal
         from pathlib import Path
         import cascade.bundle.atomic as atomic
@@ -73,7 +59,7 @@ def test_a_kill_while_emptying_the_replaced_folder_never_deletes_a_user_file(b):
 
 # 3
 def test_fallback_kill_between_renames_with_a_user_file_restores_the_old_bundle_with_it(b):
-    _run_killed("""
+    run_killed("""
         import os, signal
         import cascade.bundle.atomic as atomic
         atomic._exchange = lambda a, b: False
@@ -257,7 +243,7 @@ def test_a_held_lock_times_out_with_a_clear_error(b, monkeypatch):
 
 
 def test_a_kill_right_after_the_swap_keeps_user_files_and_says_where(b, caplog):
-    _run_killed("""
+    run_killed("""
         import os, signal
         import cascade.bundle.atomic as atomic
         from cascade.bundle import update_manifest

@@ -11,33 +11,15 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from adv_helpers import cascade_cli, copy_bundle, tree
+from adv_helpers import dead_pid, run_killed, cascade_cli, copy_bundle, tree
 
 import cascade
 from cascade.bundle import atomic, read_bundle, update_manifest
 from cascade.errors import BundleError
 
 
-@pytest.fixture()
-def b(tmp_path, tiny_bundle) -> Path:
-    return copy_bundle(tiny_bundle, tmp_path / "b")
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
 def _leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
-
-
-def _run_killed(script: str, b: Path) -> None:
-    """Run ``script`` (which ends by SIGKILLing itself mid-save) in a child process."""
-    code = textwrap.dedent(script).replace("BUNDLE", repr(str(b)))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
-    assert proc.returncode == -9, proc.stderr.decode()
 
 
 def test_readers_never_see_a_missing_or_mixed_bundle_while_another_process_saves(b):
@@ -81,7 +63,7 @@ def test_a_model_loaded_during_saves_is_always_whole(b):
 @pytest.mark.parametrize("deleted_first", [0, 1, 3])
 def test_kill_after_the_swap_leaves_the_new_bundle_and_the_next_load_cleans_up(b, deleted_first):
     """Killed while removing the swapped-out bundle, after deleting some of its files (even its manifest)."""
-    _run_killed(f"""
+    run_killed(f"""
         import os, signal
         from pathlib import Path
         import cascade.bundle.atomic as atomic
@@ -107,7 +89,7 @@ def test_kill_after_the_swap_leaves_the_new_bundle_and_the_next_load_cleans_up(b
 
 def test_kill_while_writing_leaves_the_old_bundle_and_the_scratch_folder_goes_next_time(b):
     before = tree(b)
-    _run_killed("""
+    run_killed("""
         import os, signal
         import cascade.bundle.store as store
         real = store._copy_synced
@@ -125,7 +107,7 @@ def test_kill_while_writing_leaves_the_old_bundle_and_the_scratch_folder_goes_ne
 
 def test_kill_between_the_two_renames_of_the_fallback_is_recovered_on_load(b):
     """Where the atomic exchange is unsupported, a kill between the renames once left no bundle."""
-    _run_killed("""
+    run_killed("""
         import os, signal
         import cascade.bundle.atomic as atomic
         atomic._exchange = lambda a, b: False
@@ -145,7 +127,7 @@ def test_kill_between_the_two_renames_of_the_fallback_is_recovered_on_load(b):
 
 
 def test_stale_scratch_folders_are_removed_only_if_provably_ours(tmp_path):
-    dead = _dead_pid()
+    dead = dead_pid()
     ours = tmp_path / f"cascade-cheap-{dead}-abcd1234"
     ours.mkdir()
     (ours / atomic.MARKER).write_bytes(b"")
@@ -168,7 +150,7 @@ def test_train_cheap_scratch_left_by_a_kill_is_cleaned_by_the_next_run(tmp_path,
     from cascade.training.cheap import CheapConfig
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    stale = tmp_path / f"cascade-cheap-{_dead_pid()}-deadbeef"
+    stale = tmp_path / f"cascade-cheap-{dead_pid()}-deadbeef"
     stale.mkdir()
     (stale / atomic.MARKER).write_bytes(b"")
     train_cheap(tiny_train, tiny_val, tmp_path / "out", base=tiny_bundle, config=CheapConfig(min_df=1), progress=False)
