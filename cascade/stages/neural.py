@@ -1,8 +1,11 @@
 """The neural stage at inference: an INT8 ONNX transformer run by onnxruntime, no torch.
 
-Texts are tokenized with HF ``tokenizers`` (truncated to the bundle's ``max_length``), sorted by length
-and run in batches padded to their longest member, so a batch of short texts never pays for a long one.
-Probabilities come back in the caller's order.
+Two forms: a fine-tuned classifier whose graph outputs logits, or a frozen sentence encoder whose graph
+outputs token states, mean-pooled here (:func:`mean_pool`) and scored by a linear head
+(:mod:`cascade.stages.head`). Texts are tokenized with HF ``tokenizers`` (truncated to the bundle's
+``max_length``), sorted by length and run in batches padded to their longest member, so a batch of short
+texts never pays for a long one. Probabilities come back in the caller's order, and a text's are the same
+in any batch.
 """
 
 from __future__ import annotations
