@@ -39,6 +39,7 @@ def main() -> None:
           "(lower bound) | realised test accuracy | realised ms per text |\n|---|---|---|---|---|---|---|")
     y = np.array([model.labels.index(label) for label in test.labels])
     plotted = False
+    reasons: list[str] = []
     for target in args.targets:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CalibrationWarning)
@@ -50,13 +51,17 @@ def main() -> None:
         ms = 1e3 * (time.perf_counter() - start) / len(test)
         acc = float(np.mean([model.labels.index(p.label) == t for p, t in zip(preds, y)]))
         fall = float(np.mean([p.stage == "neural" for p in preds]))
-        promise = f"≥ {target:.0%}" if choice.feasible else f"none (best bound {choice.expected['accuracy_lower_bound']:.2%})"
+        promise = f"≥ {target:.0%}" if choice.certified else "none: cannot be certified (reason below)"
+        if not choice.certified:
+            reasons.append(f"{target:.0%}: {choice.reason}")
         held = "" if not choice.feasible else (" ✓" if acc >= target else " ✗")
         print(f"| {target:.0%} | {'yes' if choice.feasible else 'no'} | {choice.threshold:.3f} | "
               f"{choice.expected['fall_through_rate']:.1%} → {fall:.1%} | {promise} | {acc:.2%}{held} | {ms:.3f} |")
         if args.plot and choice.feasible and not plotted:
             cal.plot(args.plot, choice)
             plotted = True
+    for reason in reasons:
+        print("\n" + reason)
     print(f"\nconfidence {args.confidence:.0%}; {report['machine']}; neural threads {report['neural_threads']}; "
           f"per-stage costs at calibration: cheap {report['costs_ms_per_text']['cheap']:.3f} ms, neural "
           f"{report['costs_ms_per_text']['neural']:.3f} ms per text")

@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--save", action="store_true", help="write the threshold and calibration into the bundle")
     out.add_argument("--out", type=Path, default=None, help="write a calibrated copy of the bundle here")
+    p.add_argument("--allow-uncertified", action="store_true",
+                   help="with --save/--out, write the closest threshold even when the --target-accuracy promise "
+                        "cannot be certified (default: write nothing then)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
 
     p = sub.add_parser("bench", help="run benchmarks/run.py (from a clone): every system side by side",
@@ -238,7 +241,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                             match_neural=args.match_neural, per_class=args.per_class)
     result: dict[str, Any] = {"choice": choice.to_json(), "calibration": cal.report()}
     if args.save or args.out is not None:
-        result["saved"] = str(cal.save(args.out, choice).path)
+        if choice.mode == "target_accuracy" and not choice.feasible and not args.allow_uncertified:
+            result["saved"] = None
+            result["not_saved"] = "the target cannot be certified; nothing written (--allow-uncertified writes it)"
+        else:
+            result["saved"] = str(cal.save(args.out, choice, allow_uncertified=args.allow_uncertified).path)
     plot_error = None
     if plot is not None:  # after the save, and reported without losing the result if it fails
         try:

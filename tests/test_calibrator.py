@@ -65,9 +65,38 @@ def test_target_accuracy_feasible_promise_is_a_lower_bound(cal):
 def test_target_accuracy_infeasible_says_why_and_how_many_texts(cal):
     with pytest.warns(CalibrationWarning, match="cannot be promised"):
         choice = cal.choose(target_accuracy=0.999)
-    assert not choice.feasible
+    assert not choice.feasible and not choice.certified
     assert "cannot be promised" in choice.reason and "Closest feasible" in choice.reason
-    assert choice.expected["accuracy_lower_bound"] < 0.999
+    assert "accuracy_lower_bound" not in choice.expected and choice.expected["kind"] == "estimate"
+
+
+def test_only_a_certified_choice_carries_a_lower_bound(cal):
+    """fallthrough, latency and match-neural choices are estimates: nothing reads like a promise."""
+    for choice in (cal.choose(fallthrough=0.3), cal.choose(latency_ms=100.0), cal.choose(match_neural=5.0)):
+        assert not choice.certified and choice.expected["kind"] == "estimate"
+        assert not any(key.endswith("_lower_bound") for key in choice.to_json()["expected"])
+    certified = cal.choose(target_accuracy=round(cal.curve.accuracy[0] - 0.15, 2), confidence=0.9)
+    assert certified.certified and certified.to_json()["certified"] and "accuracy_lower_bound" in certified.expected
+
+
+def test_an_infeasible_target_writes_nothing_unless_asked(cal, tiny_bundle, tiny_val, tmp_path):
+    import csv
+    import subprocess
+    import sys
+
+    with pytest.warns(CalibrationWarning):
+        choice = cal.choose(target_accuracy=0.999)
+    with pytest.raises(cascade.CascadeError, match="not saved: .*allow_uncertified"):
+        cal.save(tmp_path / "out", choice)
+    assert not (tmp_path / "out").exists()
+    assert cal.save(tmp_path / "out", choice, allow_uncertified=True).threshold == choice.threshold
+    val = tmp_path / "val.csv"
+    with val.open("w", newline="") as fh:
+        csv.writer(fh).writerows([("text", "category"), *zip(tiny_val.texts, tiny_val.labels)])
+    run = subprocess.run([sys.executable, "-m", "cascade.cli", "calibrate", "--bundle", str(tiny_bundle), "--val",
+                          str(val), "--target-accuracy", "0.999", "--out", str(tmp_path / "cli"), "--threads", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 3 and json.loads(run.stdout)["saved"] is None and not (tmp_path / "cli").exists()
 
 
 def test_samples_needed():
@@ -236,3 +265,13 @@ def test_per_class_choice_is_saved_and_reloaded(cal, tmp_path):
     saved = cal.save(tmp_path / "pc", choice)
     assert saved.manifest["calibration"]["always_neural"] == [cal.model.labels[2]]
     assert cascade.load(saved.path, threads=1).always_neural == (cal.model.labels[2],)
+
+
+def test_a_calibrated_bundle_describes_itself_consistently(cal, tmp_path):
+    choice = cal.choose(fallthrough=0.3)
+    saved = cal.save(tmp_path / "c", choice)
+    m = saved.manifest
+    assert m["threshold"] == choice.threshold == m["metrics"]["calibration"]["threshold"]
+    assert m["confidence"].startswith("cheap-stage") and (("margin" in cal.measure_) == ("minus" in m["confidence"]))
+    assert m["metrics"]["validation"]["threshold"] != m["threshold"] or "calibration" in m["metrics"]
+    assert m["calibration"]["measure"] == m["metrics"]["calibration"]["measure"] == cal.measure_

@@ -49,6 +49,7 @@ def _check_label_values(labels: Sequence[Any]) -> list[str]:
 
 
 FIT_FRACTION = 0.3
+MEASURE_NAMES = {"max_prob": "cheap-stage max probability", "margin": "cheap-stage top-1 minus top-2 probability"}
 
 
 def _fit_part(texts: Sequence[str]) -> np.ndarray:
@@ -83,8 +84,13 @@ class ThresholdChoice:
     reason: str = ""
     always_neural: tuple[str, ...] = ()  # per-class calibration: labels whose texts always fall through
 
+    @property
+    def certified(self) -> bool:
+        """True for a target-accuracy choice the test certified: the only kind that promises anything."""
+        return self.feasible and "accuracy_lower_bound" in self.expected
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "certified": self.certified}
 
 
 @dataclass
@@ -137,13 +143,9 @@ class Calibrator:
         y = self._check_labels(labels)
         self._check_overlap(texts)
 
-        start = time.perf_counter()
         cheap_logits = self.model.cheap.logits(texts)
-        cheap_s = time.perf_counter() - start
-        start = time.perf_counter()
         neural_logits = self.model.neural.logits(texts)
-        neural_s = time.perf_counter() - start
-        self.costs_ms_ = {"cheap": 1e3 * cheap_s / len(texts), "neural": 1e3 * neural_s / len(texts)}
+        self.costs_ms_ = self._time_stages(texts)
 
         fit = _fit_part(texts)
         if fit.all() or not fit.any():
@@ -178,6 +180,24 @@ class Calibrator:
         log.info("calibrated on %d texts (%d fit, %d certify): temperatures %s, measure %s (AURC %s)",
                  len(texts), self.n_fit_, self.n_certify_, self.temperatures_, self.measure_, self.aurc_)
         return self
+
+    TIMING_TEXTS = 256
+    TIMING_REPEATS = 5
+
+    def _time_stages(self, texts: list[str]) -> dict[str, float]:
+        """Milliseconds per text of each stage: warm (the stages have just scored these texts), on an
+        evenly spaced sample of at most TIMING_TEXTS texts, the median of TIMING_REPEATS runs (one run under
+        a passing load would mislead). Machine and threads are in :meth:`report`."""
+        sample = texts[:: max(1, len(texts) // self.TIMING_TEXTS)][: self.TIMING_TEXTS]
+        costs = {}
+        for name, run in (("cheap", self.model.cheap.logits), ("neural", self.model.neural.logits)):
+            times = []
+            for _ in range(self.TIMING_REPEATS):
+                start = time.perf_counter()
+                run(sample)
+                times.append(time.perf_counter() - start)
+            costs[name] = 1e3 * float(np.median(times)) / len(sample)
+        return costs
 
     # -- guard rails --
 
@@ -281,22 +301,28 @@ class Calibrator:
                    if binom.cdf(int(ok[pred == c].sum()), int((pred == c).sum()), overall) < alpha / len(classes)]
         return tuple(flagged)
 
-    def _expected(self, policy: _Policy, threshold: float, confidence: float) -> dict[str, Any]:
+    def _expected(self, policy: _Policy, threshold: float, certified_at: float | None = None) -> dict[str, Any]:
+        """What a threshold gives on the certifying texts. These are estimates (``accuracy`` is measured on
+        those texts); only a choice certified by the target-accuracy test carries ``accuracy_lower_bound``,
+        at ``certified_at`` (the level each test sequence ran at)."""
         from ..router import fall_through
 
         n = len(policy.conf)
         mask = fall_through(policy.conf, threshold)
         correct = int(np.where(mask, policy.neural_ok, policy.cheap_ok).sum())
         kept = ~mask
-        return {
+        out: dict[str, Any] = {
             "fall_through_rate": float(mask.mean()),
             "accuracy": correct / n,
-            "accuracy_lower_bound": float(clopper_pearson_lower(correct, n, confidence)),
-            "confidence": confidence,
             "cheap_kept_accuracy": float(policy.cheap_ok[kept].mean()) if kept.any() else None,
             "ms_per_text": self.costs_ms_["cheap"] + float(mask.mean()) * self.costs_ms_["neural"],
             "n_certify": n,
+            "kind": "estimate",
         }
+        if certified_at is not None:
+            out.update({"accuracy_lower_bound": float(clopper_pearson_lower(correct, n, certified_at)),
+                        "confidence": certified_at, "kind": "certified"})
+        return out
 
     def choose(self, *, target_accuracy: float | None = None, confidence: float = 0.95,
                fallthrough: float | None = None, latency_ms: float | None = None,
@@ -349,11 +375,11 @@ class Calibrator:
             # match_neural: the allowed one sending the fewest
             i = int(np.flatnonzero(allowed)[0 if mode == "match_neural" else -1])
             t = float(curve.threshold[i])
-            return ThresholdChoice(t, self.measure_, mode, {mode: value}, self._expected(policy, t, confidence),
+            return ThresholdChoice(t, self.measure_, mode, {mode: value}, self._expected(policy, t),
                                    always_neural=policy.always_neural)
         closest = 0 if mode in ("fallthrough", "latency_ms") else int(np.argmax(curve.accuracy))
         t = float(curve.threshold[closest])
-        return ThresholdChoice(t, self.measure_, mode, {mode: value}, self._expected(policy, t, confidence), False,
+        return ThresholdChoice(t, self.measure_, mode, {mode: value}, self._expected(policy, t), False,
                                f"{why_not}; closest feasible: threshold {t:.4f}", policy.always_neural)
 
     def _by_target(self, policy: _Policy, target: float, confidence: float) -> ThresholdChoice:
@@ -379,7 +405,7 @@ class Calibrator:
                                    always_neural=policy.always_neural)
         best = int(np.argmax(lower))
         t = float(GRID[best])
-        expected = self._expected(policy, t, level)
+        expected = self._expected(policy, t)
         n = len(policy.conf)
         where = (f"validation accuracy {expected['accuracy']:.2%} at threshold {t:.3f}, "
                  f"{expected['fall_through_rate']:.1%} falling through")
@@ -412,6 +438,8 @@ class Calibrator:
             "ece": self.ece_,
             "aurc": self.aurc_,
             "costs_ms_per_text": self.costs_ms_,
+            "costs_measured": f"warm, median of {self.TIMING_REPEATS} runs over up to {self.TIMING_TEXTS} validation "
+                              "texts, in batches, on the machine and threads below",
             "neural_threads": self.model.neural.threads,
             "machine": machine_description(),
             "n_fit": self.n_fit_,
@@ -451,12 +479,19 @@ class Calibrator:
         if cut is not None:
             self.model.abstain_below = cut
 
-    def save(self, path: str | Path | None = None, choice: ThresholdChoice | None = None) -> "Bundle":
+    def save(self, path: str | Path | None = None, choice: ThresholdChoice | None = None, *,
+             allow_uncertified: bool = False) -> "Bundle":
         """Write the calibration and the chosen threshold into the bundle (or a copy at ``path``),
-        atomically, and apply them to the model in memory."""
+        atomically, and apply them to the model in memory. A target-accuracy choice that could not be
+        certified is not written unless ``allow_uncertified``: a deployed bundle must not carry a promise
+        nobody made."""
         from ..bundle import write_bundle
+        from ..errors import CascadeError
 
         choice = self._resolve(choice)
+        if choice.mode == "target_accuracy" and not choice.feasible and not allow_uncertified:
+            raise CascadeError(f"not saved: {choice.reason}. Pass allow_uncertified=True (--allow-uncertified) to "
+                               "write this uncertified threshold anyway")
         bundle = self.model.bundle
         if bundle is None:
             raise ValueError("this model was not loaded from a bundle; nothing to save into")
@@ -465,6 +500,11 @@ class Calibrator:
         manifest["calibration"] = {**self.report(), "always_neural": list(choice.always_neural),
                                    "choice": choice.to_json()}
         manifest["threshold_rule"] = f"cascade calibrate: {choice.mode} {choice.request}"
+        manifest["confidence"] = MEASURE_NAMES[self.measure_]
+        # earlier figures keep the threshold they were measured at; these are the calibrated threshold's
+        manifest["metrics"] = {**manifest.get("metrics", {}),
+                               "calibration": {"threshold": choice.threshold, "measure": self.measure_,
+                                               **choice.expected}}
         cut = self.abstain_cut(choice)
         if cut is not None:
             manifest["abstain"] = {**manifest["abstain"], "below": cut,

@@ -45,7 +45,9 @@ def draw(cal: "Calibrator", path: str | Path | None, choice: "ThresholdChoice | 
     for ax, x, label in ((axes[0], 100 * curve.fall_through_rate, "texts falling through to the neural stage (%)"),
                          (axes[1], curve.ms_per_text, "expected ms per text")):
         ax.plot(x, 100 * curve.accuracy, color="tab:blue", label="cascade")
-        ax.axhline(100 * np.mean(policy.neural_ok), color="tab:orange", ls="--", label="neural stage alone")
+        fallen = ("neural stage alone" if not cal.model.cheap_weight
+                  else f"fall-through answer alone (neural, cheap vote {cal.model.cheap_weight:g})")
+        ax.axhline(100 * np.mean(policy.neural_ok), color="tab:orange", ls="--", label=fallen)
         ax.axhline(100 * np.mean(policy.cheap_ok), color="tab:green", ls=":", label="cheap stage alone")
         if choice is not None:
             cx = 100 * choice.expected["fall_through_rate"] if ax is axes[0] else choice.expected["ms_per_text"]
