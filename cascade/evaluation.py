@@ -45,6 +45,12 @@ class StageScores:
         cheap weight is 0)."""
         return fallthrough_answer(self.cheap, self.neural, self.cheap_weight)
 
+    def cascade_probabilities(self, threshold: float, measure: str = "max_prob",
+                              always_neural: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(final probabilities, fall-through mask) of the cascade at ``threshold``: what ``route`` returns."""
+        mask = fall_through(routing_confidence(self.cheap, measure, always_neural), threshold)
+        return np.where(mask[:, None], self.fallen, self.cheap), mask
+
     def cascade_predictions(self, threshold: float, measure: str = "max_prob",
                             always_neural: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(predicted classes, fall-through mask) of the cascade at ``threshold``."""

@@ -453,7 +453,7 @@ class Calibrator:
         """The "none of these" cut re-chosen for the calibrated scores (the same share of in-scope
         validation texts rejected as the bundle asked for), or None if the bundle does not abstain. Its
         old cut was on the uncalibrated scale and would reject a different share."""
-        from ..router import fallthrough_answer, routing_confidence
+        from ..evaluation import StageScores
         from ..training.build import abstain_cut
 
         bundle = self.model.bundle
@@ -462,9 +462,8 @@ class Calibrator:
             return None
         p = self._parts
         idx = np.array([self.model.labels.index(c) for c in choice.always_neural], dtype=np.int64)
-        fell = routing_confidence(p["cheap_p"], self.measure_, idx) < choice.threshold
-        final = np.where(fell[:, None], fallthrough_answer(p["cheap_p"], p["neural_p"], self.model.cheap_weight),
-                         p["cheap_p"])
+        scores = StageScores(p["cheap_p"], p["neural_p"], p["y"], self.model.cheap_weight)
+        final, _ = scores.cascade_probabilities(choice.threshold, self.measure_, idx)
         return abstain_cut(final, float(share))
 
     def apply(self, choice: ThresholdChoice | None = None) -> None:

@@ -66,8 +66,7 @@ def _choose_threshold(cheap: CheapStage, neural: NeuralStage, labels: list[str],
     log.info("threshold %.4f: validation accuracy %.4f, fall-through %.1f%%",
              threshold, metrics["cascade_accuracy"], 100 * metrics["fall_through_rate"])
     if abstain is not None:
-        mask = confidence(scores.cheap) < threshold
-        final = np.where(mask[:, None], scores.fallen, scores.cheap)
+        final, _ = scores.cascade_probabilities(threshold)
         cut = abstain_cut(final, abstain)
         metrics["abstain_below"] = cut
         metrics["abstained_share"] = float((final.max(axis=1) < cut).mean())
