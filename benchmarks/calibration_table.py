@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = cascade.load()
-    val, test = cascade.load_banking77("validation"), cascade.load_banking77("test")
+    val, test = cascade.load_banking77("certification"), cascade.load_banking77("test")
     cal = cascade.calibrate(model, val.texts, val.labels)
     report = cal.report()
     print(f"calibrated on {len(val)} validation texts ({cal.n_fit_} fit, {cal.n_certify_} certify): measure "

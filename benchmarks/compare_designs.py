@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--b", type=Path, required=True, help="another bundle, same labels")
     args = parser.parse_args()
     models = {"a": cascade.load(args.a), "b": cascade.load(args.b)}
-    val, test = cascade.load_banking77("validation"), cascade.load_banking77("test")
+    val, test = cascade.load_banking77("selection"), cascade.load_banking77("test")
     out: dict[str, dict] = {}
     right = {}
     for name, model in models.items():

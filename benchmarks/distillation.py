@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     labelled, pool = cascade.stratified_split(cascade.load_banking77("train"), 0.5, salt=SALT)
-    val, test = cascade.load_banking77("validation"), cascade.load_banking77("test")
+    val, test = cascade.load_banking77("selection"), cascade.load_banking77("test")
     if args.write_csv:
         args.write_csv.mkdir(parents=True, exist_ok=True)
         write_csv(args.write_csv / "labelled_half.csv", labelled)

@@ -46,7 +46,7 @@ def main() -> None:
     tokenizer = args.work / "tokenizer.json"
     tokenizer.write_bytes(bundle.read_bytes("tokenizer.json"))
     max_length = int(neural_info["max_length"])
-    train, val = cascade.load_banking77("train"), cascade.load_banking77("validation")
+    train, val = cascade.load_banking77("train"), cascade.load_banking77("selection")
     y = label_indices(bundle.labels, val.labels)
 
     def accuracy_of(path: Path) -> float:

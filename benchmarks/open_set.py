@@ -27,7 +27,7 @@ def _subset(data: cascade.TextDataset, keep: set[str]) -> cascade.TextDataset:
 
 
 def run(seed: int, share: float, work: Path) -> dict[str, float]:
-    train, val, test = (cascade.load_banking77(s) for s in ("train", "validation", "test"))
+    train, val, test = (cascade.load_banking77(s) for s in ("train", "selection", "test"))
     intents = sorted(set(train.labels))
     rng = np.random.default_rng(seed)
     known = set(rng.choice(intents, size=round(0.75 * len(intents)), replace=False).tolist())
@@ -46,7 +46,7 @@ def run(seed: int, share: float, work: Path) -> dict[str, float]:
         "in_scope_accuracy_of_answers": float((got[inside & ~abstained] == gold[inside & ~abstained]).mean()),
         "in_scope_rejected": float(abstained[inside].mean()),
         "unknown_recall": float(abstained[~inside].mean()),
-        "validation_rejected": bundle.manifest["metrics"]["validation"]["abstained_share"],
+        "validation_rejected": bundle.manifest["metrics"]["selection"]["abstained_share"],
     }
 
 

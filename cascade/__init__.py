@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any, Sequence, overload
 
 from .bundle import Bundle, read_bundle
 from .calibration import CalibrationWarning, Calibrator, ThresholdChoice, calibrate
-from .datasets import TextDataset, load_banking77, read_csv, split_validation, stratified_split
+from .datasets import TextDataset, load_banking77, read_csv, stratified_split
 from .distillation import distill, pseudo_label
 from .errors import BundleError, CascadeError
 from .evaluation import coverage_at_accuracy, evaluate, risk_coverage, score_stages
 from .limits import Limits
 from .router import Cascade, Prediction
+from .splits import Splits, carve_splits
 
 if TYPE_CHECKING:
     from .training.cheap import CheapConfig
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 __all__ = [
     "Bundle", "BundleError", "CalibrationWarning", "Calibrator", "Cascade", "CascadeError", "Limits", "Prediction",
-    "TextDataset", "ThresholdChoice", "calibrate", "classify", "coverage_at_accuracy", "distill", "evaluate",
-    "pseudo_label", "risk_coverage", "score_stages", "split_validation", "stratified_split",
+    "Splits", "TextDataset", "carve_splits", "ThresholdChoice", "calibrate", "classify", "coverage_at_accuracy", "distill", "evaluate",
+    "pseudo_label", "risk_coverage", "score_stages", "stratified_split",
     "load", "load_banking77", "read_bundle", "read_csv", "train", "train_cheap", "finetune",
 ]
 
@@ -63,29 +64,35 @@ def classify(texts: Any, *, threshold: float | None = None, top_k: int = 1) -> A
     return _default().classify(texts, threshold=threshold, top_k=top_k)
 
 
-def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
-                base: str | Path | None = None, config: "CheapConfig | None" = None, progress: bool = True) -> Bundle:
-    """Retrain the cheap stage and write a bundle keeping ``base``'s neural stage (see ``cascade.training``)."""
+def train_cheap(data: TextDataset, selection: TextDataset | None, out: str | Path, *,
+                base: str | Path | None = None, config: "CheapConfig | None" = None, progress: bool = True,
+                selection_share: float = 0.1, certification_share: float = 0.1) -> Bundle:
+    """Retrain the cheap stage and write a bundle keeping ``base``'s neural stage (see ``cascade.training``).
+    ``selection`` None: ``data`` is carved into train / selection / certification (:func:`carve_splits`,
+    with these shares)."""
     from .training.build import train_cheap as _train_cheap
     from .training.cheap import CheapConfig
 
-    return _train_cheap(train, validation, out, base=base, config=config or CheapConfig(), progress=progress)
+    return _train_cheap(data, selection, out, base=base, config=config or CheapConfig(), progress=progress,
+                        selection_share=selection_share, certification_share=certification_share)
 
 
-def train(train: TextDataset, validation: TextDataset | None, out: str | Path, *,
+def train(data: TextDataset, selection: TextDataset | None, out: str | Path, *,
           encoder_from: str | Path | None = None, progress: bool = True, **config: Any) -> Bundle:
     """Build a whole bundle on any label set without torch: the cheap stage and a head on the shipped
     frozen encoder (see ``cascade.training.train``; ``config``: fields of its ``TrainConfig``, e.g.
-    ``abstain=0.05``). ``validation`` None: 10% of ``train`` per label, by text hash."""
+    ``abstain=0.05``). ``selection`` None: ``data`` is carved into train / selection / certification
+    (:func:`carve_splits`), the last left untouched for :func:`calibrate`."""
     from .training.train import TrainConfig, train_bundle
 
-    return train_bundle(train, validation, out, encoder_from=encoder_from, config=TrainConfig(**config),
+    return train_bundle(data, selection, out, encoder_from=encoder_from, config=TrainConfig(**config),
                         progress=progress)
 
 
-def finetune(train: TextDataset, validation: TextDataset, labels: list[str], out: str | Path, *,
+def finetune(data: TextDataset, selection: TextDataset | None, labels: list[str], out: str | Path, *,
              work_dir: str | Path, **options: Any) -> Bundle:
-    """Fine-tune the transformer and build a whole bundle (needs ``pip install 'cascade[train]'``)."""
+    """Fine-tune the transformer and build a whole bundle (needs ``pip install 'cascade[train]'``);
+    ``selection`` None: ``data`` is carved three ways, as for :func:`train`."""
     from .training.build import finetune_bundle
 
-    return finetune_bundle(train, validation, labels, out, work_dir=work_dir, **options)
+    return finetune_bundle(data, selection, labels, out, work_dir=work_dir, **options)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .datasets import TextDataset, banking77_labels, load_banking77, read_csv, split_validation
+from .datasets import TextDataset, banking77_labels, load_banking77, read_csv
 
 log = logging.getLogger("cascade")
 STDIN_CHUNK = 1024
@@ -26,11 +26,17 @@ def _add_bundle_arg(p: argparse.ArgumentParser) -> None:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None,
-                   help="training CSV (default: the bundled BANKING77 train split)")
+                   help="labelled CSV, carved into train / selection / certification (default: the bundled "
+                        "BANKING77 train.csv)")
     p.add_argument("--text-col", default="text", help="text column of the CSVs (default: text)")
     p.add_argument("--label-col", default="category", help="label column of the CSVs (default: category)")
     p.add_argument("--val", type=Path, default=None,
-                   help="validation CSV (default: 10%% of --data, carved out by text hash)")
+                   help="selection CSV: the texts that choose the threshold and settings (default: carved out of "
+                        "--data); with it, all of --data trains and nothing is set aside for certification")
+    p.add_argument("--selection-share", type=float, default=0.1,
+                   help="share of --data carved out as selection texts (default: 0.1)")
+    p.add_argument("--certification-share", type=float, default=0.1,
+                   help="share of --data set aside, untouched, for `cascade calibrate --data` (default: 0.1)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,10 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     _add_bundle_arg(p)
     p.add_argument("--full", action="store_true", help="print the whole manifest, labels included")
 
-    p = sub.add_parser("calibrate", help="choose the threshold from a labelled validation set",
-                       description="Fit calibrated scores on a validation CSV and choose the threshold by one rule; "
+    p = sub.add_parser("calibrate", help="choose the threshold from labelled texts the build never saw",
+                       description="Fit calibrated scores on labelled texts the bundle's build never saw (its "
+                                   "certification split, or a held-out CSV) and choose the threshold by one rule; "
                                    "prints the choice and what it promises. --save writes it into the bundle.")
-    p.add_argument("--val", type=Path, required=True, help="labelled validation CSV (not training data)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--data", type=Path, default=None,
+                        help="the CSV the bundle was built from: certify on the split its build set aside")
+    source.add_argument("--val", type=Path, default=None,
+                        help="a labelled CSV of held-out texts (neither training nor selection texts)")
     p.add_argument("--text-col", default="text", help="text column (default: text)")
     p.add_argument("--label-col", default="category", help="label column (default: category)")
     _add_bundle_arg(p)
@@ -83,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-cheap", help="retrain the cheap stage and write a new bundle",
                        description="Fit the TF-IDF + logistic regression stage on a CSV, check its ONNX export "
-                                   "against scikit-learn, choose the threshold on validation and write a bundle "
+                                   "against scikit-learn, choose the threshold on the selection texts and write a bundle "
                                    "that keeps the base bundle's neural stage.")
     _add_data_args(p)
     p.add_argument("--base", type=Path, default=None, help="bundle whose neural stage is kept (default: shipped)")
@@ -93,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="build a whole bundle on your own labels in minutes (no torch)",
                        description="Fit the cheap stage and a linear head on a frozen INT8 sentence encoder (the "
-                                   "shipped one), choose the threshold and the stages' mix on validation, and "
+                                   "shipped one), choose the threshold and the stages' mix on the selection texts, and "
                                    "write a bundle. Any label set; core install only.")
     _add_data_args(p)
     p.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
@@ -104,11 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=None, help="tokens read per text (default: the encoder's)")
     p.add_argument("--abstain", type=float, default=None, metavar="SHARE",
                    help="answer 'none of these' (label null) to texts that fit no label, rejecting at most this "
-                        "share of in-scope validation texts (e.g. 0.05)")
+                        "share of in-scope selection texts (e.g. 0.05)")
 
     p = sub.add_parser("finetune", help="fine-tune the transformer and build a whole bundle (needs [train])",
                        description="Fine-tune all-MiniLM-L6-v2, export it to ONNX, fuse and quantize it to INT8, "
-                                   "train the cheap stage, choose the threshold on validation, write a bundle.")
+                                   "train the cheap stage, choose the threshold on the selection texts, write a bundle.")
     _add_data_args(p)
     p.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
     p.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
@@ -227,8 +238,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     # Everything that could fail at the end is checked before the long work.
     plot = plot_path(args.plot) if args.plot is not None else None
-    data = read_csv(args.val, args.text_col, args.label_col)
     model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
+    data = _certification_data(args, model.bundle.manifest if model.bundle is not None else {})
     if args.out is not None:
         check_output_folder(args.out)
     elif args.save and model.bundle is not None:
@@ -274,17 +285,35 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_training_data(args: argparse.Namespace) -> tuple[TextDataset, TextDataset, list[str], str]:
+BUNDLED_NAME = "BANKING77 (bundled)"
+
+
+def _load_training_data(args: argparse.Namespace) -> tuple[TextDataset, TextDataset | None, list[str], str]:
+    """(data, selection texts or None to carve them, labels, name) of a build command."""
     if args.data is None:
         if args.val is not None:
-            raise SystemExit("--val needs --data (the bundled BANKING77 has its own validation split)")
-        return load_banking77("train"), load_banking77("validation"), banking77_labels(), "BANKING77 (bundled)"
+            raise SystemExit("--val needs --data (the bundled BANKING77 is carved by the package's own rule)")
+        return load_banking77("train_full"), None, banking77_labels(), BUNDLED_NAME
     data = read_csv(args.data, args.text_col, args.label_col)
+    selection = read_csv(args.val, args.text_col, args.label_col) if args.val is not None else None
+    return data, selection, sorted(set(data.labels)), str(args.data)
+
+
+def _certification_data(args: argparse.Namespace, manifest: dict[str, Any]) -> TextDataset:
+    """What ``cascade calibrate`` certifies on: --val as given, or the certification split of --data (or of
+    the bundled BANKING77, for a bundle built from it)."""
+    from .splits import certification_split
+
     if args.val is not None:
-        train, val = data, read_csv(args.val, args.text_col, args.label_col)
-    else:
-        train, val = split_validation(data)
-    return train, val, sorted(set(train.labels)), str(args.data)
+        return read_csv(args.val, args.text_col, args.label_col)
+    training = manifest.get("training", {})
+    recorded = training.get("splits", {})
+    if args.data is not None:
+        return certification_split(read_csv(args.data, args.text_col, args.label_col), recorded, str(args.data))
+    if training.get("data") == BUNDLED_NAME:
+        return certification_split(load_banking77("train_full"), recorded, BUNDLED_NAME)
+    raise ValueError("give --data (the CSV the bundle was built from: its certification split is used) or --val "
+                     "(a CSV of held-out labelled texts)")
 
 
 def _cmd_train_cheap(args: argparse.Namespace) -> int:
@@ -299,7 +328,8 @@ def _cmd_train_cheap(args: argparse.Namespace) -> int:
         config = replace(config, C=args.C)
     if args.no_char:
         config = replace(config, char_ngrams=None)
-    bundle = train_cheap(train, val, args.out, base=args.base, config=config, data_name=name)
+    bundle = train_cheap(train, val, args.out, base=args.base, config=config, data_name=name,
+                         selection_share=args.selection_share, certification_share=args.certification_share)
     _print_summary(bundle.path, bundle.manifest)
     return 0
 
@@ -320,6 +350,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, max_length=args.max_length)
     if args.abstain is not None:
         config = replace(config, abstain=args.abstain)
+    config = replace(config, selection_share=args.selection_share, certification_share=args.certification_share)
     bundle = train_bundle(train, val, args.out, encoder_from=args.encoder_from, config=config, data_name=name)
     _print_summary(bundle.path, bundle.manifest)
     return 0
@@ -339,19 +370,23 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
         "max_length": args.max_length, "threads": args.threads, "seed": args.seed,
     }.items() if v is not None}
     bundle = finetune_bundle(train, val, labels, args.out, work_dir=args.work_dir, checkpoint=args.checkpoint,
-                             finetune_config=replace(FinetuneConfig(), **overrides), data_name=name)
+                             finetune_config=replace(FinetuneConfig(), **overrides), data_name=name,
+                             selection_share=args.selection_share, certification_share=args.certification_share)
     _print_summary(bundle.path, bundle.manifest)
     return 0
 
 
 def _print_summary(path: Path, manifest: dict[str, Any]) -> None:
-    val = manifest["metrics"]["validation"]
-    abstain = (f"; 'none of these' under {val['abstain_below']:.3f} ({val['abstained_share']:.1%} of validation)"
-               if "abstain_below" in val else "")
+    sel = manifest["metrics"]["selection"]
+    sizes = manifest["training"]["splits"].get("sizes")
+    abstain = (f"; 'none of these' under {sel['abstain_below']:.3f} ({sel['abstained_share']:.1%} of selection)"
+               if "abstain_below" in sel else "")
+    split_line = (f"splits: {sizes['train']:,} train, {sizes['selection']:,} selection, {sizes['certification']:,} "
+                  "certification (untouched: `cascade calibrate --data` certifies on them)\n" if sizes else "")
     sys.stdout.write(
-        f"wrote {path}: threshold {manifest['threshold']:.4f}; on validation: cheap {val['cheap_accuracy']:.2%}, "
-        f"neural {val['neural_accuracy']:.2%}, cascade {val['cascade_accuracy']:.2%} with "
-        f"{val['fall_through_rate']:.1%} falling through{abstain}\n"
+        f"wrote {path}: threshold {manifest['threshold']:.4f}; on the selection texts: cheap "
+        f"{sel['cheap_accuracy']:.2%}, neural {sel['neural_accuracy']:.2%}, cascade {sel['cascade_accuracy']:.2%} "
+        f"with {sel['fall_through_rate']:.1%} falling through{abstain}\n{split_line}"
     )
 
 

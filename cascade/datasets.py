@@ -1,9 +1,9 @@
-"""The bundled BANKING77 data set and its fixed train/validation/test splits.
+"""Labelled CSV files, and the bundled BANKING77 data set with its fixed splits.
 
 BANKING77 (Casanueva et al., 2020; CC-BY-4.0) ships inside the package so that training, tests and
-benchmarks never need the network. The validation split is carved out of ``train.csv`` by a rule that
-depends only on each text (its SHA-256), so it is the same on every machine and library version.
-The test split is for reported figures only.
+benchmarks never need the network. Its selection and certification splits are carved out of
+``train.csv`` by :func:`cascade.splits.carve_splits` (a rule that depends only on the texts, so they are
+the same on every machine). The test split is for reported figures only.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import BinaryIO, Iterator, Literal
 
 from .limits import DEFAULT_LIMITS
 
-Split = Literal["train", "validation", "test", "train_full"]
-VALIDATION_FRACTION = 0.1
+Split = Literal["train", "selection", "certification", "test", "train_full"]
+SPLITS = ("train", "selection", "certification", "test", "train_full")
 
 @dataclass(frozen=True)
 class TextDataset:
@@ -137,22 +138,24 @@ def stratified_split(data: TextDataset, fraction: float, salt: str = "") -> tupl
     return pick([i for i in range(len(data)) if i not in chosen]), pick(sorted(chosen))
 
 
-def split_validation(data: TextDataset) -> tuple[TextDataset, TextDataset]:
-    """Split into (train, validation), stratified by label, about 10% per class, by text hash."""
-    return stratified_split(data, VALIDATION_FRACTION)
+@lru_cache(maxsize=1)
+def _banking77_carved() -> tuple[TextDataset, TextDataset, TextDataset]:
+    from .splits import carve_splits
+
+    parts = carve_splits(read_csv(_data_dir() / "train.csv"))
+    return parts.train, parts.selection, parts.certification
 
 
 def load_banking77(split: Split = "train") -> TextDataset:
-    """Load a split of the bundled BANKING77: ``train`` (90% of train.csv), ``validation`` (the other
-    10%), ``train_full`` (all of train.csv) or ``test``."""
+    """Load a split of the bundled BANKING77: ``train`` (about 80% of train.csv), ``selection`` (10%:
+    what builds choose settings on), ``certification`` (10%: what ``cascade calibrate`` certifies on),
+    ``train_full`` (all of train.csv) or ``test`` (3,080 texts, for reported figures only)."""
+    if split not in SPLITS:
+        hint = " (it became 'selection' and 'certification')" if split == "validation" else ""
+        raise ValueError(f"unknown split {split!r}{hint}; use one of {', '.join(map(repr, SPLITS))}")
     if split == "test":
         return read_csv(_data_dir() / "test.csv")
-    full = read_csv(_data_dir() / "train.csv")
     if split == "train_full":
-        return full
-    train, val = split_validation(full)
-    if split == "train":
-        return train
-    if split == "validation":
-        return val
-    raise ValueError(f"unknown split {split!r}; use 'train', 'validation', 'train_full' or 'test'")
+        return read_csv(_data_dir() / "train.csv")
+    train, selection, certification = _banking77_carved()
+    return {"train": train, "selection": selection, "certification": certification}[split]

@@ -3,7 +3,7 @@
 The cheap stage answers only what it is sure of; texts it is unsure of cost a transformer call. Retraining
 it on the neural stage's confident answers about real traffic teaches it what the transformer knows about
 that traffic, so it keeps more texts at the same accuracy. :func:`distill` does this and writes a new
-bundle (same neural stage, new cheap stage, threshold re-chosen on validation), recording what it used.
+bundle (same neural stage, new cheap stage, threshold re-chosen on the selection texts), recording what it used.
 """
 
 from __future__ import annotations

@@ -23,8 +23,15 @@ def tiny_train() -> TextDataset:
 
 
 @pytest.fixture(scope="session")
+def tiny_selection() -> TextDataset:
+    """The texts the tiny bundles chose their settings on."""
+    return load_banking77("selection").per_label(3)
+
+
+@pytest.fixture(scope="session")
 def tiny_val() -> TextDataset:
-    return load_banking77("validation").per_label(3)
+    """Held-out labelled texts the tiny bundles never saw (what calibration certifies on)."""
+    return load_banking77("certification").per_label(3)
 
 
 @pytest.fixture(scope="session")
@@ -44,14 +51,14 @@ def tiny_parts(tmp_path_factory: pytest.TempPathFactory, tiny_train: TextDataset
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_parts: dict[str, Path], tiny_val: TextDataset,
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_parts: dict[str, Path], tiny_selection: TextDataset,
                 tiny_train: TextDataset, labels: list[str]) -> Path:
     from cascade.bundle import text_hash
     from cascade.training.build import assemble
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     assemble(out, labels=labels, cheap_dir=tiny_parts["dir"], neural_model=tiny_parts["neural"],
-             tokenizer=tiny_parts["tokenizer"], max_length=16, validation=tiny_val,
+             tokenizer=tiny_parts["tokenizer"], max_length=16, selection=tiny_selection,
              manifest={"training": {"data": "tiny test data"}}, threads=1,
              train_hashes={text_hash(t) for t in tiny_train.texts})
     return out
@@ -65,7 +72,7 @@ def tiny_model(tiny_bundle: Path):
 
 
 @pytest.fixture(scope="session")
-def tiny_encoder_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_parts: dict[str, Path], tiny_val: TextDataset,
+def tiny_encoder_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_parts: dict[str, Path], tiny_selection: TextDataset,
                         tiny_train: TextDataset, labels: list[str]) -> Path:
     """A tiny bundle with a frozen-encoder neural stage (random tiny encoder, head fitted on tiny data):
     what ``cascade train`` reuses the encoder of."""
@@ -87,6 +94,6 @@ def tiny_encoder_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_parts: di
     (root / HEAD_FILE).write_bytes(head.to_bytes())
     out = tmp_path_factory.mktemp("bundles") / "tiny-encoder"
     assemble(out, labels=labels, cheap_dir=tiny_parts["dir"], neural_model=encoder, tokenizer=tiny_parts["tokenizer"],
-             max_length=16, validation=tiny_val, manifest={"training": {"data": "tiny test data"}}, threads=1,
+             max_length=16, selection=tiny_selection, manifest={"training": {"data": "tiny test data"}}, threads=1,
              train_hashes={text_hash(t) for t in tiny_train.texts}, head=root / HEAD_FILE)
     return out

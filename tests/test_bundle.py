@@ -30,7 +30,7 @@ def test_manifest_describes_every_file(tiny_bundle):
     assert all(len(e["sha256"]) == 64 and e["bytes"] > 0 for e in m["files"].values())
     assert {"numpy", "onnxruntime", "scikit-learn"} <= set(m["versions"])
     assert 0.0 <= b.threshold <= 1.0 and len(b.labels) == 77
-    assert "validation" in m["metrics"]
+    assert "selection" in m["metrics"]
     assert not any(p.suffix in (".pkl", ".joblib", ".pickle") for p in tiny_bundle.iterdir())
 
 

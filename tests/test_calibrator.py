@@ -151,6 +151,18 @@ def test_guard_rail_overlap_with_training_data(model, tiny_train):
         cascade.calibrate(model, tiny_train.texts, tiny_train.labels)
 
 
+def test_selection_texts_are_recorded_and_calibrating_on_them_warns(model, tiny_selection, tiny_val):
+    recorded = model.bundle.train_hashes()
+    assert all(recorded.chose(t) for t in tiny_selection.texts)
+    assert not any(recorded.chose(t) for t in tiny_val.texts)
+    with pytest.warns(CalibrationWarning, match="are selection texts of this bundle"):
+        cal = cascade.calibrate(model, tiny_selection.texts, tiny_selection.labels)
+    assert any("selection texts" in w for w in cal.warnings_)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalibrationWarning)
+        cascade.calibrate(model, tiny_val.texts, tiny_val.labels)  # held-out texts: no warning
+
+
 def test_guard_rail_unknown_labels(model, tiny_val):
     labels = list(tiny_val.labels)
     labels[0] = labels[1] = "not_a_bundle_label"
@@ -160,7 +172,7 @@ def test_guard_rail_unknown_labels(model, tiny_val):
 
 
 def test_guard_rail_label_coverage(model, tiny_val):
-    with pytest.warns(CalibrationWarning, match="covers only"):
+    with pytest.warns(CalibrationWarning, match="cover only"):
         cascade.calibrate(model, tiny_val.texts[:60], tiny_val.labels[:60])
 
 
@@ -273,5 +285,5 @@ def test_a_calibrated_bundle_describes_itself_consistently(cal, tmp_path):
     m = saved.manifest
     assert m["threshold"] == choice.threshold == m["metrics"]["calibration"]["threshold"]
     assert m["confidence"].startswith("cheap-stage") and (("margin" in cal.measure_) == ("minus" in m["confidence"]))
-    assert m["metrics"]["validation"]["threshold"] != m["threshold"] or "calibration" in m["metrics"]
+    assert m["metrics"]["selection"]["threshold"] != m["threshold"] or "calibration" in m["metrics"]
     assert m["calibration"]["measure"] == m["metrics"]["calibration"]["measure"] == cal.measure_

@@ -64,7 +64,7 @@ def test_train_cheap_from_csv(tmp_path, tiny_bundle, tiny_train, tiny_val, capsy
     assert "wrote" in capsys.readouterr().out
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["training"]["cheap"]["config"]["char_ngrams"] is None
-    assert manifest["training"]["cheap"]["parity_on_validation"]["fast_argmax_agreement"] == 1.0
+    assert manifest["training"]["cheap"]["parity_on_selection"]["fast_argmax_agreement"] == 1.0
     base = json.loads((tiny_bundle / "manifest.json").read_text())
     assert manifest["files"]["neural.onnx"]["sha256"] == base["files"]["neural.onnx"]["sha256"]
 

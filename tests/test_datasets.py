@@ -2,24 +2,34 @@ from pathlib import Path
 
 import pytest
 
-from cascade.datasets import TextDataset, banking77_labels, load_banking77, read_csv, split_validation
+from cascade.datasets import TextDataset, banking77_labels, load_banking77, read_csv
+from cascade.splits import carve_splits
 
 
 def test_banking77_splits_are_disjoint_stratified_and_complete():
     full = load_banking77("train_full")
-    train, val, test = load_banking77("train"), load_banking77("validation"), load_banking77("test")
+    parts = [load_banking77(s) for s in ("train", "selection", "certification")]
+    test = load_banking77("test")
     assert len(full) == 10003 and len(test) == 3080
-    assert len(train) + len(val) == len(full)
-    assert not set(train.texts) & set(val.texts)
-    assert set(val.labels) == set(train.labels) == set(banking77_labels())
+    assert sum(map(len, parts)) == len(full)
+    texts = [set(p.texts) for p in parts]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    assert all(set(p.labels) == set(banking77_labels()) for p in parts)
     assert len(banking77_labels()) == 77
-    assert 0.09 < len(val) / len(full) < 0.11
+    for part in parts[1:]:
+        assert 0.09 < len(part) / len(full) < 0.12
 
 
-def test_validation_split_is_deterministic():
-    a = split_validation(load_banking77("train_full"))[1]
-    b = split_validation(load_banking77("train_full"))[1]
-    assert a == b
+def test_carved_splits_are_deterministic_and_depend_on_the_salt():
+    full = load_banking77("train_full")
+    a, b = carve_splits(full), carve_splits(full)
+    assert a.certification == b.certification and a.selection == b.selection
+    assert carve_splits(full, salt="other").certification != a.certification
+
+
+def test_old_validation_split_name_says_what_it_became():
+    with pytest.raises(ValueError, match="'selection' and 'certification'"):
+        load_banking77("validation")  # type: ignore[arg-type]
 
 
 def test_per_label_caps_each_label():

@@ -16,7 +16,7 @@ ODD_TEXTS = [
 @pytest.mark.parametrize("analyzer,ngram_range", [("word", (1, 2)), ("word", (1, 3)), ("word", (2, 2)),
                                                   ("char_wb", (1, 4)), ("char_wb", (2, 5)), ("char_wb", (3, 3))])
 def test_ngrams_match_sklearn(analyzer, ngram_range):
-    texts = load_banking77("validation").texts[:300] + ODD_TEXTS
+    texts = load_banking77("selection").texts[:300] + ODD_TEXTS
     reference = TfidfVectorizer(analyzer=analyzer, ngram_range=ngram_range).build_analyzer()
     block = FeatureBlock(analyzer=analyzer, ngram_range=ngram_range, terms=[], idf=np.empty(0))
     for text in texts:
@@ -38,7 +38,7 @@ def test_transform_matches_sklearn_feature_union():
         named_steps = {"features": union}
 
     featurizer = featurizer_from_pipeline(_Pipe())  # type: ignore[arg-type]
-    texts = load_banking77("validation").texts[:200] + ODD_TEXTS
+    texts = load_banking77("selection").texts[:200] + ODD_TEXTS
     ours = featurizer.transform(texts).toarray()
     want = union.transform(texts).toarray()
     np.testing.assert_allclose(ours, want, atol=1e-12)

@@ -39,10 +39,13 @@ def test_test_split_figures_match_the_manifest(shipped):
     assert got["cascade_accuracy"] == pytest.approx(recorded["cascade_accuracy"], abs=0.003)
 
 
-def test_cascade_beats_both_stages_with_at_most_a_quarter_falling_through(shipped):
+def test_cascade_beats_the_cheap_stage_and_nears_the_neural_one_with_a_tenth_falling_through(shipped):
+    """The build's rule (the cheapest threshold McNemar cannot tell from the most accurate) trades a
+    fraction of a point for half the traffic: within half a point of the neural stage alone."""
     recorded = shipped.bundle.manifest["metrics"]["test"]
-    assert recorded["cascade_accuracy"] > max(recorded["cheap_accuracy"], recorded["neural_accuracy"])
-    assert recorded["fall_through_rate"] <= 0.25
+    assert recorded["cascade_accuracy"] > recorded["cheap_accuracy"]
+    assert recorded["cascade_accuracy"] >= recorded["neural_accuracy"] - 0.005
+    assert recorded["fall_through_rate"] <= 0.1
 
 
 def test_same_text_same_answer_on_the_whole_test_split(shipped):

@@ -144,7 +144,7 @@ def test_none_of_these_on_obviously_unrelated_texts(tmp_path, tiny_encoder_bundl
     train, val = _topic_data()
     bundle = cascade.train(train, val, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False, abstain=0.34)
     cut = bundle.manifest["abstain"]["below"]
-    assert 0 < cut < 1 and bundle.manifest["metrics"]["validation"]["abstained_share"] <= 0.34
+    assert 0 < cut < 1 and bundle.manifest["metrics"]["selection"]["abstained_share"] <= 0.34
     model = cascade.load(bundle.path, threads=1)
     for text in ["qwxz vvkp zzyq", "0000 1111 2222", "🙂🙃"]:  # no word of any topic
         p = model.classify(text)

@@ -89,7 +89,7 @@ def test_finetune_bundle_from_checkpoint(tmp_path, tuned, tiny_train, tiny_val, 
     m = bundle.manifest
     assert m["neural"]["fusions"]["Attention"] == 2 and m["neural"]["max_length"] == MAX_LENGTH
     assert m["training"]["finetune"]["best_epoch"] == tuned.best_epoch
-    assert set(m["metrics"]["validation"]) >= {"cheap_accuracy", "neural_accuracy", "cascade_accuracy"}
+    assert set(m["metrics"]["selection"]) >= {"cheap_accuracy", "neural_accuracy", "cascade_accuracy"}
     model = cascade.load(bundle.path, threads=1)
     assert model.classify("card not arrived", threshold=1.0).stage == "neural"
 

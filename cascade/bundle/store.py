@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ..errors import BundleError
 from ..text import text_hash, text_hash_v1
@@ -55,10 +56,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_train_hashes(path: Path, hashes: set[str]) -> Path:
-    """Write a ``train_hashes.json`` file of :func:`cascade.text.text_hash` values (listed in a bundle's files)."""
+def write_train_hashes(path: Path, hashes: Iterable[str], selection: Iterable[str] = ()) -> Path:
+    """Write a ``train_hashes.json`` file of :func:`cascade.text.text_hash` values (listed in a bundle's
+    files): the training texts' and the selection texts' (those that chose the bundle's settings)."""
     path.write_text(json.dumps({"format": HASHES_FORMAT, "hash": "sha256(dedup_key(text))[:16]",
-                                "hashes": sorted(hashes)}), encoding="utf-8")
+                                "hashes": sorted(hashes), "selection": sorted(selection)}), encoding="utf-8")
     return path
 
 
@@ -75,13 +77,19 @@ def library_versions() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class TrainHashes:
-    """The training-text hashes a bundle recorded, and the hash function they were made with."""
+    """The training-text and selection-text hashes a bundle recorded, and the hash function they were made with."""
 
     hashes: frozenset[str]
     format: str
+    selection: frozenset[str] = frozenset()
 
     def __contains__(self, text: object) -> bool:
+        """Whether ``text`` (or a copy of it but for case, spacing or punctuation) is a training text."""
         return isinstance(text, str) and _HASH_FORMATS[self.format](text) in self.hashes
+
+    def chose(self, text: str) -> bool:
+        """Whether ``text`` (or such a copy) is one of the selection texts that chose the bundle's settings."""
+        return _HASH_FORMATS[self.format](text) in self.selection
 
 
 @dataclass(frozen=True)
@@ -127,12 +135,13 @@ class Bundle:
             return None
         try:
             data = json.loads(self.read_bytes(TRAIN_HASHES_FILE))
-            fmt, hashes = data["format"], data["hashes"]
-        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            fmt, hashes, selection = data["format"], data["hashes"], data.get("selection", [])
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise BundleError(f"{self.path}: {TRAIN_HASHES_FILE} is malformed ({exc})") from None
-        if fmt not in _HASH_FORMATS or not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+        if fmt not in _HASH_FORMATS or not all(isinstance(x, list) and all(isinstance(h, str) for h in x)
+                                               for x in (hashes, selection)):
             raise BundleError(f"{self.path}: {TRAIN_HASHES_FILE} has an unknown format {fmt!r}")
-        return TrainHashes(frozenset(hashes), fmt)
+        return TrainHashes(frozenset(hashes), fmt, frozenset(selection))
 
     def without_blobs(self) -> "Bundle":
         return Bundle(self.path, self.manifest, self.digest)

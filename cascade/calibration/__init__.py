@@ -29,21 +29,64 @@
    An infeasible request returns the closest feasible choice, with ``feasible=False`` and a reason,
    and warns (:class:`CalibrationWarning`).
 
-The package: :mod:`.curves` (the trade-off curves and the simple best-accuracy rule that bundle
-builds use), :mod:`.statistics` (the tests and bounds), :mod:`.calibrator` (the :class:`Calibrator`) and
+The package: :mod:`.curves` (the trade-off curves, and the rule bundle builds use: the cheapest
+threshold an exact McNemar test cannot tell from the most accurate one), :mod:`.statistics` (the tests and bounds), :mod:`.calibrator` (the :class:`Calibrator`) and
 :mod:`.plot` (the figure).
 """
 
 
-from .calibrator import CalibrationWarning, Calibrator, ThresholdChoice, calibrate, machine_description
-from .curves import Curve, ThresholdCurve, best_accuracy_threshold, build_curve, threshold_curve
+from .calibrator import (
+                     CalibrationWarning,
+                     Calibrator,
+                     ThresholdChoice,
+                     calibrate,
+                     machine_description,
+)
+from .curves import (
+                     BUILD_RULE,
+                     Curve,
+                     RuleChoice,
+                     ThresholdCurve,
+                     best_accuracy_threshold,
+                     build_curve,
+                     cheapest_same_as_best,
+                     threshold_curve,
+)
 from .plot import plot_path
-from .statistics import (GRID, aurc, clopper_pearson_lower, expected_calibration_error, fit_temperature,
-                         fixed_sequence_threshold, grid_correct_counts, plug_in_threshold, samples_needed)
+from .statistics import (
+                     GRID,
+                     aurc,
+                     clopper_pearson_lower,
+                     expected_calibration_error,
+                     fit_temperature,
+                     fixed_sequence_threshold,
+                     grid_correct_counts,
+                     plug_in_threshold,
+                     samples_needed,
+)
 
 __all__ = [
-    "GRID", "CalibrationWarning", "Calibrator", "Curve", "ThresholdChoice", "ThresholdCurve", "aurc",
-    "best_accuracy_threshold", "build_curve", "calibrate", "clopper_pearson_lower", "expected_calibration_error",
-    "fit_temperature", "fixed_sequence_threshold", "grid_correct_counts", "machine_description", "plot_path",
-    "plug_in_threshold", "samples_needed", "threshold_curve",
+                     "BUILD_RULE",
+                     "GRID",
+                     "CalibrationWarning",
+                     "Calibrator",
+                     "Curve",
+                     "RuleChoice",
+                     "ThresholdChoice",
+                     "ThresholdCurve",
+                     "aurc",
+                     "best_accuracy_threshold",
+                     "build_curve",
+                     "calibrate",
+                     "cheapest_same_as_best",
+                     "clopper_pearson_lower",
+                     "expected_calibration_error",
+                     "fit_temperature",
+                     "fixed_sequence_threshold",
+                     "grid_correct_counts",
+                     "machine_description",
+                     "plot_path",
+                     "plug_in_threshold",
+                     "samples_needed",
+                     "threshold_curve",
 ]

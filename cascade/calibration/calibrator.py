@@ -1,4 +1,4 @@
-"""The :class:`Calibrator`: fits calibrated scores on a validation set and chooses thresholds with
+"""The :class:`Calibrator`: fits calibrated scores on labelled texts the build never saw and chooses thresholds with
 stated guarantees (see :mod:`cascade.calibration` for the method)."""
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class _Policy:
 
 @dataclass
 class Calibrator:
-    """Fits calibrated scores on a validation set and chooses thresholds with stated guarantees."""
+    """Fits calibrated scores on labelled held-out texts and chooses thresholds with stated guarantees."""
 
     model: "Cascade"
     measures: tuple[str, ...] = ("max_prob", "margin")
@@ -126,7 +126,7 @@ class Calibrator:
     choice_: ThresholdChoice | None = None
 
     def calibrate(self, texts: Sequence[str], labels: Sequence[str]) -> "Calibrator":
-        """Score the validation set with both stages, fit temperatures, pick the measure, draw the curve."""
+        """Score the calibration texts with both stages, fit temperatures, pick the measure, draw the curve."""
         from ..inputs import as_text_list
         from ..router import MEASURES, confidence, fallthrough_answer
         from ..stages.cheap import softmax
@@ -149,11 +149,11 @@ class Calibrator:
 
         fit = _fit_part(texts)
         if fit.all() or not fit.any():
-            raise ValueError(f"need more validation texts: {len(texts)} cannot be split into fit and certify parts")
+            raise ValueError(f"need more calibration texts: {len(texts)} cannot be split into fit and certify parts")
         known = y >= 0
         if not (fit & known).any() or not (~fit & known).any():
             raise ValueError(
-                f"too few validation texts with the bundle's labels ({int(known.sum())} of {len(texts)}): both the "
+                f"too few calibration texts with the bundle's labels ({int(known.sum())} of {len(texts)}): both the "
                 f"fit part (about {FIT_FRACTION:.0%}) and the certify part need some; give more labelled texts"
             )
         self.n_fit_, self.n_certify_ = int(fit.sum()), int((~fit).sum())
@@ -219,7 +219,7 @@ class Calibrator:
                 keep.append(i)
         self.n_duplicates_ = len(texts) - len(keep)
         if self.n_duplicates_:
-            self._warn(f"{self.n_duplicates_} of {len(texts)} validation texts repeat an earlier one (exactly, or "
+            self._warn(f"{self.n_duplicates_} of {len(texts)} calibration texts repeat an earlier one (exactly, or "
                        "but for case, spacing or punctuation) and were dropped: a duplicate must not count twice "
                        "in a promise")
         return [texts[i] for i in keep], [labels[i] for i in keep]
@@ -229,17 +229,17 @@ class Calibrator:
         unknown = sorted(set(labels) - set(index))
         if len(unknown) == len(set(labels)):
             raise ValueError(
-                f"none of the validation labels is a label of this bundle (validation has e.g. {unknown[:3]}, "
+                f"none of the calibration labels is a label of this bundle (the texts have e.g. {unknown[:3]}, "
                 f"the bundle e.g. {self.model.labels[:3]}): pass the right label column or the right bundle"
             )
         if unknown:
             self._warn(
-                f"{sum(label in unknown for label in labels)} validation texts have labels the bundle does not "
+                f"{sum(label in unknown for label in labels)} calibration texts have labels the bundle does not "
                 f"know (e.g. {unknown[:3]}); they count as errors of both stages. Is this the right bundle?"
             )
         absent = set(index) - set(labels)
         if len(absent) > len(index) // 2:
-            self._warn(f"the validation set covers only {len(index) - len(absent)} of the bundle's "
+            self._warn(f"the calibration texts cover only {len(index) - len(absent)} of the bundle's "
                        f"{len(index)} labels; its figures describe that subset")
         return np.array([index.get(label, -1) for label in labels], dtype=np.int64)
 
@@ -250,9 +250,15 @@ class Calibrator:
             return
         overlap = sum(t in seen for t in texts)
         if overlap:
-            self._warn(f"{overlap} of {len(texts)} validation texts ({overlap / len(texts):.1%}) are training "
+            self._warn(f"{overlap} of {len(texts)} calibration texts ({overlap / len(texts):.1%}) are training "
                        "texts of this bundle (or differ from one only in case, spacing or punctuation); the "
                        "figures promised will be optimistic: use held-out data")
+        chose = sum(seen.chose(t) for t in texts)
+        if chose:
+            self._warn(f"{chose} of {len(texts)} calibration texts ({chose / len(texts):.1%}) are selection texts "
+                       "of this bundle: they chose its threshold and settings, so promises certified on them are "
+                       "optimistic; certify on texts the build never saw (its certification split: `cascade "
+                       "calibrate --data` with the file it was built from, or `load_banking77('certification')`)")
 
     # -- the curve and the choices --
 
@@ -407,17 +413,17 @@ class Calibrator:
         t = float(GRID[best])
         expected = self._expected(policy, t)
         n = len(policy.conf)
-        where = (f"validation accuracy {expected['accuracy']:.2%} at threshold {t:.3f}, "
+        where = (f"certify-part accuracy {expected['accuracy']:.2%} at threshold {t:.3f}, "
                  f"{expected['fall_through_rate']:.1%} falling through")
         bound = f"lower bound (at {level:.1%} for each of the {len(starts)} test sequences)"
         if lower[best] >= target:
             reason = (f"accuracy {target:.2%} cannot be promised at confidence {confidence:.0%}: both test sequences "
                       f"stopped at thresholds that fell short before reaching the one whose {bound} is "
-                      f"{lower[best]:.2%} ({where}); more validation data would settle it. "
+                      f"{lower[best]:.2%} ({where}); more labelled held-out texts would settle it. "
                       "Closest feasible: that threshold, uncertified")
         else:
             needed = samples_needed(expected["accuracy"], target, level)
-            more = (f"about {needed:,} certifying texts (a validation set of about {needed / (1 - FIT_FRACTION):,.0f}) "
+            more = (f"about {needed:,} certifying texts (about {needed / (1 - FIT_FRACTION):,.0f}) "
                     "at this accuracy would let it be promised" if needed
                     else "the stages are not accurate enough on this data for more of it to help")
             reason = (f"accuracy {target:.2%} cannot be promised at confidence {confidence:.0%} from {n} certifying "
@@ -438,7 +444,7 @@ class Calibrator:
             "ece": self.ece_,
             "aurc": self.aurc_,
             "costs_ms_per_text": self.costs_ms_,
-            "costs_measured": f"warm, median of {self.TIMING_REPEATS} runs over up to {self.TIMING_TEXTS} validation "
+            "costs_measured": f"warm, median of {self.TIMING_REPEATS} runs over up to {self.TIMING_TEXTS} calibration "
                               "texts, in batches, on the machine and threads below",
             "neural_threads": self.model.neural.threads,
             "machine": machine_description(),
@@ -451,7 +457,7 @@ class Calibrator:
 
     def abstain_cut(self, choice: ThresholdChoice) -> float | None:
         """The "none of these" cut re-chosen for the calibrated scores (the same share of in-scope
-        validation texts rejected as the bundle asked for), or None if the bundle does not abstain. Its
+        texts rejected as the bundle asked for), or None if the bundle does not abstain. Its
         old cut was on the uncalibrated scale and would reject a different share."""
         from ..evaluation import StageScores
         from ..training.build import abstain_cut
@@ -533,5 +539,5 @@ class Calibrator:
 
 
 def calibrate(model: "Cascade", texts: Sequence[str], labels: Sequence[str], **options: Any) -> Calibrator:
-    """Calibrate ``model`` on a labelled validation set: ``Calibrator(model, **options).calibrate(...)``."""
+    """Calibrate ``model`` on labelled texts its build never saw (its certification split, or held-out data): ``Calibrator(model, **options).calibrate(...)``."""
     return Calibrator(model, **options).calibrate(texts, labels)

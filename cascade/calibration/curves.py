@@ -51,6 +51,68 @@ def best_accuracy_threshold(conf: np.ndarray, cheap_correct: np.ndarray, neural_
     return float(curve.thresholds[best]), float(curve.accuracy[best]), float(curve.fall_through_rate[best])
 
 
+SAME_AS_BEST_ALPHA = 0.05
+SAME_AS_BEST_MAX_DROP = 0.005
+BUILD_RULE = (f"the lowest fall-through rate whose accuracy the one-sided exact McNemar test (level "
+              f"{SAME_AS_BEST_ALPHA}) does not find below the most accurate threshold's, and is at most "
+              f"{100 * SAME_AS_BEST_MAX_DROP:g} points below it, at it and every threshold between, on the "
+              "selection texts")
+
+
+@dataclass(frozen=True)
+class RuleChoice:
+    """What the build's threshold rule chose, next to the most accurate threshold it was compared with."""
+
+    threshold: float
+    accuracy: float
+    fall_through_rate: float
+    best_threshold: float
+    best_accuracy: float
+    best_fall_through_rate: float
+    only_best_right: int  # texts the most accurate threshold gets right and the chosen one wrong
+    only_chosen_right: int
+    p_value: float  # one-sided exact McNemar: P(at least only_best_right of the discordant texts | no difference)
+
+    def to_json(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.__dict__.items()}
+
+
+def cheapest_same_as_best(conf: np.ndarray, cheap_correct: np.ndarray, neural_correct: np.ndarray,
+                          alpha: float = SAME_AS_BEST_ALPHA, max_drop: float = SAME_AS_BEST_MAX_DROP) -> RuleChoice:
+    """The build's default threshold: walking down from the most accurate threshold towards less
+    fall-through, the last one before the one-sided exact McNemar test first finds the cascade less
+    accurate than at the best (p < ``alpha``) or its accuracy falls more than ``max_drop`` below the
+    best's. Buying a sliver of accuracy with twice the traffic is not worth it when the sliver is
+    indistinguishable from noise; ``max_drop`` keeps a small selection set, where the test has little
+    power, from giving away more than that."""
+    from scipy.stats import binom
+
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    curve = threshold_curve(conf, cheap_correct, neural_correct)
+    conf = np.asarray(conf, dtype=np.float64)
+    order = np.argsort(conf, kind="stable")
+    cheap_ok = np.asarray(cheap_correct, dtype=bool)[order]
+    neural_ok = np.asarray(neural_correct, dtype=bool)[order]
+    # texts falling at the best threshold but kept at a lower one: the only ones whose answers differ
+    n = len(conf)
+    best = int(np.flatnonzero(curve.accuracy == curve.accuracy.max())[0])
+    fell = np.round(curve.fall_through_rate * n).astype(int)
+    only_neural = np.concatenate([[0], np.cumsum(neural_ok & ~cheap_ok)])
+    only_cheap = np.concatenate([[0], np.cumsum(cheap_ok & ~neural_ok)])
+    chosen, b_c, p_chosen = best, (0, 0), 1.0
+    for i in range(best - 1, -1, -1):
+        b = int(only_neural[fell[best]] - only_neural[fell[i]])
+        c = int(only_cheap[fell[best]] - only_cheap[fell[i]])
+        p = float(binom.sf(b - 1, b + c, 0.5)) if b + c else 1.0
+        if p < alpha or curve.accuracy[best] - curve.accuracy[i] > max_drop + 1e-12:
+            break
+        chosen, b_c, p_chosen = i, (b, c), p
+    return RuleChoice(float(curve.thresholds[chosen]), float(curve.accuracy[chosen]),
+                      float(curve.fall_through_rate[chosen]), float(curve.thresholds[best]),
+                      float(curve.accuracy[best]), float(curve.fall_through_rate[best]), b_c[0], b_c[1], p_chosen)
+
+
 @dataclass(frozen=True)
 class Curve:
     """The trade-off on the certify part, one entry per threshold (increasing)."""

@@ -1,9 +1,10 @@
 """Assemble bundles: train or reuse each stage, check it, pick the threshold, write atomically.
 
 ``train_cheap`` retrains the cheap stage and keeps a base bundle's neural stage; ``finetune_bundle``
-builds a whole bundle from data (or from an already fine-tuned checkpoint). Both choose the threshold
-on the validation set by :func:`cascade.calibration.best_accuracy_threshold` and record what they did
-and measured in the manifest.
+builds a whole bundle from data (or from an already fine-tuned checkpoint). Every build chooses its
+settings on the *selection* texts only (the threshold by :func:`cascade.calibration.cheapest_same_as_best`),
+records the hashes of its training and selection texts, and never sees the certification texts that
+``cascade calibrate`` certifies promises on (:mod:`cascade.splits`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import numpy as np
 
 from ..bundle import (TRAIN_HASHES_FILE, Bundle, atomic, check_output_folder, default_bundle_path, read_bundle,
                       text_hash, write_bundle, write_train_hashes)
-from ..calibration import best_accuracy_threshold
+from ..calibration import BUILD_RULE, cheapest_same_as_best
 from ..datasets import TextDataset
 from ..errors import CascadeError
 from ..evaluation import StageScores, label_indices, summarize
 from ..router import confidence
+from ..splits import CERTIFICATION_SHARE, SELECTION_SHARE, build_splits
 from ..stages.cheap import CheapStage
 from ..stages.head import FILE as HEAD_FILE
 from ..stages.head import LinearHead
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 
 def abstain_cut(final: np.ndarray, max_rejected_share: float) -> float:
     """The "none of these" cut: the largest probability below which at most ``max_rejected_share`` of
-    these (in-scope, validation) texts' final answers fall."""
+    these (in-scope, selection) texts' final answers fall."""
     if not 0.0 < max_rejected_share < 1.0:
         raise ValueError(f"the share of in-scope texts that may be rejected must be in (0, 1), got {max_rejected_share}")
     top = np.sort(final.max(axis=1))
@@ -48,23 +50,23 @@ def abstain_cut(final: np.ndarray, max_rejected_share: float) -> float:
 
 
 def _choose_threshold(cheap: CheapStage, neural: NeuralStage, labels: list[str],
-                      validation: TextDataset, cheap_weight: float | None = 0.0,
+                      selection: TextDataset, cheap_weight: float | None = 0.0,
                       abstain: float | None = None) -> tuple[float, dict[str, Any]]:
-    """The threshold by the build rule on validation, and the validation figures there; a
+    """The threshold by the build rule on the selection texts, and the figures there; a
     ``cheap_weight`` of None is fitted first (:func:`cascade.training.mixing.fit_cheap_weight`); with
     ``abstain`` (a share), the "none of these" cut is chosen on the final answers too."""
-    y = label_indices(labels, validation.labels)
-    cheap_p, neural_p = cheap.predict_proba(validation.texts), neural.predict_proba(validation.texts)
+    y = label_indices(labels, selection.labels)
+    cheap_p, neural_p = cheap.predict_proba(selection.texts), neural.predict_proba(selection.texts)
     if cheap_weight is None:
         cheap_weight = fit_cheap_weight(cheap_p, neural_p, y)
         log.info("the cheap stage's vote on texts that fall through: weight %.2f", cheap_weight)
     scores = StageScores(cheap_p, neural_p, y, cheap_weight)
-    threshold, _, _ = best_accuracy_threshold(
-        confidence(scores.cheap), scores.cheap.argmax(1) == y, scores.fallen.argmax(1) == y
-    )
-    metrics = summarize(scores, threshold)
-    log.info("threshold %.4f: validation accuracy %.4f, fall-through %.1f%%",
-             threshold, metrics["cascade_accuracy"], 100 * metrics["fall_through_rate"])
+    rule = cheapest_same_as_best(confidence(scores.cheap), scores.cheap.argmax(1) == y, scores.fallen.argmax(1) == y)
+    threshold = rule.threshold
+    metrics = {**summarize(scores, threshold), "rule": rule.to_json()}
+    log.info("threshold %.4f: selection accuracy %.4f with %.1f%% falling through (the most accurate, %.4f, "
+             "sent %.1f%%; McNemar p=%.3f)", threshold, metrics["cascade_accuracy"],
+             100 * metrics["fall_through_rate"], rule.best_accuracy, 100 * rule.best_fall_through_rate, rule.p_value)
     if abstain is not None:
         final, _ = scores.cascade_probabilities(threshold)
         cut = abstain_cut(final, abstain)
@@ -73,7 +75,7 @@ def _choose_threshold(cheap: CheapStage, neural: NeuralStage, labels: list[str],
     return threshold, metrics
 
 
-def _fit_and_export_cheap(train: TextDataset, validation: TextDataset, labels: list[str], config: CheapConfig,
+def _fit_and_export_cheap(train: TextDataset, selection: TextDataset, labels: list[str], config: CheapConfig,
                           work: Path) -> tuple[CheapStage, dict[str, Any]]:
     started = time.perf_counter()
     try:
@@ -86,29 +88,29 @@ def _fit_and_export_cheap(train: TextDataset, validation: TextDataset, labels: l
     seconds = time.perf_counter() - started
     export_cheap(pipeline, work)
     stage = CheapStage.load(work)
-    parity = check_parity(pipeline, stage, validation.texts)
+    parity = check_parity(pipeline, stage, selection.texts)
     if not parity.ok:
         raise CascadeError(f"the exported cheap stage does not match scikit-learn: {asdict(parity)}")
     info = {"config": asdict(config), "n_train": len(train), "n_features": stage.featurizer.n_features,
-            "fit_seconds": round(seconds, 1), "parity_on_validation": asdict(parity)}
+            "fit_seconds": round(seconds, 1), "parity_on_selection": asdict(parity)}
     return stage, info
 
 
 def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_model: Path, tokenizer: Path,
-             max_length: int, validation: TextDataset, manifest: dict[str, Any], train_hashes: set[str],
+             max_length: int, selection: TextDataset, manifest: dict[str, Any], train_hashes: set[str],
              threads: int | None = None, expected: dict[str, str] | None = None, head: Path | None = None,
              mix: bool = True, abstain: float | None = None) -> Bundle:
-    """Pick the threshold on ``validation`` and write the bundle atomically, with the hashes of the
-    training texts (so calibration can warn about validation data that overlaps them). ``expected``: the
-    SHA-256 of files taken from a verified bundle, checked again as they are copied. ``head``: the head
-    file of a frozen-encoder stage; ``mix``: fit the cheap stage's vote on texts that fall through
-    (else the neural stage answers them alone); ``abstain``: let the bundle answer "none of these", at most
-    this share of in-scope validation texts being rejected."""
+    """Pick the threshold on ``selection`` and write the bundle atomically, with the hashes of the
+    training and selection texts (so calibration can warn about data that chose the bundle).
+    ``expected``: the SHA-256 of files taken from a verified bundle, checked again as they are copied.
+    ``head``: the head file of a frozen-encoder stage; ``mix``: fit the cheap stage's vote on texts that
+    fall through (else the neural stage answers them alone); ``abstain``: let the bundle answer "none of
+    these", at most this share of in-scope selection texts being rejected."""
     cheap = CheapStage.load(cheap_dir)
     linear = LinearHead.from_bytes(head.read_bytes()) if head is not None else None
     neural = NeuralStage(neural_model, tokenizer, max_length, threads=threads, head=linear)
-    threshold, val_metrics = _choose_threshold(cheap, neural, labels, validation, None if mix else 0.0, abstain)
-    cheap_weight = float(val_metrics.get("cheap_weight", 0.0))
+    threshold, sel_metrics = _choose_threshold(cheap, neural, labels, selection, None if mix else 0.0, abstain)
+    cheap_weight = float(sel_metrics.get("cheap_weight", 0.0))
     files = {
         CheapStage.ONNX_FILE: cheap_dir / CheapStage.ONNX_FILE,
         CheapStage.FEATURES_FILE: cheap_dir / CheapStage.FEATURES_FILE,
@@ -117,22 +119,22 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
         TRAIN_HASHES_FILE: cheap_dir / TRAIN_HASHES_FILE,
         **({HEAD_FILE: head} if head is not None else {}),
     }
-    write_train_hashes(cheap_dir / TRAIN_HASHES_FILE, train_hashes)
+    write_train_hashes(cheap_dir / TRAIN_HASHES_FILE, train_hashes, {text_hash(t) for t in selection.texts})
     full = {
         "labels": labels,
         "threshold": threshold,
         "confidence": "cheap-stage max probability",
-        "threshold_rule": "best validation accuracy, ties to the lower fall-through rate",
+        "threshold_rule": BUILD_RULE,
         **manifest,
-        "metrics": {**manifest.get("metrics", {}), "validation": val_metrics},
+        "metrics": {**manifest.get("metrics", {}), "selection": sel_metrics},
     }
     full["neural"] = {**full.get("neural", {}), "max_length": max_length,
                       **({"type": "frozen-encoder", "head": HEAD_FILE} if head is not None else {})}
-    full["mix"] = {"cheap_weight": cheap_weight, "rule": "log-loss on the less confident half of validation"
+    full["mix"] = {"cheap_weight": cheap_weight, "rule": "log-loss on the less confident half of the selection texts"
                    if mix else "the neural stage alone answers texts that fall through"}
     if abstain is not None:
-        full["abstain"] = {"below": val_metrics["abstain_below"], "max_rejected_share": abstain,
-                           "rule": "the cut under which that share of in-scope validation texts' answers fall"}
+        full["abstain"] = {"below": sel_metrics["abstain_below"], "max_rejected_share": abstain,
+                           "rule": "the cut under which that share of in-scope selection texts' answers fall"}
     return write_bundle(out, files, full, expected=expected)
 
 
@@ -154,13 +156,17 @@ def _train_hashes(base: Bundle) -> set[str]:
     return set(recorded.hashes)
 
 
-def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
+def train_cheap(data: TextDataset, selection: TextDataset | None, out: str | Path, *,
                 base: str | Path | None = None, config: CheapConfig = CheapConfig(),
-                progress: bool = True, extra_training: dict[str, Any] | None = None, data_name: str = "") -> Bundle:
-    """Retrain the cheap stage on ``train`` and write a bundle that keeps ``base``'s neural stage (its
-    mix and its "none of these" share are re-chosen on ``validation``); ``extra_training`` is recorded in
-    the manifest's ``training`` section."""
+                progress: bool = True, extra_training: dict[str, Any] | None = None, data_name: str = "",
+                selection_share: float = SELECTION_SHARE, certification_share: float = CERTIFICATION_SHARE) -> Bundle:
+    """Retrain the cheap stage and write a bundle that keeps ``base``'s neural stage (its mix and its
+    "none of these" share are re-chosen on the selection texts). ``selection`` None: ``data`` is carved
+    into train / selection / certification (:func:`cascade.splits.carve_splits`); ``extra_training`` is
+    recorded in the manifest's ``training`` section."""
     check_output_folder(out)
+    splits = build_splits(data, selection, selection_share=selection_share, certification_share=certification_share)
+    train, selection = splits.train, splits.selection
     base_bundle = read_bundle(base if base is not None else default_bundle_path())
     labels = base_bundle.labels
     extra = sorted(set(train.labels) - set(labels))
@@ -172,20 +178,20 @@ def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
     with atomic.scratch_dir(Path(tempfile.gettempdir()), "cascade-cheap-") as work, \
             _step_bar(2, "train-cheap: starting", progress) as bar:
         bar.set_description_str(f"fitting and exporting on {len(train)} texts")
-        _, cheap_info = _fit_and_export_cheap(train, validation, labels, config, Path(work))
+        _, cheap_info = _fit_and_export_cheap(train, selection, labels, config, Path(work))
         bar.update()
         bar.set_description_str("choosing the threshold and writing the bundle")
         manifest = {k: v for k, v in base_bundle.manifest.items()
                     if k in ("neural", "training")}
         head_name = base_bundle.manifest["neural"].get("head")
-        manifest["training"] = {"data": data_name, "n_train": len(train), "validation_size": len(validation),
+        manifest["training"] = {"data": data_name, "n_train": len(train), "splits": splits.describe(),
                                 "command": "cascade train-cheap", "cheap": cheap_info, "base": base_bundle.digest,
                                 "base_training": manifest.get("training", {}), **(extra_training or {})}
         share = base_bundle.manifest.get("abstain", {}).get("max_rejected_share")
         bundle = assemble(
             out, labels=labels, cheap_dir=Path(work), neural_model=base_bundle.file(NeuralStage.ONNX_FILE),
             tokenizer=base_bundle.file(NeuralStage.TOKENIZER_FILE),
-            max_length=int(base_bundle.manifest["neural"]["max_length"]), validation=validation,
+            max_length=int(base_bundle.manifest["neural"]["max_length"]), selection=selection,
             manifest=manifest, train_hashes=_train_hashes(base_bundle) | {text_hash(t) for t in train.texts},
             expected={name: sha for name, sha in base_bundle.expected_hashes().items()
                       if name in (NeuralStage.ONNX_FILE, NeuralStage.TOKENIZER_FILE, head_name)},
@@ -195,21 +201,27 @@ def train_cheap(train: TextDataset, validation: TextDataset, out: str | Path, *,
     return bundle
 
 
-def finetune_bundle(train: TextDataset, validation: TextDataset, labels: list[str], out: str | Path, *,
+def finetune_bundle(data: TextDataset, selection: TextDataset | None, labels: list[str], out: str | Path, *,
                     work_dir: str | Path, checkpoint: str | Path | None = None,
                     finetune_config: FinetuneConfig | None = None, cheap_config: CheapConfig = CheapConfig(),
-                    tolerance: float = 0.005, data_name: str = "", progress: bool = True) -> Bundle:
+                    tolerance: float = 0.005, data_name: str = "", progress: bool = True,
+                    selection_share: float = SELECTION_SHARE,
+                    certification_share: float = CERTIFICATION_SHARE) -> Bundle:
     """Fine-tune (unless ``checkpoint`` is given), export, optimize and quantize the neural stage, train
-    the cheap stage, choose the threshold and write the bundle. Large intermediates go to ``work_dir``."""
+    the cheap stage, choose the epoch, the quantization and the threshold on the selection texts and
+    write the bundle. ``selection`` None: ``data`` is carved three ways (:func:`cascade.splits.carve_splits`).
+    Large intermediates go to ``work_dir``."""
     from .export import build_neural
     from .finetune import TOKENIZER_FILE, TRAINING_INFO_FILE, FinetuneConfig, finetune
 
     config = finetune_config or FinetuneConfig()
     check_output_folder(out)
+    splits = build_splits(data, selection, selection_share=selection_share, certification_share=certification_share)
+    train, selection = splits.train, splits.selection
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     if checkpoint is None:
-        result = finetune(train, validation, labels, work / "checkpoint", config, progress=progress)
+        result = finetune(train, selection, labels, work / "checkpoint", config, progress=progress)
         checkpoint_dir, finetune_info = result.checkpoint_dir, result.to_json()
     else:
         checkpoint_dir = Path(checkpoint)
@@ -222,22 +234,22 @@ def finetune_bundle(train: TextDataset, validation: TextDataset, labels: list[st
         raise ValueError(f"the checkpoint in {checkpoint_dir} was trained for other labels than the data's")
     max_length = int(finetune_info.get("config", {}).get("max_length", config.max_length))
     tokenizer = checkpoint_dir / TOKENIZER_FILE
-    y = label_indices(labels, validation.labels)
+    y = label_indices(labels, selection.labels)
 
     def accuracy_of(model_path: Path) -> float:
         stage = NeuralStage(model_path, tokenizer, max_length)
-        return float((stage.predict_proba(validation.texts).argmax(1) == y).mean())
+        return float((stage.predict_proba(selection.texts).argmax(1) == y).mean())
 
     bar = _step_bar(3, "build: starting", progress)
     bar.set_description_str("exporting, fusing and quantizing the neural stage")
     started = time.perf_counter()
-    neural = build_neural(checkpoint_dir, work / "onnx", accuracy_of, check_texts=validation.texts[:96],
+    neural = build_neural(checkpoint_dir, work / "onnx", accuracy_of, check_texts=selection.texts[:96],
                           max_length=max_length, tolerance=tolerance, calibration_texts=train.texts)
     export_seconds = time.perf_counter() - started
     bar.update()
     bar.set_description_str(f"fitting the cheap stage on {len(train)} texts")
     cheap_dir = work / "cheap"
-    _, cheap_info = _fit_and_export_cheap(train, validation, labels, cheap_config, cheap_dir)
+    _, cheap_info = _fit_and_export_cheap(train, selection, labels, cheap_config, cheap_dir)
     bar.update()
     bar.set_description_str("choosing the threshold and writing the bundle")
     manifest = {
@@ -246,23 +258,23 @@ def finetune_bundle(train: TextDataset, validation: TextDataset, labels: list[st
             "quantization": neural.mode,
             "activation_scales": neural.activation_scales,
             "fusions": neural.fusions,
-            "validation_accuracy_fp32": neural.val_accuracy_fp32,
-            "validation_accuracy": neural.val_accuracy,
+            "selection_accuracy_fp32": neural.val_accuracy_fp32,
+            "selection_accuracy": neural.val_accuracy,
             "quantization_tried": neural.tried,
             "export_seconds": round(export_seconds, 1),
         },
         "training": {
             "data": data_name,
             "n_train": len(train),
-            "validation_size": len(validation),
+            "splits": splits.describe(),
             "finetune": finetune_info,
             "cheap": cheap_info,
         },
     }
-    log.info("neural stage: %s, validation accuracy %.4f (fp32 %.4f)", neural.mode, neural.val_accuracy,
+    log.info("neural stage: %s, selection accuracy %.4f (fp32 %.4f)", neural.mode, neural.val_accuracy,
              neural.val_accuracy_fp32)
     bundle = assemble(out, labels=labels, cheap_dir=cheap_dir, neural_model=neural.model_path,
-                      tokenizer=tokenizer, max_length=max_length, validation=validation, manifest=manifest,
+                      tokenizer=tokenizer, max_length=max_length, selection=selection, manifest=manifest,
                       train_hashes={text_hash(t) for t in train.texts})
     bar.update()
     bar.close()

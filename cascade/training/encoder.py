@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from ..datasets import banking77_labels, load_banking77
 
-    build = build_encoder(args.out, load_banking77("train"), load_banking77("validation"), banking77_labels(),
+    build = build_encoder(args.out, load_banking77("train"), load_banking77("selection"), banking77_labels(),
                           max_length=args.max_length)
     log.info("encoder: %s (%s); %s", build.model_path, build.activation_scales, build.to_json())
     if args.add_to is not None:

@@ -3,7 +3,8 @@
 The neural stage is a frozen sentence encoder (all-MiniLM-L6-v2, INT8, built once by
 :mod:`cascade.training.encoder` and shipped in the default bundle) with a logistic-regression head
 fitted on the INT8 embeddings that inference will see. The cheap stage is fitted as always; the
-threshold and the cheap stage's vote on texts that fall through are chosen on validation.
+threshold and the cheap stage's vote on texts that fall through are chosen on the selection texts, and
+a certification split is set aside, untouched, for ``cascade calibrate`` (:mod:`cascade.splits`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..datasets import TextDataset
 from ..errors import CascadeError
 from ..evaluation import label_indices
 from ..stages.head import FILE as HEAD_FILE
+from ..splits import CERTIFICATION_SHARE, SELECTION_SHARE, build_splits
 from ..stages.neural import NeuralStage
 from .build import _fit_and_export_cheap, _step_bar, assemble
 from .cheap import CheapConfig
@@ -36,13 +38,15 @@ EMBED_CHUNK = 512
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of ``cascade train``; the defaults were chosen on the BANKING77 validation split."""
+    """Settings of ``cascade train``; the defaults were chosen on BANKING77 (the selection split)."""
 
     cheap: CheapConfig = field(default_factory=CheapConfig)
     head_C: float = DEFAULT_C
     max_length: int | None = None  # tokens per text; None: the encoder bundle's
     min_texts_per_label: int = 2
-    abstain: float | None = None  # "none of these": at most this share of in-scope validation texts rejected
+    abstain: float | None = None  # "none of these": at most this share of in-scope selection texts rejected
+    selection_share: float = SELECTION_SHARE  # carved out of the data when no selection texts are given
+    certification_share: float = CERTIFICATION_SHARE  # set aside for `cascade calibrate`; 0: none
 
     def __post_init__(self) -> None:
         import math
@@ -59,12 +63,18 @@ class TrainConfig:
         if self.abstain is not None and (isinstance(self.abstain, bool) or not isinstance(self.abstain, Real)
                                          or not 0.0 < self.abstain < 1.0):
             raise ValueError(f"abstain is the share of in-scope texts that may be rejected, in (0, 1); got {self.abstain!r}")
+        for name in ("selection_share", "certification_share"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= float(value) < 0.9:
+                raise ValueError(f"{name} must be a number in [0, 0.9), got {value!r}")
+        if self.selection_share == 0:
+            raise ValueError("selection_share must be above 0: the threshold and the mix are chosen on those texts")
 
 
-def check_labels(train: TextDataset, validation: TextDataset, min_texts: int) -> list[str]:
+def check_labels(train: TextDataset, selection: TextDataset, min_texts: int) -> list[str]:
     """The label set (sorted); a ValueError names every label with too few training texts and every
-    validation label that training lacks; warnings flag data that would make the choices on validation
-    unreliable (validation texts that are training texts, too few of them, conflicting duplicates)."""
+    selection label that training lacks; warnings flag data that would make the choices on the
+    selection texts unreliable (selection texts that are training texts, too few of them, conflicting duplicates)."""
     from ..text import dedup_key
 
     counts = Counter(train.labels)
@@ -74,10 +84,10 @@ def check_labels(train: TextDataset, validation: TextDataset, min_texts: int) ->
     if few:
         listed = ", ".join(f"{label!r} ({n})" for n, label in few[:10])
         raise ValueError(f"{len(few)} label(s) have fewer than {min_texts} training texts: {listed} (counted after "
-                         "the validation texts were set aside); add texts or drop those labels")
-    unseen = sorted(set(validation.labels) - set(counts))
+                         "the selection and certification texts were set aside); add texts or drop those labels")
+    unseen = sorted(set(selection.labels) - set(counts))
     if unseen:
-        raise ValueError(f"{len(unseen)} validation label(s) never appear in training: {unseen[:10]}")
+        raise ValueError(f"{len(unseen)} selection label(s) never appear in training: {unseen[:10]}")
     keys: dict[str, str] = {}
     conflicts = 0
     for text, label in zip(train.texts, train.labels):
@@ -87,15 +97,15 @@ def check_labels(train: TextDataset, validation: TextDataset, min_texts: int) ->
     if conflicts:
         log.warning("%d training texts repeat an earlier text (but for case, spacing or punctuation) with another "
                     "label", conflicts)
-    overlap = sum(dedup_key(t) in keys for t in validation.texts)
+    overlap = sum(dedup_key(t) in keys for t in selection.texts)
     if overlap:
-        log.warning("%d of %d validation texts are also training texts: the threshold, the mix and the figures chosen "
-                    "on them will be optimistic; use held-out texts", overlap, len(validation))
-    if len(validation) < 200:
-        log.warning("only %d validation texts: the threshold, the mix and any 'none of these' cut chosen on them are "
-                    "rough; 500 or more are better", len(validation))
-    if len(set(validation.labels)) < len(counts) // 2:
-        log.warning("the validation texts cover %d of the %d labels", len(set(validation.labels)), len(counts))
+        log.warning("%d of %d selection texts are also training texts: the threshold, the mix and the figures chosen "
+                    "on them will be optimistic; use held-out texts", overlap, len(selection))
+    if len(selection) < 200:
+        log.warning("only %d selection texts: the threshold, the mix and any 'none of these' cut chosen on them are "
+                    "rough; 500 or more are better", len(selection))
+    if len(set(selection.labels)) < len(counts) // 2:
+        log.warning("the selection texts cover %d of the %d labels", len(set(selection.labels)), len(counts))
     return sorted(counts)
 
 
@@ -133,27 +143,28 @@ def encoder_source(path: str | Path | None) -> EncoderSource:
         return EncoderSource(bundle, info["file"], info)
     neural = bundle.manifest["neural"]
     if neural.get("type") == "frozen-encoder":
-        info = {k: v for k, v in neural.items() if k not in ("head", "head_C", "validation_accuracy", "type")}
+        info = {k: v for k, v in neural.items() if k not in ("head", "head_C", "validation_accuracy", "selection_accuracy", "type")}
         return EncoderSource(bundle, NeuralStage.ONNX_FILE, info)
     raise CascadeError(f"{bundle.path} has no frozen encoder (its neural stage is fine-tuned and it ships no "
                        "'encoder'); pass --encoder-from a bundle made by `cascade train`, or the shipped one")
 
 
-def train_bundle(train: TextDataset, validation: TextDataset | None, out: str | Path, *,
+def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Path, *,
                  encoder_from: str | Path | None = None, config: TrainConfig = TrainConfig(),
                  progress: bool = True, data_name: str = "") -> Bundle:
     """Fit the cheap stage and a head on the frozen encoder's embeddings, choose the threshold and the
-    cheap stage's vote on validation (None: 10% of ``train`` per label, by text hash), and write a bundle
-    to ``out`` (atomically)."""
-    from ..datasets import split_validation
-
+    cheap stage's vote on the selection texts, and write a bundle to ``out`` (atomically). ``selection``
+    None: ``data`` is carved into train / selection / certification (``config``'s shares; see
+    :func:`cascade.splits.carve_splits`), and the certification part is left for ``cascade calibrate``."""
     started = time.perf_counter()
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     check_output_folder(out)
-    if validation is None:
-        train, validation = split_validation(train)
-    labels = check_labels(train, validation, config.min_texts_per_label)
+    splits = build_splits(data, selection, selection_share=config.selection_share,
+                          certification_share=config.certification_share)
+    log.info("splits: %s", splits.describe()["sizes"] if selection is None else "selection texts given")
+    train, selection = splits.train, splits.selection
+    labels = check_labels(train, selection, config.min_texts_per_label)
     source = encoder_source(encoder_from)
     base = source.bundle
     max_length = int(config.max_length or source.max_length)
@@ -169,7 +180,7 @@ def train_bundle(train: TextDataset, validation: TextDataset | None, out: str | 
     with atomic.scratch_dir(Path(tempfile.gettempdir()), "cascade-train-") as work, \
             _step_bar(3, "train: starting", progress) as bar:
         bar.set_description_str(f"fitting the cheap stage on {len(train)} texts")
-        _, cheap_info = _fit_and_export_cheap(train, validation, labels, config.cheap, work)
+        _, cheap_info = _fit_and_export_cheap(train, selection, labels, config.cheap, work)
         bar.update()
         bar.set_description_str("embedding the training texts")
         embeddings = embed_with_progress(stage, train.texts, "embedding", progress)
@@ -185,7 +196,7 @@ def train_bundle(train: TextDataset, validation: TextDataset | None, out: str | 
                                                      "bundle's figures", **source.info["build"]}
         manifest: dict[str, Any] = {
             "neural": {**encoder_info, "head_C": config.head_C},
-            "training": {"data": data_name, "n_train": len(train), "validation_size": len(validation),
+            "training": {"data": data_name, "n_train": len(train), "splits": splits.describe(),
                          "command": "cascade train", "config": asdict(config), "cheap": cheap_info,
                          "head": {"C": config.head_C, "fit_seconds": round(head_seconds, 1)},
                          "seconds_before_writing": round(time.perf_counter() - started, 1),
@@ -193,7 +204,7 @@ def train_bundle(train: TextDataset, validation: TextDataset | None, out: str | 
         }
         bundle = assemble(
             out, labels=labels, cheap_dir=work, neural_model=encoder_file, tokenizer=tokenizer_file,
-            max_length=max_length, validation=validation, manifest=manifest,
+            max_length=max_length, selection=selection, manifest=manifest,
             train_hashes={text_hash(t) for t in train.texts}, head=work / HEAD_FILE, abstain=config.abstain,
             expected={NeuralStage.ONNX_FILE: base.expected_hashes()[source.model_file],
                       NeuralStage.TOKENIZER_FILE: base.expected_hashes()[NeuralStage.TOKENIZER_FILE]},

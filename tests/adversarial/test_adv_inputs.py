@@ -229,7 +229,7 @@ def test_stdin_that_is_not_utf8_is_a_clear_error(tiny_bundle):
 # --- calibration inputs ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bad_labels,error,match", [
-    (["no_such_label"] * 40, ValueError, "none of the validation labels"),
+    (["no_such_label"] * 40, ValueError, "none of the calibration labels"),
     ([1.5] * 40, TypeError, r"labels\[0\]"),
     ([None] * 40, TypeError, r"labels\[0\] is None"),
 ])
@@ -239,7 +239,7 @@ def test_bad_calibration_labels_are_clear_errors(tiny_model, tiny_val, bad_label
 
 
 def test_integer_labels_are_read_as_their_names(tiny_model, tiny_val):
-    with pytest.raises(ValueError, match="none of the validation labels"):  # the bundle's labels are names
+    with pytest.raises(ValueError, match="none of the calibration labels"):  # the bundle's labels are names
         cascade.calibrate(tiny_model, tiny_val.texts[:40], list(range(40)))
 
 

@@ -67,7 +67,7 @@ def test_training_data_problems_are_named_in_cascade_words(tmp_path, tiny_encode
     with caplog.at_level("WARNING"):
         cascade.train(train, TextDataset(train.texts[:30], train.labels[:30]), tmp_path / "c",
                       encoder_from=tiny_encoder_bundle, progress=False)
-    assert "are also training texts" in caplog.text and "only 30 validation texts" in caplog.text
+    assert "are also training texts" in caplog.text and "only 30 selection texts" in caplog.text
 
 
 @pytest.mark.parametrize("config,match", [
@@ -81,10 +81,43 @@ def test_bad_settings_fail_before_any_work(tmp_path, tiny_encoder_bundle, config
         cascade.train(train, val, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False, **config)
 
 
-def test_validation_may_be_left_to_the_package(tmp_path, tiny_encoder_bundle):
+def test_selection_and_certification_may_be_left_to_the_package(tmp_path, tiny_encoder_bundle):
     train, _ = _topic_data(repeat=4)
     bundle = cascade.train(train, None, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False)
-    assert 0 < bundle.manifest["training"]["validation_size"] < len(train)
+    splits = bundle.manifest["training"]["splits"]
+    sizes = splits["sizes"]
+    assert sizes["selection"] > 0 and sizes["certification"] > 0 and sum(sizes.values()) == len(train)
+    assert bundle.manifest["training"]["n_train"] == sizes["train"]
+    recorded = bundle.train_hashes()
+    cert = cascade.carve_splits(train, splits["selection_share"], splits["certification_share"]).certification
+    assert cert.texts and not any(t in recorded or recorded.chose(t) for t in cert.texts)
+
+
+def test_calibrate_data_certifies_on_the_split_the_build_set_aside(tmp_path, tiny_encoder_bundle, capsys):
+    import csv
+    import json
+
+    from cascade.cli import main
+
+    train, _ = _topic_data(repeat=4)
+    data = tmp_path / "mine.csv"
+    with data.open("w", newline="") as fh:
+        csv.writer(fh).writerows([("text", "category"), *zip(train.texts, train.labels)])
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "b"), "--encoder-from",
+                 str(tiny_encoder_bundle)]) == 0
+    assert "certification" in capsys.readouterr().out
+    rc = main(["calibrate", "--bundle", str(tmp_path / "b"), "--data", str(data), "--fallthrough", "0.3"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "selection texts" not in err and "training texts" not in err
+    size = cascade.read_bundle(tmp_path / "b").manifest["training"]["splits"]["sizes"]["certification"]
+    report = json.loads(out)["calibration"]
+    assert report["n_fit"] + report["n_certify"] + report["n_duplicates_dropped"] == size
+    other = tmp_path / "other.csv"
+    other.write_text("text,category\n" + "".join(f"t{i} word,{'ab'[i % 2]}\n" for i in range(40)))
+    assert main(["calibrate", "--bundle", str(tmp_path / "b"), "--data", str(other), "--fallthrough", "0.3"]) == 2
+    assert "does not carve into the splits" in capsys.readouterr().err
+    assert main(["calibrate", "--bundle", str(tmp_path / "b"), "--fallthrough", "0.3"]) != 0
+    assert "give --data" in capsys.readouterr().err
 
 
 def _npy(arr: np.ndarray) -> bytes:

@@ -1,0 +1,173 @@
+"""Carve a labelled data set into train / selection / certification, keeping near-copies together.
+
+A build fits its stages on *train*, chooses its settings (threshold, mix, "none of these" cut, epochs)
+on *selection*, and leaves *certification* untouched for ``cascade calibrate``, whose promises need texts
+that chose nothing. Texts that are near-copies of each other (TF-IDF cosine >= 0.8 over words, or equal
+but for case, spacing and punctuation) form one group, and a group never straddles two splits: a near-copy
+of a training text in the certifying split would make every promise look better than it is.
+
+The rule depends only on the texts, their labels and a salt (SHA-256 ranks, no random state), so the same
+file carves the same way on every machine, and ``cascade calibrate --data`` can find a build's
+certification split again from the file it was built from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .datasets import TextDataset
+from .text import dedup_key
+
+log = logging.getLogger(__name__)
+
+NEAR_DUPLICATE_COSINE = 0.8
+SELECTION_SHARE = 0.1
+CERTIFICATION_SHARE = 0.1
+PRODUCT_BUDGET = 10_000_000  # most similarity entries computed at once (bounds memory, whatever the data)
+MAX_NEAR_DUPLICATE_TEXTS = 300_000  # beyond this, comparing every pair would take too long: copies only
+RULE = (f"near-duplicate groups (word TF-IDF cosine >= {NEAR_DUPLICATE_COSINE}) kept whole; per label, groups "
+        "ranked by SHA-256 of salt + text; certification first, then selection")
+
+
+def near_duplicate_groups(texts: list[str], cosine: float = NEAR_DUPLICATE_COSINE) -> np.ndarray:
+    """A group id per text (the index of its group's first text): texts joined, directly or through
+    others, by a word TF-IDF cosine of at least ``cosine`` (or by the same :func:`cascade.text.dedup_key`)
+    share one. Memory is bounded by PRODUCT_BUDGET; time grows with the square of the texts, so past
+    MAX_NEAR_DUPLICATE_TEXTS only copies are grouped (with a warning)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    n = len(texts)
+    keys: dict[str, int] = {}
+    # each text points at a text of its group (at first: the first text with its key, so exact copies join)
+    rep = np.array([keys.setdefault(dedup_key(t), i) for i, t in enumerate(texts)], dtype=np.int64)
+
+    def merge(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        graph = coo_matrix((np.ones(n + len(src), dtype=np.int8), (np.concatenate([np.arange(n), src]),
+                                                                   np.concatenate([rep, dst]))), shape=(n, n))
+        _, comp = connected_components(graph, directed=False)
+        lowest = np.full(comp.max() + 1, n, dtype=np.int64)
+        np.minimum.at(lowest, comp, np.arange(n))
+        return lowest[comp]
+
+    if n > MAX_NEAR_DUPLICATE_TEXTS:
+        log.warning("%d texts: more than %d, so only copies (but for case, spacing and punctuation) are grouped, not "
+                    "near-copies; give the selection texts yourself (--val) to control what is held out",
+                    n, MAX_NEAR_DUPLICATE_TEXTS)
+        return rep
+    try:
+        x = TfidfVectorizer(lowercase=True, token_pattern=r"(?u)\b\w+\b", dtype=np.float32).fit_transform(texts).tocsr()
+    except ValueError:  # not one word anywhere: only the exact copies join
+        return rep
+    rows = max(1, PRODUCT_BUDGET // max(n, 1))
+    found: list[tuple[np.ndarray, np.ndarray]] = []
+    held = 0
+    for start in range(0, n, rows):
+        sim = (x[start:start + rows] @ x.T).tocoo()
+        hit = (sim.data >= cosine - 1e-6) & (sim.row + start != sim.col)
+        found.append((sim.row[hit].astype(np.int64) + start, sim.col[hit].astype(np.int64)))
+        held += int(hit.sum())
+        if held > PRODUCT_BUDGET // 4:  # fold the pairs found so far into the groups: memory stays bounded
+            rep = merge(*map(np.concatenate, zip(*found)))
+            found, held = [], 0
+    if found:
+        rep = merge(*map(np.concatenate, zip(*found)))
+    return rep
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The three parts of a carved data set, and how they were carved."""
+
+    train: TextDataset
+    selection: TextDataset
+    certification: TextDataset
+    settings: dict[str, Any]
+
+    def describe(self) -> dict[str, Any]:
+        """What a manifest records: the rule, its settings and the sizes (re-carving the same file with
+        these settings gives the same parts)."""
+        return {**self.settings, "sizes": {"train": len(self.train), "selection": len(self.selection),
+                                           "certification": len(self.certification)}}
+
+
+def carve_splits(data: TextDataset, selection: float = SELECTION_SHARE,
+                 certification: float = CERTIFICATION_SHARE, salt: str = "") -> Splits:
+    """Split ``data`` into train / selection / certification, about ``selection`` and ``certification``
+    of each label's texts in the last two, near-duplicate groups kept whole (see the module docstring).
+    Either share may be 0 (that part is then empty)."""
+    for name, share in (("selection", selection), ("certification", certification)):
+        if not 0.0 <= share < 1.0:
+            raise ValueError(f"the {name} share must be in [0, 1), got {share}")
+    if selection + certification >= 0.9:
+        raise ValueError(f"selection + certification shares ({selection + certification:.2f}) leave too little "
+                         "to train on; keep their sum under 0.9")
+    groups = near_duplicate_groups(data.texts) if selection or certification else np.arange(len(data))
+    members: dict[int, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[int(g)].append(i)
+    rank = {g: min(hashlib.sha256((salt + data.texts[i]).encode("utf-8")).digest() for i in idx)
+            for g, idx in members.items()}
+    by_label: dict[str, list[int]] = defaultdict(list)  # a group goes with the label of its lowest-ranked text
+    for g, idx in members.items():
+        lead = min(idx, key=lambda i: hashlib.sha256((salt + data.texts[i]).encode("utf-8")).digest())
+        by_label[data.labels[lead]].append(g)
+    label_sizes: dict[str, int] = defaultdict(int)
+    for label in data.labels:
+        label_sizes[label] += 1
+    part = np.zeros(len(data), dtype=np.int8)  # 0 train, 1 selection, 2 certification
+    for label, label_groups in by_label.items():  # a group joins a part if that brings the part nearer its size
+        size = label_sizes[label]
+        want_cert = round(size * certification) if size > 2 else 0
+        want_sel = round(size * selection) if size > 2 else 0
+        taken = {1: 0, 2: 0}
+        for g in sorted(label_groups, key=rank.__getitem__):
+            size_g = len(members[g])
+            for k, want in ((2, want_cert), (1, want_sel)):
+                if taken[k] < want and taken[k] + size_g - want <= want - taken[k]:  # closer to the target
+                    part[members[g]] = k
+                    taken[k] += size_g
+                    break
+    def pick(k: int) -> TextDataset:
+        return TextDataset([t for t, p in zip(data.texts, part) if p == k],
+                           [y for y, p in zip(data.labels, part) if p == k])
+
+    n_groups = sum(len(idx) > 1 for idx in members.values())
+    settings = {"rule": RULE, "selection_share": selection, "certification_share": certification, "salt": salt,
+                "near_duplicate_groups": int(n_groups),
+                "texts_in_near_duplicate_groups": int(sum(len(idx) for idx in members.values() if len(idx) > 1))}
+    return Splits(pick(0), pick(1), pick(2), settings)
+
+
+def build_splits(data: TextDataset, selection: TextDataset | None = None, *,
+                 selection_share: float = SELECTION_SHARE, certification_share: float = CERTIFICATION_SHARE,
+                 salt: str = "") -> Splits:
+    """The parts a build uses: ``data`` carved three ways, or, when ``selection`` texts are given, all of
+    ``data`` to train on and nothing set aside for certification (certify on texts neither holds)."""
+    if selection is None:
+        return carve_splits(data, selection_share, certification_share, salt)
+    return Splits(data, selection, TextDataset([], []),
+                  {"rule": "selection texts given by the caller; nothing carved, nothing set aside for certification"})
+
+
+def certification_split(data: TextDataset, recorded: dict[str, Any], source: str = "the data") -> TextDataset:
+    """The certification part a build set aside, found again by carving the file it was built from with
+    the settings its manifest recorded (``training.splits``); an error if ``data`` is not that file."""
+    share = recorded.get("certification_share", 0)
+    if not share or "sizes" not in recorded:
+        raise ValueError("this bundle's build set no certification texts aside (its selection texts were given, or "
+                         "it predates the three-way split); certify on labelled texts it never saw, with --val")
+    parts = carve_splits(data, float(recorded["selection_share"]), float(share), str(recorded.get("salt", "")))
+    sizes = parts.describe()["sizes"]
+    if sizes != recorded["sizes"]:
+        raise ValueError(f"{source} does not carve into the splits this bundle was built with (sizes {sizes}, the "
+                         f"bundle recorded {recorded['sizes']}): give the file it was built from, or held-out "
+                         "texts with --val")
+    return parts.certification
