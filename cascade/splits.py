@@ -113,12 +113,11 @@ def carve_splits(data: TextDataset, selection: float = SELECTION_SHARE,
     members: dict[int, list[int]] = defaultdict(list)
     for i, g in enumerate(groups):
         members[int(g)].append(i)
-    rank = {g: min(hashlib.sha256((salt + data.texts[i]).encode("utf-8")).digest() for i in idx)
-            for g, idx in members.items()}
-    by_label: dict[str, list[int]] = defaultdict(list)  # a group goes with the label of its lowest-ranked text
-    for g, idx in members.items():
-        lead = min(idx, key=lambda i: hashlib.sha256((salt + data.texts[i]).encode("utf-8")).digest())
-        by_label[data.labels[lead]].append(g)
+    ranks = [hashlib.sha256((salt + text).encode("utf-8")).digest() for text in data.texts]
+    lead = {g: min(idx, key=ranks.__getitem__) for g, idx in members.items()}  # the group's lowest-ranked text
+    by_label: dict[str, list[int]] = defaultdict(list)  # a group goes with its lead's label, ranked by its lead
+    for g, i in lead.items():
+        by_label[data.labels[i]].append(g)
     label_sizes: dict[str, int] = defaultdict(int)
     for label in data.labels:
         label_sizes[label] += 1
@@ -128,7 +127,7 @@ def carve_splits(data: TextDataset, selection: float = SELECTION_SHARE,
         want_cert = round(size * certification) if size > 2 else 0
         want_sel = round(size * selection) if size > 2 else 0
         taken = {1: 0, 2: 0}
-        for g in sorted(label_groups, key=rank.__getitem__):
+        for g in sorted(label_groups, key=lambda g: ranks[lead[g]]):
             size_g = len(members[g])
             for k, want in ((2, want_cert), (1, want_sel)):
                 if taken[k] < want and taken[k] + size_g - want <= want - taken[k]:  # closer to the target
