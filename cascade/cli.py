@@ -39,6 +39,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help="share of --data set aside, untouched, for `cascade calibrate --data` (default: 0.1)")
 
 
+def _add_multi_label_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--multi-label", action="store_true",
+                   help="several topics per text: the label column holds topics joined by --label-sep")
+    p.add_argument("--label-sep", default="|", help="separator of the topics in a label cell (default: |)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cascade", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -87,6 +93,19 @@ def _parser() -> argparse.ArgumentParser:
                         "cannot be certified (default: write nothing then)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
 
+    p = sub.add_parser("evaluate", help="figures of a bundle on a labelled CSV",
+                       description="Score a labelled CSV with each stage alone and with the cascade: accuracy and "
+                                   "macro-F1 for a single-label bundle; micro-F1, macro-F1, exact match and Hamming "
+                                   "loss for a multi-label one (label cells: topics joined by --label-sep); and the "
+                                   "fall-through rate. Prints JSON.")
+    p.add_argument("--data", type=Path, required=True, help="labelled CSV (never one the bundle was built from)")
+    p.add_argument("--text-col", default="text", help="text column (default: text)")
+    p.add_argument("--label-col", default="category", help="label column (default: category)")
+    p.add_argument("--label-sep", default="|", help="topic separator for a multi-label bundle (default: |)")
+    p.add_argument("--threshold", type=float, default=None, help="evaluate at this threshold instead of the bundle's")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    _add_bundle_arg(p)
+
     p = sub.add_parser("bench", help="run benchmarks/run.py (from a clone): every system side by side",
                        description="Runs the repository's benchmarks/run.py with the arguments given after "
                                    "`--`, e.g. `cascade bench -- --quick`.", add_help=True)
@@ -113,6 +132,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--head-C", type=float, default=None, help="inverse regularisation of the head (default: 10)")
     p.add_argument("--C", type=float, default=None, help="inverse regularisation of the cheap stage (default: 20)")
     p.add_argument("--max-length", type=int, default=None, help="tokens read per text (default: the encoder's)")
+    _add_multi_label_args(p)
+    p.add_argument("--windows", type=int, default=None,
+                   help="read long texts as up to this many windows of --max-length tokens, their embeddings averaged "
+                        "(default: 1, the first --max-length tokens only)")
     p.add_argument("--abstain", type=float, default=None, metavar="SHARE",
                    help="answer 'none of these' (label null) to texts that fit no label, rejecting at most this "
                         "share of in-scope selection texts (e.g. 0.05)")
@@ -274,6 +297,19 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0 if choice.feasible else 3
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate
+    from .router import Cascade, check_threshold
+
+    threshold = check_threshold(args.threshold) if args.threshold is not None else None
+    model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
+    data = read_csv(args.data, args.text_col, args.label_col)
+    figures = evaluate(model, data, threshold, label_sep=args.label_sep)
+    task = "multi-label" if model.multi_label else "single-label"
+    _utf8_stdout().write(json.dumps({"task": task, "data": str(args.data), **figures}, indent=2, allow_nan=False) + "\n")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import runpy
 
@@ -350,6 +386,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, max_length=args.max_length)
     if args.abstain is not None:
         config = replace(config, abstain=args.abstain)
+    if args.multi_label:
+        config = replace(config, label_sep=args.label_sep)
+    if args.windows is not None:
+        config = replace(config, windows=args.windows)
     config = replace(config, selection_share=args.selection_share, certification_share=args.certification_share)
     bundle = train_bundle(train, val, args.out, encoder_from=args.encoder_from, config=config, data_name=name)
     _print_summary(bundle.path, bundle.manifest)
@@ -383,14 +423,17 @@ def _print_summary(path: Path, manifest: dict[str, Any]) -> None:
                if "abstain_below" in sel else "")
     split_line = (f"splits: {sizes['train']:,} train, {sizes['selection']:,} selection, {sizes['certification']:,} "
                   "certification (untouched: `cascade calibrate --data` certifies on them)\n" if sizes else "")
+    measure = "micro_f1" if manifest.get("task") == "multi-label" else "accuracy"
+    name = "micro-F1" if measure == "micro_f1" else "accuracy"
     sys.stdout.write(
-        f"wrote {path}: threshold {manifest['threshold']:.4f}; on the selection texts: cheap "
-        f"{sel['cheap_accuracy']:.2%}, neural {sel['neural_accuracy']:.2%}, cascade {sel['cascade_accuracy']:.2%} "
-        f"with {sel['fall_through_rate']:.1%} falling through{abstain}\n{split_line}"
+        f"wrote {path}: threshold {manifest['threshold']:.4f}; {name} on the selection texts: cheap "
+        f"{sel[f'cheap_{measure}']:.2%}, neural {sel[f'neural_{measure}']:.2%}, cascade "
+        f"{sel[f'cascade_{measure}']:.2%} with {sel['fall_through_rate']:.1%} falling through{abstain}\n{split_line}"
     )
 
 
-COMMANDS = {"classify": _cmd_classify, "info": _cmd_info, "calibrate": _cmd_calibrate, "bench": _cmd_bench,
+COMMANDS = {"classify": _cmd_classify, "info": _cmd_info, "calibrate": _cmd_calibrate, "evaluate": _cmd_evaluate,
+            "bench": _cmd_bench,
             "train-cheap": _cmd_train_cheap, "train": _cmd_train,
             "finetune": _cmd_finetune}
 

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .datasets import TextDataset
+from .multilabel import DEFAULT_SEP, assign, label_matrix, tagging_figures
 from .router import Cascade, fall_through, fallthrough_answer, routing_confidence
 
 
@@ -86,10 +87,35 @@ def summarize(scores: StageScores, threshold: float, measure: str = "max_prob",
     }
 
 
-def evaluate(model: Cascade, data: TextDataset, threshold: float | None = None) -> dict[str, Any]:
-    """:func:`summarize` of :func:`score_stages` at the model's threshold (or the one given)."""
+def evaluate(model: Cascade, data: TextDataset, threshold: float | None = None,
+             label_sep: str = DEFAULT_SEP) -> dict[str, Any]:
+    """Each stage alone and the cascade at the model's threshold (or the one given): :func:`summarize` of
+    :func:`score_stages`, or for a multi-label bundle :func:`evaluate_tagging` (label cells hold topics
+    joined by ``label_sep``)."""
+    if model.multi_label:
+        return evaluate_tagging(model, data, threshold, label_sep)
     return summarize(score_stages(model, data), model.threshold if threshold is None else threshold, model.measure,
                      model.always_neural_idx)
+
+
+def evaluate_tagging(model: Cascade, data: TextDataset, threshold: float | None = None,
+                     label_sep: str = DEFAULT_SEP) -> dict[str, Any]:
+    """A multi-label bundle's figures on labelled texts: micro-F1, macro-F1, exact match, Hamming loss and
+    mean per-text F1 of the cheap stage alone (its cut-offs), the neural stage alone (the cut-offs of texts
+    that fall through) and the cascade, and the cascade's fall-through rate."""
+    decisions = model.decisions
+    if decisions is None:
+        raise ValueError("this bundle answers one label per text; use evaluate()")
+    y = label_matrix(data.labels, model.labels, label_sep)
+    cheap_p, neural_p = model.cheap.predict_proba(data.texts), model.neural.predict_proba(data.texts)
+    t = model.threshold if threshold is None else threshold
+    fell = fall_through(routing_confidence(cheap_p, model.measure, model.always_neural_idx, decisions), t)
+    final = np.where(fell[:, None], fallthrough_answer(cheap_p, neural_p, model.cheap_weight), cheap_p)
+    sets = {"cheap": assign(cheap_p, decisions.cheap, decisions.at_least_one),
+            "neural": assign(neural_p, decisions.fallen, decisions.at_least_one),
+            "cascade": model.assigned(final, fell)}
+    return {"n_texts": len(y), "threshold": float(t), "fall_through_rate": float(fell.mean()),
+            **{f"{name}_{k}": v for name, chosen in sets.items() for k, v in tagging_figures(y, chosen).items()}}
 
 
 def risk_coverage(conf: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ from .bundle.manifest import MEASURES
 from .errors import BundleError, CascadeError
 from .inputs import as_text_list, check_top_k
 from .limits import DEFAULT_LIMITS, Limits
+from .multilabel import SET_MEASURES, Decisions, assign, set_confidence
 from .stages.cheap import CheapStage
 from .stages.head import FILE as HEAD_FILE
 from .stages.head import LinearHead
@@ -35,16 +36,22 @@ class Prediction:
     """One answer: the label, its probability, which stage gave it, and the top-k (label, probability).
 
     ``label`` is None when the bundle abstains ("none of these"): the text fits none of its labels well
-    enough; ``reason`` says so, and ``top_k`` still holds the closest labels."""
+    enough; ``reason`` says so, and ``top_k`` still holds the closest labels. A multi-label bundle also
+    fills ``labels`` (the topics assigned, most probable first) and ``scores`` (their probabilities);
+    ``label`` is then the most probable of them."""
 
     label: str | None
     score: float
     stage: Stage
     top_k: tuple[tuple[str, float], ...]
     reason: str = ""
+    labels: tuple[str, ...] = ()
+    scores: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label, "score": self.score, "stage": self.stage}
+        if self.labels:
+            out["labels"], out["scores"] = list(self.labels), list(self.scores)
         if self.reason:
             out["reason"] = self.reason
         if len(self.top_k) > 1:
@@ -65,13 +72,20 @@ def confidence(probs: np.ndarray, measure: str = "max_prob") -> np.ndarray:
 
 
 def routing_confidence(probs: np.ndarray, measure: str = "max_prob",
-                       always_neural: np.ndarray | None = None) -> np.ndarray:
-    """The confidence the threshold is compared with: :func:`confidence`, except that texts the cheap
-    stage assigns to a class in ``always_neural`` (class indices, set by per-class calibration) get -1,
-    below every threshold."""
-    conf = confidence(probs, measure)
+                       always_neural: np.ndarray | None = None, decisions: Decisions | None = None) -> np.ndarray:
+    """The confidence the threshold is compared with: :func:`confidence` (for a multi-label bundle, given
+    its ``decisions``: the confidence in the whole set of topics assigned,
+    :func:`cascade.multilabel.set_confidence`), except that texts the cheap stage assigns to a class in
+    ``always_neural`` (class indices, set by per-class calibration) get -1, below every threshold."""
+    if decisions is None:
+        conf = confidence(probs, measure)
+        if always_neural is not None and len(always_neural):
+            conf = np.where(np.isin(probs.argmax(axis=-1), always_neural), -1.0, conf)
+        return conf
+    conf = set_confidence(probs, decisions.cheap, measure, decisions.at_least_one)
     if always_neural is not None and len(always_neural):
-        conf = np.where(np.isin(probs.argmax(axis=-1), always_neural), -1.0, conf)
+        chosen = assign(probs, decisions.cheap, decisions.at_least_one)
+        conf = np.where(chosen[:, always_neural].any(axis=1), -1.0, conf)
     return conf
 
 
@@ -112,9 +126,9 @@ class Cascade:
     """A cheap stage and a neural stage behind one confidence threshold."""
 
     def __init__(self, cheap: CheapStage, neural: NeuralStage, labels: Sequence[str], threshold: float,
-                 bundle: Bundle | None = None, measure: str = "max_prob",
+                 bundle: Bundle | None = None, measure: str | None = None,
                  always_neural: Sequence[str] = (), cheap_weight: float = 0.0,
-                 abstain_below: float | None = None) -> None:
+                 abstain_below: float | None = None, decisions: Decisions | None = None) -> None:
         if neural.embedding_dim is not None and neural.head is None:
             raise BundleError("neural.onnx is a sentence encoder (token states out) but the bundle gives it no head: "
                               "its manifest needs neural.type 'frozen-encoder' and neural.head")
@@ -128,8 +142,17 @@ class Cascade:
         self.neural = neural
         self.labels = list(labels)
         self.threshold = check_threshold(threshold)
-        if measure not in MEASURES:
-            raise BundleError(f"unknown confidence measure {measure!r}; expected one of {MEASURES}")
+        if not cheap.multi_label == neural.multi_label == (decisions is not None):
+            raise BundleError("the stages and the manifest disagree on the task: a multi-label bundle needs a cheap "
+                              "stage and a neural stage with one sigmoid per topic, and cut-offs ('decisions')")
+        if decisions is not None and not len(decisions.cheap) == len(decisions.fallen) == len(labels):
+            raise BundleError(f"decisions hold cut-offs for {len(decisions.cheap)} / {len(decisions.fallen)} topics, "
+                              f"the bundle has {len(labels)}")
+        self.decisions = decisions
+        allowed = SET_MEASURES if decisions is not None else MEASURES
+        measure = measure if measure is not None else allowed[0]
+        if measure not in allowed:
+            raise BundleError(f"unknown confidence measure {measure!r}; expected one of {allowed}")
         self.measure = measure
         self.bundle = bundle
         self.always_neural = tuple(always_neural)
@@ -165,6 +188,7 @@ class Cascade:
         bundle = read_bundle(path, verify=verify, digest=digest, keep=needed)
         manifest = bundle.manifest
         head_file = manifest["neural"].get("head")
+        multi_label = manifest.get("task", "single-label") == "multi-label"
         try:
             cheap = CheapStage.from_bytes(bundle.blobs[CheapStage.FEATURES_FILE], bundle.blobs[CheapStage.ONNX_FILE],
                                           onnx_path=bundle.file(CheapStage.ONNX_FILE), limits=limits)
@@ -173,6 +197,7 @@ class Cascade:
                 bundle.blobs[NeuralStage.ONNX_FILE], bundle.blobs[NeuralStage.TOKENIZER_FILE],
                 int(manifest["neural"]["max_length"]),
                 threads=threads, batch_size=batch_size, providers=providers, limits=limits, head=head,
+                multi_label=multi_label, windows=int(manifest["neural"].get("windows", 1)),
             )
         except ValueError as exc:
             raise BundleError(f"{bundle.path}: {exc}") from None
@@ -181,10 +206,15 @@ class Cascade:
         cheap.temperature = float(calibration.get("cheap_temperature", 1.0))
         neural.temperature = float(calibration.get("neural_temperature", 1.0))
         return cls(cheap, neural, bundle.labels, bundle.threshold, bundle,
-                   measure=calibration.get("measure", "max_prob"),
+                   measure=calibration.get("measure"),
                    always_neural=calibration.get("always_neural", ()),
                    cheap_weight=float(manifest.get("mix", {}).get("cheap_weight", 0.0)),
-                   abstain_below=manifest.get("abstain", {}).get("below"))
+                   abstain_below=manifest.get("abstain", {}).get("below"),
+                   decisions=Decisions.from_json(manifest["decisions"]) if multi_label else None)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.decisions is not None
 
     @property
     def always_neural(self) -> tuple[str, ...]:
@@ -207,7 +237,7 @@ class Cascade:
         """Final probabilities (one row per text) and a mask of the texts the neural stage answered."""
         t = self.threshold if threshold is None else check_threshold(threshold)
         probs = self.cheap.predict_proba(texts)
-        to_neural = fall_through(routing_confidence(probs, self.measure, self._always_neural_idx), t)
+        to_neural = fall_through(routing_confidence(probs, self.measure, self._always_neural_idx, self.decisions), t)
         if to_neural.any():
             idx = np.flatnonzero(to_neural)
             probs[idx] = fallthrough_answer(probs[idx], self.neural.predict_proba([texts[i] for i in idx]),
@@ -235,6 +265,8 @@ class Cascade:
             best = probs.argmax(axis=1)[:, None]
         else:
             best = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+        if self.decisions is not None:
+            return self._tag(probs, to_neural, best, single)
         none = abstains(probs, self.abstain_below)
         reason = (f"none of these: no label reaches probability {self.abstain_below:.3f}"
                   if self.abstain_below is not None else "")
@@ -248,4 +280,24 @@ class Cascade:
             )
             for p, row, neural, abstain in zip(probs, best, to_neural, none)
         ]
+        return predictions[0] if single else predictions
+
+    def assigned(self, probs: np.ndarray, to_neural: np.ndarray) -> np.ndarray:
+        """A multi-label bundle's topic sets, (texts, topics) bool: each row's probabilities against the
+        cut-offs of the stage that answered it."""
+        if self.decisions is None:
+            raise ValueError("topic sets belong to multi-label bundles; this one answers one label per text")
+        cutoffs = np.where(to_neural[:, None], self.decisions.fallen, self.decisions.cheap)
+        return assign(probs, cutoffs, self.decisions.at_least_one)
+
+    def _tag(self, probs: np.ndarray, to_neural: np.ndarray, best: np.ndarray, single: bool) -> Any:
+        chosen = self.assigned(probs, to_neural)
+        predictions = []
+        for p, row, neural, mask in zip(probs, best, to_neural, chosen):
+            topics = sorted(np.flatnonzero(mask), key=lambda j: -p[j])
+            predictions.append(Prediction(
+                label=self.labels[topics[0]] if topics else None, score=float(p[topics[0]]) if topics else 0.0,
+                stage="neural" if neural else "cheap", top_k=tuple((self.labels[j], float(p[j])) for j in row),
+                reason="" if topics else "no topic reaches its cut-off",
+                labels=tuple(self.labels[j] for j in topics), scores=tuple(float(p[j]) for j in topics)))
         return predictions[0] if single else predictions

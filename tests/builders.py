@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from cascade.datasets import TextDataset
+
 
 def make_tokenizer(path: Path, texts: list[str]) -> Path:
     """A BERT-style WordPiece tokenizer (uncased, [CLS] ... [SEP]) over the words of ``texts``."""
@@ -78,3 +80,26 @@ def make_neural_onnx(path: Path, vocab_size: int, n_classes: int, seed: int = 0,
                                         helper.make_node("Add", ["z", "b"], ["logits"])]
     output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_classes])
     return _save(path, nodes, output, initializers)
+
+
+TOPIC_WORDS = {
+    "grain": "wheat corn harvest bushel sorghum barley",
+    "oil": "crude barrel opec refinery petroleum pipeline",
+    "money": "dollar yen currency exchange rate central bank",
+    "ship": "vessel port cargo tanker freight shipping",
+}
+
+
+def tagging_data(n: int = 160, seed: int = 0) -> TextDataset:
+    """Texts on one or two of four topics (each topic's words, shuffled, plus filler), labels joined by '|'."""
+    rng = np.random.default_rng(seed)
+    topics = sorted(TOPIC_WORDS)
+    texts, labels = [], []
+    for i in range(n):
+        chosen = sorted(rng.choice(topics, size=1 + int(i % 3 == 0), replace=False).tolist())
+        words = [w for t in chosen for w in rng.choice(TOPIC_WORDS[t].split(), size=4).tolist()]
+        words += rng.choice(["the", "a", "of", "said", "in", "report", "week", "market"], size=5).tolist()
+        rng.shuffle(words)
+        texts.append(" ".join(words) + f" item{i}")
+        labels.append("|".join(chosen))
+    return TextDataset(texts, labels)

@@ -97,3 +97,17 @@ def tiny_encoder_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_parts: di
              max_length=16, selection=tiny_selection, manifest={"training": {"data": "tiny test data"}}, threads=1,
              train_hashes={text_hash(t) for t in tiny_train.texts}, head=root / HEAD_FILE)
     return out
+
+
+@pytest.fixture(scope="session")
+def tagger(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_bundle: Path) -> Path:
+    """A small multi-label bundle (four topics, one or two a text; tiny encoder, two windows)."""
+    from builders import tagging_data
+
+    import cascade
+    from cascade.training.cheap import CheapConfig
+
+    out = tmp_path_factory.mktemp("tagger") / "b"
+    cascade.train(tagging_data(240), None, out, encoder_from=tiny_encoder_bundle, progress=False, label_sep="|",
+                  windows=2, cheap=CheapConfig(min_df=1))
+    return out

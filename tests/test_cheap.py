@@ -61,6 +61,6 @@ def test_missing_or_unknown_labels_are_refused(tiny_train, labels):
 def test_shape_mismatch_is_refused(tmp_path, fitted):
     export_cheap(fitted, tmp_path)
     stage = CheapStage.load(tmp_path)
-    coef, intercept = read_linear_classifier(tmp_path / CheapStage.ONNX_FILE)
+    coef, intercept, _ = read_linear_classifier(tmp_path / CheapStage.ONNX_FILE)
     with pytest.raises(ValueError, match="does not fit"):
         CheapStage(stage.featurizer, coef[:, :-1], intercept)

@@ -31,12 +31,16 @@ MAX_LABELS = 100_000
 MAX_LABEL_CHARS = 1_000
 MODEL_MAX_LENGTH = 512  # position embeddings of all-MiniLM-L6-v2 (and BERT-style encoders)
 MEASURES = ("max_prob", "margin")
+TASKS = ("single-label", "multi-label")
+SET_MEASURES = ("set_prob", "min_margin")  # a multi-label bundle's confidence in a set of topics
+MAX_WINDOWS = 16
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _DIGEST = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
 # Top-level keys a manifest may hold; anything else is refused so that no field goes unchecked.
 _KEYS = {"format_version", "labels", "threshold", "files", "neural", "calibration", "confidence",
-         "threshold_rule", "training", "metrics", "versions", "created", "mix", "encoder", "abstain"}
+         "threshold_rule", "training", "metrics", "versions", "created", "mix", "encoder", "abstain", "task",
+         "decisions"}
 NEURAL_TYPES = ("fine-tuned", "frozen-encoder")  # a classifier's logits, or a sentence encoder and a head
 
 
@@ -121,6 +125,28 @@ def _dict(value: Any, field: str) -> dict[str, Any]:
     return value
 
 
+def _check_task(manifest: dict[str, Any], labels: list[Any]) -> None:
+    """``task`` and, for a multi-label bundle, its ``decisions``: a cut-off in (0, 1) per topic for each stage."""
+    task = manifest.get("task", "single-label")
+    if task not in TASKS:
+        raise _fail("task", f"must be one of {list(TASKS)}, got {task!r:.40}")
+    decisions = _dict(manifest.get("decisions", {}), "decisions")
+    if task == "single-label":
+        if decisions:
+            raise _fail("decisions", "belong to a multi-label bundle only (task is 'single-label')")
+        return
+    if "abstain" in manifest:
+        raise _fail("abstain", "is for single-label bundles; a multi-label bundle assigns no topic by its cut-offs")
+    for key in ("cheap", "fallen"):
+        cut = decisions.get(key)
+        if not isinstance(cut, list) or len(cut) != len(labels):
+            raise _fail(f"decisions.{key}", f"must list one cut-off per label ({len(labels)})")
+        for i, value in enumerate(cut):
+            _real(value, f"decisions.{key}[{i}]", 0.0, 1.0, lo_open=True)
+    if not isinstance(decisions.get("at_least_one"), bool):
+        raise _fail("decisions.at_least_one", "must be true or false")
+
+
 def validate_manifest(manifest: Any) -> dict[str, Any]:
     """Check every field of a parsed manifest; return it unchanged or raise BundleError naming the field."""
     if not isinstance(manifest, dict):
@@ -197,12 +223,19 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
     if "cheap_weight" in mix:
         _real(mix["cheap_weight"], "mix.cheap_weight", 0.0, 1.0)
 
+    _check_task(manifest, labels)
+    if "windows" in neural:
+        _int(neural["windows"], "neural.windows", 1, MAX_WINDOWS)
+        if neural["windows"] > 1 and (kind != "frozen-encoder" or neural["max_length"] < 3):
+            raise _fail("neural.windows", "above 1 needs a frozen-encoder stage and max_length 3 or more")
+
     calibration = _dict(manifest.get("calibration", {}), "calibration")
     for key in ("cheap_temperature", "neural_temperature"):
         if key in calibration:
             _real(calibration[key], f"calibration.{key}", 1e-3, 1e3)
-    if "measure" in calibration and calibration["measure"] not in MEASURES:
-        raise _fail("calibration.measure", f"must be one of {list(MEASURES)}, got {calibration['measure']!r}")
+    allowed = SET_MEASURES if manifest.get("task") == "multi-label" else MEASURES
+    if "measure" in calibration and calibration["measure"] not in allowed:
+        raise _fail("calibration.measure", f"must be one of {list(allowed)}, got {calibration['measure']!r}")
     always = calibration.get("always_neural", [])
     known = set(labels)
     if not isinstance(always, list) or len(always) > len(labels) \

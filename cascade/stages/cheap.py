@@ -30,9 +30,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z
 
 
-def read_linear_classifier(source: Path | bytes) -> tuple[np.ndarray, np.ndarray]:
-    """(coef (classes x features), intercept) of the one ``LinearClassifier`` node of an ONNX file
-    (a path, or its bytes)."""
+def read_linear_classifier(source: Path | bytes) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(coef (classes x features), intercept, multi-label) of the one ``LinearClassifier`` node of an
+    ONNX file (a path, or its bytes); multi-label when its post-transform is the logistic function
+    (one probability per topic) rather than softmax."""
     import onnx
     from onnx import helper
 
@@ -51,17 +52,22 @@ def read_linear_classifier(source: Path | bytes) -> tuple[np.ndarray, np.ndarray
     if len(intercept) < 2 or coef.size % len(intercept) or not np.all(np.isfinite(coef)) \
             or not np.all(np.isfinite(intercept)):
         raise ValueError("the cheap-stage LinearClassifier has malformed or non-finite weights")
-    return coef.reshape(len(intercept), -1), intercept
+    post = attrs.get("post_transform", b"NONE")
+    post = post.decode() if isinstance(post, bytes) else str(post)
+    if post not in ("SOFTMAX", "LOGISTIC"):
+        raise ValueError(f"the cheap-stage LinearClassifier's post_transform is {post!r}; expected SOFTMAX or LOGISTIC")
+    return coef.reshape(len(intercept), -1), intercept, post == "LOGISTIC"
 
 
 class CheapStage:
-    """TF-IDF + multinomial logistic regression; returns class probabilities."""
+    """TF-IDF + logistic regression; returns class probabilities (softmax), or per-topic probabilities
+    (a sigmoid each) for a multi-label stage."""
 
     FEATURES_FILE = "cheap_features.json"
     ONNX_FILE = "cheap.onnx"
 
     def __init__(self, featurizer: Featurizer, coef: np.ndarray, intercept: np.ndarray,
-                 onnx_path: Path | None = None, limits: Limits = DEFAULT_LIMITS) -> None:
+                 onnx_path: Path | None = None, limits: Limits = DEFAULT_LIMITS, multi_label: bool = False) -> None:
         if coef.shape != (len(intercept), featurizer.n_features):
             raise ValueError(
                 f"linear layer shape {coef.shape} does not fit {featurizer.n_features} features "
@@ -74,7 +80,8 @@ class CheapStage:
         self.onnx_path = onnx_path
         self.limits = limits
         self.featurizer.cache_bytes = limits.word_cache_bytes
-        self.temperature = 1.0  # set by calibration: probabilities are softmax(logits / temperature)
+        self.multi_label = multi_label
+        self.temperature = 1.0  # set by calibration: probabilities are softmax (or sigmoid) of logits / temperature
         self._session: object | None = None
 
     @property
@@ -97,8 +104,8 @@ class CheapStage:
             featurizer = Featurizer.from_bytes(features, limits.word_cache_bytes)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ValueError(f"{cls.FEATURES_FILE}: {exc}") from None
-        coef, intercept = read_linear_classifier(onnx_model)
-        return cls(featurizer, coef, intercept, onnx_path=onnx_path, limits=limits)
+        coef, intercept, multi_label = read_linear_classifier(onnx_model)
+        return cls(featurizer, coef, intercept, onnx_path=onnx_path, limits=limits, multi_label=multi_label)
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """Class logits, (len(texts), n_classes) float64; each row depends on its own text only."""
@@ -118,8 +125,12 @@ class CheapStage:
         return out
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Class probabilities, (len(texts), n_classes) float64, at the stage's ``temperature``."""
-        return softmax(self.logits(texts) / self.temperature)
+        """Class probabilities (per-topic for a multi-label stage), (len(texts), n_classes) float64, at the
+        stage's ``temperature``."""
+        from ..multilabel import sigmoid
+
+        scaled = self.logits(texts) / self.temperature
+        return sigmoid(scaled) if self.multi_label else softmax(scaled)
 
     def predict_proba_onnx(self, texts: list[str]) -> np.ndarray:
         """The same probabilities computed by onnxruntime from ``cheap.onnx`` (dense input: slower)."""

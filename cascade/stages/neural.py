@@ -87,14 +87,19 @@ class NeuralStage:
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         limits: Limits = DEFAULT_LIMITS,
         head: LinearHead | None = None,
+        multi_label: bool = False,
+        windows: int = 1,
     ) -> None:
         """``model`` and ``tokenizer``: paths, or the verified bytes of a bundle's files. With a ``head``
         the model is a frozen sentence encoder (its output: embeddings) and the head turns embeddings
-        into logits; without, the model outputs logits itself (a fine-tuned classifier)."""
+        into logits; without, the model outputs logits itself (a fine-tuned classifier). ``multi_label``:
+        one sigmoid per topic instead of a softmax. ``windows``: a long text is read as up to that many
+        windows of ``max_length`` tokens, whose embeddings (or logits) are averaged, weighted by tokens."""
         import onnxruntime as ort
 
         batch_size = check_batch_size(batch_size)
-        self.encoder = TextEncoder(tokenizer, max_length, limits)
+        self.encoder = TextEncoder(tokenizer, max_length, limits, windows)
+        self.multi_label = multi_label
         self.limits = limits
         self.threads = check_threads(threads) or default_threads()
         model_bytes = model if isinstance(model, bytes) else Path(model).read_bytes()
@@ -153,24 +158,50 @@ class NeuralStage:
         as :meth:`logits` feeds them to the head."""
         if self.embedding_dim is None:
             raise ValueError(f"{self.ONNX_FILE} outputs logits, not token states: it is not a sentence encoder")
-        return self._map_batches(texts, self._raw, self.embedding_dim, np.float32)
+        pooled = self._map_batches(texts, self._raw, self.embedding_dim, np.float32)
+        if self.encoder.windows > 1:  # a mean of unit vectors, scaled back to unit length, row by row
+            for row in pooled:
+                row /= max(np.float32(np.sqrt(np.add.reduce(row * row))), np.float32(1e-12))
+        return pooled
 
     def _map_batches(self, texts: list[str], run: Callable[[np.ndarray, np.ndarray], np.ndarray], width: int,
                      dtype: type) -> np.ndarray:
-        """``run`` over chunks of texts in length-sorted, dynamically padded batches; rows in input order."""
+        """``run`` over chunks of texts in length-sorted, dynamically padded batches; rows in input order.
+        A text read as several windows gets the token-weighted mean of its windows' rows (computed from its
+        own windows only, in their order: the same bits in any batch)."""
         out: np.ndarray = np.empty((len(texts), width), dtype=dtype)
         for offset, end in chunks(texts, self.limits):
-            rows = self.encoder.token_ids(texts[offset:end])
+            pieces = [self.encoder.windows_of(r) for r in self.encoder.token_ids(texts[offset:end])]
+            rows = [w for p in pieces for w in p]
+            done = np.empty((len(rows), width), dtype=dtype)
             order = np.argsort([len(r) for r in rows], kind="stable")
             for start in range(0, len(rows), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                out[offset + idx] = run(*self.encoder.pad([rows[i] for i in idx]))
+                done[idx] = run(*self.encoder.pad([rows[i] for i in idx]))
+            first = 0
+            for i, p in enumerate(pieces):
+                if len(p) == 1:
+                    out[offset + i] = done[first]
+                else:
+                    weights = np.array([len(w) for w in p], dtype=dtype)
+                    out[offset + i] = (weights[:, None] * done[first:first + len(p)]).sum(axis=0) / weights.sum()
+                first += len(p)
         return out
 
     def logits(self, texts: list[str]) -> np.ndarray:
-        """Class logits, (len(texts), n_classes), computed chunk by chunk in length-sorted batches."""
+        """Class logits, (len(texts), n_classes), computed chunk by chunk in length-sorted batches; a frozen
+        encoder's come from its (window-pooled, unit-length) sentence embeddings."""
+        if self.embedding_dim is not None and self.encoder.windows > 1:
+            if self.head is None:
+                raise ValueError(f"{self.ONNX_FILE} is a sentence encoder without a head: it gives embeddings, not "
+                                 "logits")
+            return self.head.logits(self.embed(texts))
         return self._map_batches(texts, self._run, self.n_classes, np.float64)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        """Class probabilities, (len(texts), n_classes), at the stage's ``temperature``."""
-        return softmax(self.logits(texts) / self.temperature)
+        """Class probabilities (per topic, a sigmoid each, for a multi-label stage), (len(texts), n_classes),
+        at the stage's ``temperature``."""
+        from ..multilabel import sigmoid
+
+        scaled = self.logits(texts) / self.temperature
+        return sigmoid(scaled) if self.multi_label else softmax(scaled)

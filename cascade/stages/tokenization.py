@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from ..bundle.manifest import MAX_WINDOWS
 from ..limits import DEFAULT_LIMITS, Limits
 from ..text import normalize
 
@@ -98,14 +99,24 @@ def _check_spec(spec: Any) -> None:
         raise ValueError(f"max_input_chars_per_word must be from 1 to 100, got {chars!r}")
 
 
+
+
 class TextEncoder:
     """Turns texts into padded ``input_ids``/``attention_mask`` int64 arrays."""
 
-    def __init__(self, tokenizer: str | Path | bytes, max_length: int, limits: Limits = DEFAULT_LIMITS) -> None:
-        """``tokenizer``: the path of a ``tokenizer.json``, or its bytes."""
+    def __init__(self, tokenizer: str | Path | bytes, max_length: int, limits: Limits = DEFAULT_LIMITS,
+                 windows: int = 1) -> None:
+        """``tokenizer``: the path of a ``tokenizer.json``, or its bytes. ``windows``: how many windows of
+        ``max_length`` tokens of a text are read (:meth:`windows_of`); 1 reads its head only."""
         if isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 <= max_length <= 512:
             raise ValueError(f"max_length must be an integer from 2 to 512, got {max_length!r}")
+        if isinstance(windows, bool) or not isinstance(windows, int) or not 1 <= windows <= MAX_WINDOWS \
+                or (windows > 1 and max_length < 3):
+            raise ValueError(f"windows must be an integer from 1 to {MAX_WINDOWS} (above 1 only with max_length 3 or "
+                             f"more), got {windows!r}")
+        self.windows = windows
         self.max_length = max_length
+        self._total = windows * (max_length - 2) + 2  # tokens read per text, two special tokens included
         self.limits = limits
         raw = tokenizer if isinstance(tokenizer, bytes) else Path(tokenizer).read_bytes()
         if len(raw) > MAX_TOKENIZER_BYTES:
@@ -119,21 +130,29 @@ class TextEncoder:
         except Exception as exc:  # tokenizers raises a bare Exception for a malformed file
             raise ValueError(f"tokenizer.json cannot be loaded ({exc})") from exc
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=max_length)
-        self._char_cap = max_length * _CHARS_PER_TOKEN_BOUND
+        self.tokenizer.enable_truncation(max_length=self._total)
+        self._char_cap = self._total * _CHARS_PER_TOKEN_BOUND
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text, truncated to ``max_length``, unpadded."""
+        """Token ids of each text, truncated to ``windows`` windows' worth of tokens, unpadded."""
         normalized = [normalize(t, self.limits) for t in texts]
         rows = [e.ids for e in self.tokenizer.encode_batch([_encodable(t[: self._char_cap]) for t in normalized])]
         for i, text in enumerate(normalized):
             # The tokenizer may drop characters (controls, accents): if the cut text made fewer than
             # max_length tokens, look further, so the tokens are those of the whole (normalized) text.
             window = self._char_cap
-            while len(rows[i]) < self.max_length and len(text) > window:
+            while len(rows[i]) < self._total and len(text) > window:
                 window *= 4
                 rows[i] = self.tokenizer.encode(_encodable(text[:window])).ids
         return rows
+
+    def windows_of(self, row: list[int]) -> list[list[int]]:
+        """A text's token ids cut into consecutive windows of at most ``max_length`` tokens, each wrapped in
+        the row's own first and last (special) tokens."""
+        if len(row) <= self.max_length:
+            return [row]
+        body, step = row[1:-1], self.max_length - 2
+        return [[row[0], *body[i:i + step], row[-1]] for i in range(0, len(body), step)]
 
     @staticmethod
     def pad(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

@@ -76,10 +76,10 @@ def _choose_threshold(cheap: CheapStage, neural: NeuralStage, labels: list[str],
 
 
 def _fit_and_export_cheap(train: TextDataset, selection: TextDataset, labels: list[str], config: CheapConfig,
-                          work: Path) -> tuple[CheapStage, dict[str, Any]]:
+                          work: Path, label_sep: str | None = None) -> tuple[CheapStage, dict[str, Any]]:
     started = time.perf_counter()
     try:
-        pipeline = fit_cheap(train, labels, config)
+        pipeline = fit_cheap(train, labels, config, label_sep=label_sep)
     except ValueError as exc:
         if "empty vocabulary" in str(exc):
             raise ValueError("the training texts hold no word or character n-gram the cheap stage can use (are they "
@@ -96,20 +96,59 @@ def _fit_and_export_cheap(train: TextDataset, selection: TextDataset, labels: li
     return stage, info
 
 
+def _choose_multi_label(cheap: CheapStage, neural: NeuralStage, labels: list[str], selection: TextDataset,
+                        sep: str, at_least_one: bool) -> tuple[float, dict[str, Any], dict[str, Any]]:
+    """A multi-label bundle's choices on the selection texts: each stage's cut-offs, then the threshold by
+    the build rule with exact match (the whole set right) as a text's outcome. Returns (threshold,
+    figures, decisions for the manifest)."""
+    from ..multilabel import Decisions, assign, choose_cutoffs, label_matrix, set_confidence, tagging_figures
+
+    y = label_matrix(selection.labels, labels, sep)
+    cheap_p, neural_p = cheap.predict_proba(selection.texts), neural.predict_proba(selection.texts)
+    cheap_cut, cut_info = choose_cutoffs(cheap_p, y)
+    fallen_cut, _ = choose_cutoffs(neural_p, y)
+    decisions = Decisions(cheap_cut, fallen_cut, at_least_one)
+    cheap_sets, neural_sets = assign(cheap_p, cheap_cut, at_least_one), assign(neural_p, fallen_cut, at_least_one)
+    exact = lambda sets: (sets == y.astype(bool)).all(axis=1)  # noqa: E731
+    conf = set_confidence(cheap_p, cheap_cut, "set_prob", at_least_one)
+    rule = cheapest_same_as_best(conf, exact(cheap_sets), exact(neural_sets))
+    fell = conf < rule.threshold
+    cascade_sets = np.where(fell[:, None], neural_sets, cheap_sets)
+    metrics = {"n_texts": len(y), "threshold": rule.threshold, "fall_through_rate": float(fell.mean()),
+               **{f"{name}_{k}": v for name, sets in (("cheap", cheap_sets), ("neural", neural_sets),
+                                                       ("cascade", cascade_sets))
+                  for k, v in tagging_figures(y, sets).items()}, "rule": rule.to_json()}
+    log.info("threshold %.4f: selection micro-F1 %.4f (exact match %.4f) with %.1f%% falling through",
+             rule.threshold, metrics["cascade_micro_f1"], metrics["cascade_exact_match"], 100 * metrics["fall_through_rate"])
+    return rule.threshold, metrics, decisions.to_json(cut_info)
+
+
 def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_model: Path, tokenizer: Path,
              max_length: int, selection: TextDataset, manifest: dict[str, Any], train_hashes: set[str],
              threads: int | None = None, expected: dict[str, str] | None = None, head: Path | None = None,
-             mix: bool = True, abstain: float | None = None) -> Bundle:
+             mix: bool = True, abstain: float | None = None, label_sep: str | None = None,
+             at_least_one: bool = True, windows: int = 1) -> Bundle:
     """Pick the threshold on ``selection`` and write the bundle atomically, with the hashes of the
     training and selection texts (so calibration can warn about data that chose the bundle).
     ``expected``: the SHA-256 of files taken from a verified bundle, checked again as they are copied.
     ``head``: the head file of a frozen-encoder stage; ``mix``: fit the cheap stage's vote on texts that
     fall through (else the neural stage answers them alone); ``abstain``: let the bundle answer "none of
-    these", at most this share of in-scope selection texts being rejected."""
+    these", at most this share of in-scope selection texts being rejected. ``label_sep``: a multi-label
+    bundle (label cells hold topics joined by it; cut-offs chosen per topic; ``at_least_one``: a text always
+    gets a topic); ``windows``: how many windows of ``max_length`` tokens the neural stage reads."""
     cheap = CheapStage.load(cheap_dir)
     linear = LinearHead.from_bytes(head.read_bytes()) if head is not None else None
-    neural = NeuralStage(neural_model, tokenizer, max_length, threads=threads, head=linear)
-    threshold, sel_metrics = _choose_threshold(cheap, neural, labels, selection, None if mix else 0.0, abstain)
+    neural = NeuralStage(neural_model, tokenizer, max_length, threads=threads, head=linear,
+                         multi_label=label_sep is not None, windows=windows)
+    decisions = None
+    if label_sep is not None:
+        if abstain is not None:
+            raise ValueError("'none of these' (abstain) is for single-label bundles: a multi-label one already "
+                             "assigns no topic whose probability misses its cut-off")
+        threshold, sel_metrics, decisions = _choose_multi_label(cheap, neural, labels, selection, label_sep,
+                                                                at_least_one)
+    else:
+        threshold, sel_metrics = _choose_threshold(cheap, neural, labels, selection, None if mix else 0.0, abstain)
     cheap_weight = float(sel_metrics.get("cheap_weight", 0.0))
     files = {
         CheapStage.ONNX_FILE: cheap_dir / CheapStage.ONNX_FILE,
@@ -123,15 +162,20 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
     full = {
         "labels": labels,
         "threshold": threshold,
-        "confidence": "cheap-stage max probability",
+        "confidence": "cheap-stage max probability" if decisions is None else
+                      "cheap-stage probability that its set of topics is exactly right",
         "threshold_rule": BUILD_RULE,
         **manifest,
         "metrics": {**manifest.get("metrics", {}), "selection": sel_metrics},
     }
     full["neural"] = {**full.get("neural", {}), "max_length": max_length,
-                      **({"type": "frozen-encoder", "head": HEAD_FILE} if head is not None else {})}
+                      **({"type": "frozen-encoder", "head": HEAD_FILE} if head is not None else {}),
+                      **({"windows": windows} if windows > 1 else {})}
+    if decisions is not None:
+        full["task"], full["decisions"] = "multi-label", decisions
+        full["training"] = {**full.get("training", {}), "label_sep": label_sep}
     full["mix"] = {"cheap_weight": cheap_weight, "rule": "log-loss on the less confident half of the selection texts"
-                   if mix else "the neural stage alone answers texts that fall through"}
+                   if mix and decisions is None else "the neural stage alone answers texts that fall through"}
     if abstain is not None:
         full["abstain"] = {"below": sel_metrics["abstain_below"], "max_rejected_share": abstain,
                            "rule": "the cut under which that share of in-scope selection texts' answers fall"}

@@ -5,7 +5,9 @@ n-grams when enabled) followed by a multinomial ``LogisticRegression``. It is ex
 
 * ``cheap_features.json`` — the featurizer (see :mod:`cascade.stages.featurizer`): vocabulary, idf,
   n-gram settings;
-* ``cheap.onnx`` — the logistic regression converted by skl2onnx (features -> probabilities).
+* ``cheap.onnx`` — the logistic regression converted by skl2onnx (features -> probabilities); for a
+  multi-label stage (one-vs-rest, one binary logistic regression per topic, liblinear) one
+  ``LinearClassifier`` node with a logistic post-transform, written directly.
 
 :func:`check_parity` proves the export equal to the scikit-learn pipeline: same argmax everywhere and
 probabilities within ``1e-5``, for both onnxruntime and cascade's own fast path.
@@ -81,9 +83,14 @@ def build_pipeline(config: CheapConfig) -> Pipeline:
     ])
 
 
-def fit_cheap(data: TextDataset, labels: list[str], config: CheapConfig = CheapConfig()) -> Pipeline:
+def fit_cheap(data: TextDataset, labels: list[str], config: CheapConfig = CheapConfig(),
+              label_sep: str | None = None, jobs: int = 2) -> Pipeline:
     """Fit the scikit-learn cheap stage on normalized texts (:func:`cascade.text.normalize`, as the stage
-    reads them at inference); its class order is ``labels``' order."""
+    reads them at inference); its class order is ``labels``' order. ``label_sep``: multi-label, each
+    label cell holds topics joined by it, and one binary logistic regression per topic is fitted (on
+    ``jobs`` cores)."""
+    if label_sep is not None:
+        return _fit_multi_label(data, labels, config, label_sep, jobs)
     unknown = sorted(set(data.labels) - set(labels))
     if unknown:
         raise ValueError(f"training labels not in the label list: {unknown[:5]}")
@@ -99,6 +106,59 @@ def fit_cheap(data: TextDataset, labels: list[str], config: CheapConfig = CheapC
     pipeline = build_pipeline(config).fit(texts, np.array([index[y] for y in data.labels]))
     log.info("cheap stage fitted on %d texts in %.1fs", len(data), time.perf_counter() - started)
     return pipeline
+
+
+def _fit_multi_label(data: TextDataset, labels: list[str], config: CheapConfig, sep: str, jobs: int) -> Pipeline:
+    from sklearn.multiclass import OneVsRestClassifier
+
+    from ..multilabel import label_matrix
+
+    y = label_matrix(data.labels, labels, sep)
+    counts = y.sum(axis=0)
+    bad = [labels[i] for i in np.flatnonzero((counts == 0) | (counts == len(y)))]
+    if bad:
+        raise ValueError(f"{len(bad)} topic(s) are on no training text or on every one, e.g. {bad[:5]}; "
+                         "a topic needs texts with and without it")
+    started = time.perf_counter()
+    pipeline = build_pipeline(config)
+    pipeline.steps[-1] = ("clf", OneVsRestClassifier(LogisticRegression(C=config.C, solver="liblinear",
+                                                                        max_iter=config.max_iter), n_jobs=jobs))
+    features = pipeline.named_steps["features"].fit_transform([normalize(t) for t in data.texts]).tocsr()
+    features.sort_indices()  # the workers get it read-only: nothing may sort it in place there
+    pipeline.named_steps["clf"].fit(features, y)
+    log.info("multi-label cheap stage (%d topics) fitted on %d texts in %.1fs", len(labels), len(data),
+             time.perf_counter() - started)
+    return pipeline
+
+
+def linear_layer(clf: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(coef (classes x features), intercept, multi-label) of a fitted classifier: a multinomial
+    ``LogisticRegression`` or a ``OneVsRestClassifier`` of binary ones."""
+    if hasattr(clf, "estimators_"):
+        coef = np.vstack([e.coef_ for e in clf.estimators_])
+        intercept = np.concatenate([np.ravel(e.intercept_) for e in clf.estimators_])
+        return coef, intercept, True
+    return clf.coef_, clf.intercept_, False
+
+
+def _logistic_onnx(coef: np.ndarray, intercept: np.ndarray) -> bytes:
+    """One ``LinearClassifier`` node, features -> per-topic sigmoid probabilities."""
+    from onnx import TensorProto, helper
+
+    n_classes, n_features = coef.shape
+    node = helper.make_node(
+        "LinearClassifier", ["features"], ["label", "probabilities"], domain="ai.onnx.ml",
+        coefficients=coef.astype(np.float32).ravel().tolist(), intercepts=intercept.astype(np.float32).tolist(),
+        classlabels_ints=list(range(n_classes)), multi_class=0, post_transform="LOGISTIC",
+    )
+    graph = helper.make_graph(
+        [node], "cascade_cheap_multilabel",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, n_features])],
+        [helper.make_tensor_value_info("label", TensorProto.INT64, [None]),
+         helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, n_classes])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
+    return model.SerializeToString()
 
 
 def featurizer_from_pipeline(pipeline: Pipeline) -> Featurizer:
@@ -126,15 +186,19 @@ def export_cheap(pipeline: Pipeline, out_dir: str | Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     featurizer = featurizer_from_pipeline(pipeline)
     clf = pipeline.named_steps["clf"]
-    onnx_model = to_onnx(
-        clf,
-        initial_types=[("features", FloatTensorType([None, featurizer.n_features]))],
-        options={id(clf): {"zipmap": False}},
-        target_opset={"": 17, "ai.onnx.ml": 3},
-    )
+    coef, intercept, multi_label = linear_layer(clf)
+    if multi_label:
+        model_bytes = _logistic_onnx(coef, intercept)
+    else:
+        model_bytes = to_onnx(
+            clf,
+            initial_types=[("features", FloatTensorType([None, featurizer.n_features]))],
+            options={id(clf): {"zipmap": False}},
+            target_opset={"": 17, "ai.onnx.ml": 3},
+        ).SerializeToString()
     features_path, onnx_path = out_dir / CheapStage.FEATURES_FILE, out_dir / CheapStage.ONNX_FILE
     featurizer.save(features_path)
-    onnx_path.write_bytes(onnx_model.SerializeToString())
+    onnx_path.write_bytes(model_bytes)
     return features_path, onnx_path
 
 

@@ -27,3 +27,22 @@ def fit_head(embeddings: np.ndarray, y: np.ndarray, n_classes: int, C: float = D
     clf = LogisticRegression(C=C, max_iter=max_iter).fit(embeddings, y)
     log.info("head fitted on %d embeddings in %.1fs", len(y), time.perf_counter() - started)
     return LinearHead(clf.coef_.T.astype(np.float32), clf.intercept_.astype(np.float32))
+
+
+def fit_multi_label_head(embeddings: np.ndarray, y: np.ndarray, C: float = DEFAULT_C, max_iter: int = 2000) -> LinearHead:
+    """One binary logistic regression per topic (columns of the 0/1 matrix ``y``) on the embeddings: a
+    head whose logits go through a sigmoid each."""
+    from sklearn.linear_model import LogisticRegression
+
+    counts = y.sum(axis=0)
+    if ((counts == 0) | (counts == len(y))).any():
+        raise ValueError("every topic needs training texts with and without it")
+    started = time.perf_counter()
+    weight = np.empty((embeddings.shape[1], y.shape[1]), dtype=np.float32)
+    bias = np.empty(y.shape[1], dtype=np.float32)
+    for k in range(y.shape[1]):
+        clf = LogisticRegression(C=C, max_iter=max_iter).fit(embeddings, y[:, k])
+        weight[:, k], bias[k] = clf.coef_[0], clf.intercept_[0]
+    log.info("multi-label head (%d topics) fitted on %d embeddings in %.1fs", y.shape[1], len(y),
+             time.perf_counter() - started)
+    return LinearHead(weight, bias)

@@ -25,11 +25,12 @@ from ..datasets import TextDataset
 from ..errors import CascadeError
 from ..evaluation import label_indices
 from ..stages.head import FILE as HEAD_FILE
+from ..multilabel import label_matrix, split_labels
 from ..splits import CERTIFICATION_SHARE, SELECTION_SHARE, build_splits
 from ..stages.neural import NeuralStage
 from .build import _fit_and_export_cheap, _step_bar, assemble
 from .cheap import CheapConfig
-from .head import DEFAULT_C, fit_head
+from .head import DEFAULT_C, fit_head, fit_multi_label_head
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,12 @@ class TrainConfig:
     cheap: CheapConfig = field(default_factory=CheapConfig)
     head_C: float = DEFAULT_C
     max_length: int | None = None  # tokens per text; None: the encoder bundle's
-    min_texts_per_label: int = 2
+    min_texts_per_label: int | None = None  # None: 2 a label; 1 a multi-label topic (and a text without it)
     abstain: float | None = None  # "none of these": at most this share of in-scope selection texts rejected
     selection_share: float = SELECTION_SHARE  # carved out of the data when no selection texts are given
     certification_share: float = CERTIFICATION_SHARE  # set aside for `cascade calibrate`; 0: none
+    label_sep: str | None = None  # multi-label: each label cell holds topics joined by this
+    windows: int = 1  # the neural stage reads up to this many windows of max_length tokens per text
 
     def __post_init__(self) -> None:
         import math
@@ -69,6 +72,35 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a number in [0, 0.9), got {value!r}")
         if self.selection_share == 0:
             raise ValueError("selection_share must be above 0: the threshold and the mix are chosen on those texts")
+        if self.label_sep is not None and (not isinstance(self.label_sep, str) or not self.label_sep.strip()
+                                           or len(self.label_sep) > 8):
+            raise ValueError(f"label_sep must be a short non-blank string such as '|', got {self.label_sep!r}")
+        if isinstance(self.windows, bool) or not isinstance(self.windows, Integral) or not 1 <= self.windows <= 16:
+            raise ValueError(f"windows must be an integer from 1 to 16, got {self.windows!r}")
+        if self.label_sep is not None and self.abstain is not None:
+            raise ValueError("abstain ('none of these') is for single-label bundles: a multi-label bundle assigns "
+                             "no topic whose probability misses its cut-off")
+
+
+def check_topics(train: TextDataset, selection: TextDataset, sep: str, min_texts: int) -> list[str]:
+    """A multi-label data set's topics (sorted); a ValueError names every topic on fewer than ``min_texts``
+    training texts, or on every one, and every selection topic that training lacks."""
+    counts = Counter(t for cell in train.labels for t in split_labels(cell, sep))
+    if len(counts) < 2:
+        raise ValueError(f"the training data has {len(counts)} topic(s) ({sorted(counts)}) with the separator "
+                         f"{sep!r}; a tagger needs at least 2 (is --label-sep right?)")
+    few = sorted((n, topic) for topic, n in counts.items() if n < min_texts or n == len(train))
+    if few:
+        listed = ", ".join(f"{topic!r} ({n})" for n, topic in few[:10])
+        raise ValueError(f"{len(few)} topic(s) are on fewer than {min_texts} training texts, or on all of them: "
+                         f"{listed} (counted after the selection and certification texts were set aside); add "
+                         "texts or drop those topics")
+    unseen = sorted({t for cell in selection.labels for t in split_labels(cell, sep)} - set(counts))
+    if unseen:
+        raise ValueError(f"{len(unseen)} selection topic(s) never appear in training: {unseen[:10]}")
+    if len(selection) < 200:
+        log.warning("only %d selection texts: the cut-offs and the threshold chosen on them are rough", len(selection))
+    return sorted(counts)
 
 
 def check_labels(train: TextDataset, selection: TextDataset, min_texts: int) -> list[str]:
@@ -164,14 +196,17 @@ def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Pa
                           certification_share=config.certification_share)
     log.info("splits: %s", splits.describe()["sizes"] if selection is None else "selection texts given")
     train, selection = splits.train, splits.selection
-    labels = check_labels(train, selection, config.min_texts_per_label)
+    sep = config.label_sep
+    min_texts = config.min_texts_per_label if config.min_texts_per_label is not None else (1 if sep else 2)
+    labels = (check_topics(train, selection, sep, min_texts) if sep is not None
+              else check_labels(train, selection, min_texts))
     source = encoder_source(encoder_from)
     base = source.bundle
     max_length = int(config.max_length or source.max_length)
     encoder_file, tokenizer_file = base.file(source.model_file), base.file(NeuralStage.TOKENIZER_FILE)
     try:  # the encoder is checked before any long work
         stage = NeuralStage(base.read_bytes(source.model_file), base.read_bytes(NeuralStage.TOKENIZER_FILE),
-                            max_length)
+                            max_length, windows=config.windows)
         if stage.embedding_dim is None:
             raise ValueError("it outputs logits or pooled embeddings, not token states: an encoder from an older "
                              "cascade; use the shipped bundle or one `cascade train` wrote")
@@ -180,12 +215,15 @@ def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Pa
     with atomic.scratch_dir(Path(tempfile.gettempdir()), "cascade-train-") as work, \
             _step_bar(3, "train: starting", progress) as bar:
         bar.set_description_str(f"fitting the cheap stage on {len(train)} texts")
-        _, cheap_info = _fit_and_export_cheap(train, selection, labels, config.cheap, work)
+        _, cheap_info = _fit_and_export_cheap(train, selection, labels, config.cheap, work, sep)
         bar.update()
         bar.set_description_str("embedding the training texts")
         embeddings = embed_with_progress(stage, train.texts, "embedding", progress)
         head_started = time.perf_counter()
-        head = fit_head(embeddings, label_indices(labels, train.labels), len(labels), C=config.head_C)
+        if sep is not None:
+            head = fit_multi_label_head(embeddings, label_matrix(train.labels, labels, sep), C=config.head_C)
+        else:
+            head = fit_head(embeddings, label_indices(labels, train.labels), len(labels), C=config.head_C)
         head_seconds = time.perf_counter() - head_started
         (work / HEAD_FILE).write_bytes(head.to_bytes())
         bar.update()
@@ -206,6 +244,8 @@ def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Pa
             out, labels=labels, cheap_dir=work, neural_model=encoder_file, tokenizer=tokenizer_file,
             max_length=max_length, selection=selection, manifest=manifest,
             train_hashes={text_hash(t) for t in train.texts}, head=work / HEAD_FILE, abstain=config.abstain,
+            label_sep=sep, windows=config.windows,
+            at_least_one=sep is None or all(split_labels(cell, sep) for cell in train.labels),
             expected={NeuralStage.ONNX_FILE: base.expected_hashes()[source.model_file],
                       NeuralStage.TOKENIZER_FILE: base.expected_hashes()[NeuralStage.TOKENIZER_FILE]},
         )

@@ -1,0 +1,162 @@
+"""Multi-label tagging: label sets, per-topic cut-offs, set confidence, and the figures of a tagger.
+
+A multi-label bundle's stages return one independent probability per topic (a sigmoid each). A topic is
+assigned when its probability reaches its cut-off; cut-offs are chosen on the selection texts, per topic
+where the topic has enough positives there, one shared cut-off otherwise (:func:`choose_cutoffs`). When
+the training data always had a topic, the most likely topic is assigned even if none reaches its cut-off.
+
+Routing needs the cheap stage's confidence in the whole *set* it assigns (:func:`set_confidence`):
+
+* ``set_prob``: the probability that the set is exactly right, if topics were independent: the product
+  of p over assigned topics and 1 - p over the others;
+* ``min_margin``: how far the least decided topic is from its cut-off, as a share of the room on its
+  side: the smallest |p - cut-off| / (1 - cut-off above it, cut-off below it), in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .bundle.manifest import SET_MEASURES  # one home for what a manifest may say
+
+DEFAULT_SEP = "|"
+MIN_SUPPORT = 5  # positives among the selection texts for a topic to get a cut-off of its own
+CUTOFF_GRID = np.round(np.arange(0.05, 0.951, 0.025), 4)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function, numerically stable."""
+    out = np.empty_like(logits, dtype=np.float64)
+    pos = logits >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-logits[pos]))
+    e = np.exp(logits[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+def split_labels(joined: str, sep: str = DEFAULT_SEP) -> list[str]:
+    """The topics of one ``sep``-joined label cell (blank parts dropped, order kept, no repeats)."""
+    seen: dict[str, None] = {}
+    for part in joined.split(sep):
+        if part.strip():
+            seen.setdefault(part.strip(), None)
+    return list(seen)
+
+
+def label_matrix(joined: Sequence[str], labels: Sequence[str], sep: str = DEFAULT_SEP) -> np.ndarray:
+    """(texts, topics) 0/1 matrix of ``sep``-joined label cells; a ValueError names unknown topics."""
+    index = {label: i for i, label in enumerate(labels)}
+    y = np.zeros((len(joined), len(labels)), dtype=np.int8)
+    unknown: set[str] = set()
+    for row, cell in enumerate(joined):
+        for topic in split_labels(cell, sep):
+            if topic in index:
+                y[row, index[topic]] = 1
+            else:
+                unknown.add(topic)
+    if unknown:
+        raise ValueError(f"{len(unknown)} topic(s) are not the model's topics, e.g. {sorted(unknown)[:5]}")
+    return y
+
+
+def topics_of(joined: Sequence[str], sep: str = DEFAULT_SEP) -> list[str]:
+    """Every topic that occurs, sorted."""
+    return sorted({t for cell in joined for t in split_labels(cell, sep)})
+
+
+def assign(probs: np.ndarray, cutoffs: np.ndarray, at_least_one: bool) -> np.ndarray:
+    """The assigned topics, (texts, topics) bool: probability at or above the topic's cut-off; with
+    ``at_least_one``, a text with none gets the topic that comes nearest its cut-off (by ratio)."""
+    cut = np.broadcast_to(cutoffs, probs.shape)  # one cut-off per topic, or one per text and topic
+    chosen = probs >= cut
+    if at_least_one and len(probs):
+        empty = ~chosen.any(axis=1)
+        if empty.any():
+            best = (probs[empty] / cut[empty]).argmax(axis=1)
+            chosen[np.flatnonzero(empty), best] = True
+    return chosen
+
+
+def set_confidence(probs: np.ndarray, cutoffs: np.ndarray, measure: str, at_least_one: bool) -> np.ndarray:
+    """The confidence that a text's assigned set is right (see the module docstring), in [0, 1]."""
+    chosen = assign(probs, cutoffs, at_least_one)
+    if measure == "set_prob":
+        p = np.clip(np.where(chosen, probs, 1.0 - probs), 1e-300, 1.0)
+        return np.exp(np.log(p).sum(axis=1))
+    if measure == "min_margin":
+        room = np.where(probs >= cutoffs, 1.0 - cutoffs, cutoffs)
+        return (np.abs(probs - cutoffs) / np.maximum(room, 1e-12)).min(axis=1).clip(0.0, 1.0)
+    raise ValueError(f"unknown set confidence measure {measure!r}; use one of {SET_MEASURES}")
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    denom = 2 * tp + fp + fn
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 1.0)
+
+
+def choose_cutoffs(probs: np.ndarray, y: np.ndarray, min_support: int = MIN_SUPPORT) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-topic cut-offs maximising each topic's F1 on these (selection) texts, for topics with at least
+    ``min_support`` positives; the others share the one cut-off that maximises their pooled (micro) F1.
+    Candidates come from a fixed grid, so a cut-off never sits on one text's probability."""
+    grid = CUTOFF_GRID
+    hits = probs[:, :, None] >= grid[None, None, :]  # texts x topics x grid
+    pos = y.astype(bool)[:, :, None]
+    tp = (hits & pos).sum(axis=0)
+    fp = (hits & ~pos).sum(axis=0)
+    fn = (~hits & pos).sum(axis=0)
+    support = y.sum(axis=0)
+    own = support >= min_support
+    shared_f1 = _f1(tp[~own].sum(axis=0), fp[~own].sum(axis=0), fn[~own].sum(axis=0))
+    shared = float(grid[int(np.argmax(shared_f1))]) if (~own).any() else 0.5
+    cutoffs = np.full(y.shape[1], shared)
+    f1 = _f1(tp, fp, fn)
+    cutoffs[own] = grid[np.argmax(f1[own], axis=1)]
+    info = {"rule": f"per topic: the F1-best cut-off on the selection texts (topics with >= {min_support} positives "
+                    "there); the rest share the micro-F1-best one", "grid": [float(grid[0]), float(grid[-1]),
+                                                                            float(grid[1] - grid[0])],
+            "own": int(own.sum()), "shared": shared}
+    return cutoffs, info
+
+
+def per_text_f1(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Each text's F1 between its true and predicted sets (1 when both are empty)."""
+    y, pred = y.astype(bool), pred.astype(bool)
+    tp = (y & pred).sum(axis=1)
+    return _f1(tp, (pred & ~y).sum(axis=1), (y & ~pred).sum(axis=1))
+
+
+def tagging_figures(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """micro-F1, macro-F1 (over topics with a positive here), exact match, Hamming loss and mean per-text F1."""
+    y, pred = y.astype(bool), pred.astype(bool)
+    tp, fp, fn = (y & pred).sum(axis=0), (pred & ~y).sum(axis=0), (y & ~pred).sum(axis=0)
+    present = y.any(axis=0)
+    return {
+        "micro_f1": float(_f1(tp.sum(), fp.sum(), fn.sum())),
+        "macro_f1": float(_f1(tp, fp, fn)[present].mean()) if present.any() else 0.0,
+        "exact_match": float((y == pred).all(axis=1).mean()),
+        "hamming_loss": float((y != pred).mean()),
+        "mean_text_f1": float(per_text_f1(y, pred).mean()),
+    }
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """How a multi-label bundle turns probabilities into sets: cut-offs for the cheap stage's answers and
+    for the answers of texts that fall through, and whether one topic is always assigned."""
+
+    cheap: np.ndarray
+    fallen: np.ndarray
+    at_least_one: bool
+
+    def to_json(self, info: dict[str, Any]) -> dict[str, Any]:
+        return {"cheap": [float(c) for c in self.cheap], "fallen": [float(c) for c in self.fallen],
+                "at_least_one": self.at_least_one, **info}
+
+    @classmethod
+    def from_json(cls, node: dict[str, Any]) -> Decisions:
+        return cls(np.asarray(node["cheap"], dtype=np.float64), np.asarray(node["fallen"], dtype=np.float64),
+                   bool(node["at_least_one"]))

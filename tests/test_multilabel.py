@@ -1,0 +1,187 @@
+"""Multi-label tagging (issue 11): decisions, the cheap stage's export, windows, a whole bundle, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from builders import TOPIC_WORDS, tagging_data
+
+import cascade
+from cascade.datasets import TextDataset
+from cascade.multilabel import (
+    assign,
+    choose_cutoffs,
+    label_matrix,
+    per_text_f1,
+    set_confidence,
+    split_labels,
+    tagging_figures,
+)
+
+
+def test_labels_split_and_matrix():
+    assert split_labels("a| b |a||c") == ["a", "b", "c"]
+    y = label_matrix(["a|b", "c", "b"], ["a", "b", "c"])
+    assert y.tolist() == [[1, 1, 0], [0, 0, 1], [0, 1, 0]]
+    with pytest.raises(ValueError, match="not the model's topics"):
+        label_matrix(["a|zzz"], ["a", "b"])
+
+
+def test_assign_uses_each_cut_off_and_at_least_one():
+    probs = np.array([[0.9, 0.2, 0.6], [0.1, 0.2, 0.3]])
+    cut = np.array([0.5, 0.5, 0.7])
+    assert assign(probs, cut, at_least_one=False).tolist() == [[True, False, False], [False, False, False]]
+    # the empty row gets the topic nearest its cut-off by ratio: 0.3 / 0.7 > 0.2 / 0.5 > 0.1 / 0.5
+    assert assign(probs, cut, at_least_one=True)[1].tolist() == [False, False, True]
+    per_row = np.array([[0.95, 0.5, 0.5], [0.05, 0.5, 0.5]])  # one cut-off per text and topic
+    assert assign(probs, per_row, at_least_one=False).tolist() == [[False, False, True], [True, False, False]]
+
+
+def test_set_confidence_measures_are_in_range_and_order_sure_sets_first():
+    cut = np.array([0.5, 0.5])
+    probs = np.array([[0.99, 0.01], [0.6, 0.45], [0.5, 0.5]])
+    for measure in ("set_prob", "min_margin"):
+        conf = set_confidence(probs, cut, measure, at_least_one=True)
+        assert ((0 <= conf) & (conf <= 1)).all() and conf[0] > conf[1] > conf[2] - 1e-12
+    with pytest.raises(ValueError, match="unknown set confidence measure"):
+        set_confidence(probs, cut, "max_prob", True)
+
+
+def test_cut_offs_per_topic_with_support_and_shared_otherwise():
+    rng = np.random.default_rng(0)
+    y = np.zeros((400, 3), dtype=np.int8)
+    y[:200, 0] = 1
+    y[:3, 2] = 1  # too few positives for a cut-off of its own
+    probs = np.clip(0.25 + 0.5 * y + rng.normal(0, 0.05, y.shape), 0, 1)
+    probs[:, 1] = 0.3 + 0.4 * (np.arange(400) < 100)
+    y[:100, 1] = 1
+    cutoffs, info = choose_cutoffs(probs, y, min_support=5)
+    assert 0.3 < cutoffs[0] < 0.75 and 0.3 < cutoffs[1] <= 0.7 and info["own"] == 2
+    assert cutoffs[2] == info["shared"]
+
+
+def test_tagging_figures_by_hand():
+    y = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1]])
+    pred = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 1]])
+    f = tagging_figures(y, pred)
+    assert f["exact_match"] == pytest.approx(1 / 3)
+    assert f["micro_f1"] == pytest.approx(2 * 3 / (2 * 3 + 1 + 1))
+    assert f["hamming_loss"] == pytest.approx(2 / 9)
+    assert per_text_f1(y, pred).tolist() == pytest.approx([1.0, 2 / 3, 2 / 3])
+
+
+def test_multi_label_cheap_stage_export_equals_scikit_learn(tmp_path):
+    from cascade.stages.cheap import CheapStage
+    from cascade.training.cheap import (
+        CheapConfig,
+        check_parity,
+        export_cheap,
+        fit_cheap,
+    )
+
+    data = tagging_data()
+    topics = sorted(TOPIC_WORDS)
+    pipeline = fit_cheap(data, topics, CheapConfig(min_df=1), label_sep="|", jobs=1)
+    export_cheap(pipeline, tmp_path)
+    stage = CheapStage.load(tmp_path)
+    assert stage.multi_label
+    report = check_parity(pipeline, stage, tagging_data(seed=1).texts)
+    assert report.ok, report
+    probs = stage.predict_proba(data.texts[:5])
+    assert not np.allclose(probs.sum(axis=1), 1.0)  # one sigmoid per topic, not a softmax
+    with pytest.raises(ValueError, match="with and without it"):
+        fit_cheap(TextDataset(data.texts, ["grain|oil"] * len(data)), ["grain", "oil"], CheapConfig(min_df=1),
+                  label_sep="|", jobs=1)
+
+
+def test_windows_cover_a_long_text_and_stay_batch_independent(tiny_encoder_bundle):
+    from cascade.stages.neural import NeuralStage
+
+    bundle = cascade.read_bundle(tiny_encoder_bundle)
+    model, tok = bundle.read_bytes("neural.onnx"), bundle.read_bytes("tokenizer.json")
+    head_only = NeuralStage(model, tok, 16, threads=1)
+    windowed = NeuralStage(model, tok, 16, threads=1, windows=4)
+    rows = windowed.encoder.token_ids(["card " * 60])
+    pieces = windowed.encoder.windows_of(rows[0])
+    assert len(pieces) == 4 and all(len(p) <= 16 and p[0] == rows[0][0] and p[-1] == rows[0][-1] for p in pieces)
+    texts = ["card " * 60, "my card is late", "pin " * 40 + "my card is late", "pin"]
+    batch = windowed.embed(texts)
+    assert np.allclose(np.linalg.norm(batch, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(batch[2], head_only.embed([texts[2]])[0])  # the tail of the text counts
+    assert np.allclose(batch[1], head_only.embed([texts[1]])[0])  # a short text: one window, the same
+    with pytest.raises(ValueError, match="windows must be an integer"):
+        NeuralStage(model, tok, 16, windows=17)
+    # the shipped INT8 encoder (fixed activation scales) gives every text the same bits in any batch;
+    # windows keep that: a text's windows are pooled in their own order, from their own rows
+    shipped = cascade.read_bundle(cascade.bundle.default_bundle_path())
+    real = NeuralStage(shipped.read_bytes("neural.onnx"), shipped.read_bytes("tokenizer.json"), 24, threads=1,
+                       windows=4)
+    batch = real.embed(texts)
+    assert np.array_equal(batch, np.vstack([real.embed([t]) for t in texts]))
+    assert np.array_equal(batch[::-1], real.embed(texts[::-1]))
+
+
+def test_a_multi_label_bundle_records_its_task_and_cut_offs(tagger):
+    m = cascade.read_bundle(tagger).manifest
+    assert m["task"] == "multi-label" and m["labels"] == sorted(TOPIC_WORDS)
+    assert len(m["decisions"]["cheap"]) == len(m["decisions"]["fallen"]) == 4 and m["decisions"]["at_least_one"]
+    assert m["neural"]["windows"] == 2 and "rule" in m["metrics"]["selection"]
+    assert {"cheap_micro_f1", "neural_micro_f1", "cascade_exact_match"} <= set(m["metrics"]["selection"])
+
+
+def test_a_tagger_answers_sets_with_scores_and_the_same_text_the_same_way(tagger):
+    model = cascade.load(tagger, threads=1)
+    data = tagging_data(60, seed=3)
+    preds = model.classify(data.texts, top_k=2)
+    assert all(p.labels and p.label == p.labels[0] and len(p.scores) == len(p.labels) for p in preds)
+    assert all(list(p.scores) == sorted(p.scores, reverse=True) for p in preds)
+    d = preds[0].to_dict()
+    assert d["labels"] == list(preds[0].labels) and len(d["top_k"]) == 2
+    json.dumps(d)
+    assert [model.classify(t, top_k=2).to_dict() for t in data.texts] == [p.to_dict() for p in preds]
+    right = np.mean([set(p.labels) == set(y.split("|")) for p, y in zip(preds, data.labels)])
+    assert right > 0.5
+
+
+def test_evaluate_a_tagger(tagger):
+    model = cascade.load(tagger, threads=1)
+    figures = cascade.evaluate(model, tagging_data(80, seed=4))
+    assert {"cheap_micro_f1", "neural_macro_f1", "cascade_exact_match", "cascade_hamming_loss",
+            "fall_through_rate"} <= set(figures)
+    assert figures["cheap_micro_f1"] > 0.6
+
+
+def test_cli_train_and_evaluate_multi_label(tmp_path, tiny_encoder_bundle, capsys):
+    from cascade.cli import main
+
+    def write(path: Path, data: TextDataset) -> Path:
+        with path.open("w", newline="") as fh:
+            csv.writer(fh).writerows([("text", "topics"), *zip(data.texts, data.labels)])
+        return path
+
+    train = write(tmp_path / "train.csv", tagging_data(200))
+    test = write(tmp_path / "test.csv", tagging_data(60, seed=5))
+    assert main(["train", "--data", str(train), "--label-col", "topics", "--multi-label", "--out",
+                 str(tmp_path / "b"), "--encoder-from", str(tiny_encoder_bundle), "--C", "5"]) == 0
+    assert "micro-F1 on the selection texts" in capsys.readouterr().out
+    assert main(["evaluate", "--bundle", str(tmp_path / "b"), "--data", str(test), "--label-col", "topics"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["task"] == "multi-label" and 0 <= out["cascade_micro_f1"] <= 1
+    assert main(["classify", "--bundle", str(tmp_path / "b"), "wheat corn barley harvest and a tanker"]) == 0
+    assert "labels" in json.loads(capsys.readouterr().out)
+
+
+def test_bad_multi_label_settings_fail_before_work(tmp_path, tiny_encoder_bundle):
+    with pytest.raises(ValueError, match="abstain"):
+        cascade.train(tagging_data(), None, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False,
+                      label_sep="|", abstain=0.05)
+    with pytest.raises(ValueError, match="label_sep must be"):
+        cascade.train(tagging_data(), None, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False,
+                      label_sep=" ")
+    one = TextDataset(tagging_data().texts, ["grain"] * 160)
+    with pytest.raises(ValueError, match="is --label-sep right"):
+        cascade.train(one, None, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False, label_sep="|")
