@@ -80,8 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     rule.add_argument("--fallthrough", type=float, help="send at most this share of texts to the neural stage")
     rule.add_argument("--latency-ms", type=float, help="expected ms per text within this budget")
     rule.add_argument("--match-neural", type=float, help="within this many accuracy points of the neural stage")
+    rule.add_argument("--target-f1", type=float,
+                      help="multi-label bundles: promise at least this mean per-text F1 on unseen data")
+    p.add_argument("--label-sep", default="|", help="multi-label bundles: the topic separator of a label cell")
     p.add_argument("--confidence", type=float, default=0.95,
-                   help="probability that the --target-accuracy promise holds (default: 0.95)")
+                   help="probability that the --target-accuracy (or --target-f1) promise holds (default: 0.95)")
     p.add_argument("--per-class", action="store_true",
                    help="send classes whose cheap-stage answers are much worse than the rest to the neural stage")
     p.add_argument("--plot", type=Path, default=None, help="save the trade-off curve to this PNG")
@@ -269,13 +272,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         check_output_folder(model.bundle.path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)  # reported in the JSON below
-        cal = calibrate(model, data.texts, data.labels)
+        cal = calibrate(model, data.texts, data.labels, label_sep=args.label_sep)
         choice = cal.choose(target_accuracy=args.target_accuracy, confidence=args.confidence,
                             fallthrough=args.fallthrough, latency_ms=args.latency_ms,
-                            match_neural=args.match_neural, per_class=args.per_class)
+                            match_neural=args.match_neural, per_class=args.per_class, target_f1=args.target_f1)
     result: dict[str, Any] = {"choice": choice.to_json(), "calibration": cal.report()}
     if args.save or args.out is not None:
-        if choice.mode == "target_accuracy" and not choice.feasible and not args.allow_uncertified:
+        if choice.mode in ("target_accuracy", "target_f1") and not choice.feasible and not args.allow_uncertified:
             result["saved"] = None
             result["not_saved"] = "the target cannot be certified; nothing written (--allow-uncertified writes it)"
         else:

@@ -239,8 +239,10 @@ def _rig(cal, bad_class: int, rng_seed: int = 0):
     cheap_p[np.arange(n), pred] = rng.uniform(0.5, 1.0, n)
     cheap_p /= cheap_p.sum(1, keepdims=True)
     ok = np.where(pred == bad_class, rng.random(n) < 0.3, rng.random(n) < 0.95)
-    cal._parts = {"fit": rng.random(n) < 0.3, "cheap_p": cheap_p, "cheap_ok": ok,
-                  "neural_ok": rng.random(n) < 0.9, "y": pred}
+    from cascade.calibration.scoring import Scored
+
+    cal._parts = {"fit": rng.random(n) < 0.3,
+                  "scored": Scored({}, {}, cheap_p, cheap_p, ok, rng.random(n) < 0.9, pred)}
     cal._policies = {False: cal._make_policy(())}
     return pred
 

@@ -185,3 +185,42 @@ def test_bad_multi_label_settings_fail_before_work(tmp_path, tiny_encoder_bundle
     one = TextDataset(tagging_data().texts, ["grain"] * 160)
     with pytest.raises(ValueError, match="is --label-sep right"):
         cascade.train(one, None, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False, label_sep="|")
+
+
+def test_a_tagger_calibrates_and_promises_exact_match_and_f1(tagger, tmp_path):
+    model = cascade.load(tagger, threads=1)
+    data = tagging_data(400, seed=6)
+    cal = cascade.calibrate(model, data.texts, data.labels)
+    assert cal.measure_ in ("set_prob", "min_margin") and set(cal.aurc_) == {"set_prob", "min_margin"}
+    f1 = cal.choose(target_f1=0.5)
+    assert f1.certified and f1.expected["f1_lower_bound"] >= 0.5 and "accuracy_lower_bound" not in f1.expected
+    exact = cal.choose(target_accuracy=0.3)
+    assert exact.certified and exact.expected["accuracy_lower_bound"] >= 0.3
+    est = cal.choose(fallthrough=0.2)
+    assert not est.certified and "mean_text_f1" in est.expected and "f1_lower_bound" not in est.expected
+    impossible = cal.choose(target_f1=0.999)
+    assert not impossible.feasible and "cannot be promised" in impossible.reason
+    with pytest.raises(ValueError, match="per-class"):
+        cal.choose(fallthrough=0.2, per_class=True)
+    saved = cal.save(tmp_path / "cal", f1)
+    reloaded = cascade.load(saved.path, threads=1)
+    assert reloaded.measure == cal.measure_ and reloaded.threshold == f1.threshold
+    assert saved.manifest["decisions"]["moved_by"].startswith("cascade calibrate")
+    assert [p.to_dict() for p in reloaded.classify(data.texts[:50])] == [p.to_dict() for p in model.classify(data.texts[:50])]
+
+
+def test_moved_cut_offs_keep_every_set():
+    from cascade.calibration.scoring import moved_cutoffs
+    from cascade.multilabel import sigmoid
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (500, 6))
+    cut = rng.uniform(0.1, 0.9, 6)
+    for t in (0.3, 1.0, 2.5):
+        assert np.array_equal(assign(sigmoid(logits), cut, True), assign(sigmoid(logits / t), moved_cutoffs(cut, t), True))
+
+
+def test_target_f1_is_for_taggers(tiny_model, tiny_val):
+    cal = cascade.calibrate(tiny_model, tiny_val.texts, tiny_val.labels)
+    with pytest.raises(ValueError, match="target_f1 is for multi-label"):
+        cal.choose(target_f1=0.5)

@@ -22,6 +22,10 @@
      at least ``confidence``, so the one with the lowest fall-through rate is taken: with probability at
      least ``confidence`` over the draw of the validation set, its accuracy on unseen data from the same
      distribution is at least the target.
+   * ``target_f1`` with ``confidence`` (multi-label bundles): the same two fixed sequences, each
+     threshold tested by the Hoeffding-Bentkus p-value (Bates et al., 2021) for "mean per-text F1 below
+     the target", valid for any score bounded in [0, 1]. ``target_accuracy`` on a multi-label bundle
+     promises exact match (the whole set of topics right).
    * ``fallthrough``: at most this share of texts goes to the neural stage (a quantile, as RouteLLM).
    * ``latency_ms``: expected cost per text within a budget.
    * ``match_neural``: cascade accuracy within this many points of the neural stage alone.
@@ -29,9 +33,11 @@
    An infeasible request returns the closest feasible choice, with ``feasible=False`` and a reason,
    and warns (:class:`CalibrationWarning`).
 
-The package: :mod:`.curves` (the trade-off curves, and the rule bundle builds use: the cheapest
-threshold an exact McNemar test cannot tell from the most accurate one), :mod:`.statistics` (the tests and bounds), :mod:`.calibrator` (the :class:`Calibrator`) and
-:mod:`.plot` (the figure).
+The package, one job a module: :mod:`.scoring` (temperatures, calibrated probabilities and each text's
+outcome, per task), :mod:`.rules` (the ways of choosing and what a choice says it gives), :mod:`.statistics`
+(the tests and bounds), :mod:`.curves` (the trade-off curves, and the rule bundle builds use: the cheapest
+threshold an exact McNemar test cannot tell from the most accurate one), :mod:`.calibrator` (the
+:class:`Calibrator` that ties them together) and :mod:`.plot` (the figure).
 """
 
 
@@ -53,6 +59,7 @@ from .curves import (
                      threshold_curve,
 )
 from .plot import plot_path
+from .rules import ThresholdChoice
 from .statistics import (
                      GRID,
                      aurc,

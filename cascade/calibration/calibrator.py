@@ -9,15 +9,23 @@ import os
 import platform
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .curves import Curve, build_curve
-from .statistics import (GRID, aurc, clopper_pearson_lower, expected_calibration_error, fit_temperature,
-                         fixed_sequence_threshold, grid_correct_counts, samples_needed)
+from ..multilabel import DEFAULT_SEP, SET_MEASURES
+from .curves import Curve
+from .rules import (
+    FIT_FRACTION,
+    Policy,
+    ThresholdChoice,
+    by_curve,
+    by_target,
+    by_target_f1,
+)
+from .statistics import aurc
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
@@ -48,8 +56,10 @@ def _check_label_values(labels: Sequence[Any]) -> list[str]:
     return out
 
 
-FIT_FRACTION = 0.3
-MEASURE_NAMES = {"max_prob": "cheap-stage max probability", "margin": "cheap-stage top-1 minus top-2 probability"}
+MEASURE_NAMES = {"max_prob": "cheap-stage max probability", "margin": "cheap-stage top-1 minus top-2 probability",
+                 "set_prob": "cheap-stage probability that its set of topics is exactly right",
+                 "min_margin": "cheap-stage distance of its least decided topic from that topic's cut-off"}
+DEFAULT_MEASURES = ("max_prob", "margin")
 
 
 def _fit_part(texts: Sequence[str]) -> np.ndarray:
@@ -71,49 +81,13 @@ def machine_description() -> str:
     return f"{model}, {os.cpu_count()} cores, {platform.system()}"
 
 
-@dataclass(frozen=True)
-class ThresholdChoice:
-    """A threshold and what it is expected to give; ``feasible=False`` says the request could not be met."""
-
-    threshold: float
-    measure: str
-    mode: str
-    request: dict[str, float]
-    expected: dict[str, Any]  # cheap_kept_accuracy is None when every text falls through
-    feasible: bool = True
-    reason: str = ""
-    always_neural: tuple[str, ...] = ()  # per-class calibration: labels whose texts always fall through
-
-    @property
-    def certified(self) -> bool:
-        """True for a target-accuracy choice the test certified: the only kind that promises anything."""
-        return self.feasible and "accuracy_lower_bound" in self.expected
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "certified": self.certified}
-
-
-@dataclass
-class _Policy:
-    """What one routing policy sees on the certify part and on the fit part."""
-
-    conf: np.ndarray
-    cheap_ok: np.ndarray
-    neural_ok: np.ndarray
-    fit: tuple[np.ndarray, np.ndarray, np.ndarray]  # (conf, cheap_ok, neural_ok) on the fit part
-    costs_ms: dict[str, float]
-    always_neural: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        self.curve = build_curve(self.conf, self.cheap_ok, self.neural_ok, self.costs_ms)
-
-
 @dataclass
 class Calibrator:
     """Fits calibrated scores on labelled held-out texts and chooses thresholds with stated guarantees."""
 
     model: "Cascade"
-    measures: tuple[str, ...] = ("max_prob", "margin")
+    measures: tuple[str, ...] = DEFAULT_MEASURES  # a multi-label bundle's default: SET_MEASURES
+    label_sep: str = DEFAULT_SEP  # multi-label: the topics of a label cell are joined by this
     temperatures_: dict[str, float] = field(default_factory=dict)
     measure_: str = ""
     ece_: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -126,21 +100,26 @@ class Calibrator:
     choice_: ThresholdChoice | None = None
 
     def calibrate(self, texts: Sequence[str], labels: Sequence[str]) -> "Calibrator":
-        """Score the calibration texts with both stages, fit temperatures, pick the measure, draw the curve."""
+        """Score the calibration texts with both stages, fit temperatures, pick the measure, draw the curve.
+        For a multi-label bundle each label cell holds topics joined by ``label_sep``."""
         from ..inputs import as_text_list
-        from ..router import MEASURES, confidence, fallthrough_answer
-        from ..stages.cheap import softmax
+        from ..router import MEASURES, routing_confidence
+        from .scoring import score_single, score_tagging
 
         texts, _ = as_text_list(texts)
         labels = _check_label_values(labels)
         if len(texts) != len(labels):
             raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
-        unknown = [m for m in self.measures if m not in MEASURES]
+        multi = self.model.multi_label
+        if multi and self.measures == DEFAULT_MEASURES:
+            self.measures = SET_MEASURES
+        allowed = SET_MEASURES if multi else MEASURES
+        unknown = [m for m in self.measures if m not in allowed]
         if unknown:
-            raise ValueError(f"unknown confidence measures {unknown}; use some of {MEASURES}")
+            raise ValueError(f"unknown confidence measures {unknown}; use some of {allowed}")
         self.warnings_ = []
         texts, labels = self._deduplicate(texts, labels)
-        y = self._check_labels(labels)
+        y = self._check_topics(labels) if multi else self._check_labels(labels)
         self._check_overlap(texts)
 
         cheap_logits = self.model.cheap.logits(texts)
@@ -150,31 +129,19 @@ class Calibrator:
         fit = _fit_part(texts)
         if fit.all() or not fit.any():
             raise ValueError(f"need more calibration texts: {len(texts)} cannot be split into fit and certify parts")
-        known = y >= 0
+        known = np.ones(len(texts), dtype=bool) if multi else y >= 0
         if not (fit & known).any() or not (~fit & known).any():
             raise ValueError(
                 f"too few calibration texts with the bundle's labels ({int(known.sum())} of {len(texts)}): both the "
                 f"fit part (about {FIT_FRACTION:.0%}) and the certify part need some; give more labelled texts"
             )
         self.n_fit_, self.n_certify_ = int(fit.sum()), int((~fit).sum())
-        for name, logits in (("cheap", cheap_logits), ("neural", neural_logits)):
-            use = fit & known
-            t = fit_temperature(logits[use], y[use])
-            self.temperatures_[name] = t
-            certify = ~fit & known
-            self.ece_[name] = {
-                "before": expected_calibration_error(softmax(logits[certify]), y[certify]),
-                "after": expected_calibration_error(softmax(logits[certify] / t), y[certify]),
-            }
-        cheap_p = softmax(cheap_logits / self.temperatures_["cheap"])
-        neural_p = softmax(neural_logits / self.temperatures_["neural"])
-        cheap_ok = cheap_p.argmax(1) == y
-        self.aurc_ = {m: aurc(confidence(cheap_p[fit], m), cheap_ok[fit]) for m in self.measures}
+        scored = (score_tagging if multi else score_single)(self.model, cheap_logits, neural_logits, y, fit)
+        self.temperatures_, self.ece_ = scored.temperatures, scored.ece
+        self.aurc_ = {m: aurc(routing_confidence(scored.cheap_p[fit], m, None, scored.decisions), scored.cheap_ok[fit])
+                      for m in self.measures}
         self.measure_ = min(self.measures, key=lambda m: self.aurc_[m])
-        # what a text that falls through gets: the neural stage's vote mixed with the cheap stage's
-        neural_ok = fallthrough_answer(cheap_p, neural_p, self.model.cheap_weight).argmax(1) == y
-        self._parts = {"fit": fit, "cheap_p": cheap_p, "neural_p": neural_p, "cheap_ok": cheap_ok,
-                       "neural_ok": neural_ok, "y": y}
+        self._parts = {"fit": fit, "scored": scored}
         self._policies = {False: self._make_policy(())}
         self.choice_ = None
         log.info("calibrated on %d texts (%d fit, %d certify): temperatures %s, measure %s (AURC %s)",
@@ -243,6 +210,17 @@ class Calibrator:
                        f"{len(index)} labels; its figures describe that subset")
         return np.array([index.get(label, -1) for label in labels], dtype=np.int64)
 
+    def _check_topics(self, labels: list[str]) -> np.ndarray:
+        """A multi-label bundle's 0/1 topic matrix of the label cells (topics joined by ``label_sep``)."""
+        from ..multilabel import label_matrix
+
+        y = label_matrix(labels, self.model.labels, self.label_sep)
+        absent = int((y.sum(axis=0) == 0).sum())
+        if absent > len(self.model.labels) // 2:
+            self._warn(f"the calibration texts cover only {len(self.model.labels) - absent} of the bundle's "
+                       f"{len(self.model.labels)} topics; its figures describe that subset")
+        return y
+
     def _check_overlap(self, texts: list[str]) -> None:
         seen = self.model.bundle.train_hashes() if self.model.bundle is not None else None
         if seen is None:
@@ -275,16 +253,17 @@ class Calibrator:
         """The curve with (``per_class=True``) or without the always-neural classes of per-class calibration."""
         return self._policy(per_class).curve
 
-    def _make_policy(self, always_neural: tuple[str, ...]) -> _Policy:
+    def _make_policy(self, always_neural: tuple[str, ...]) -> Policy:
         from ..router import routing_confidence
 
-        p = self._parts
-        fit, idx = p["fit"], np.array([self.model.labels.index(c) for c in always_neural], dtype=np.int64)
-        conf = routing_confidence(p["cheap_p"], self.measure_, idx)
-        return _Policy(conf[~fit], p["cheap_ok"][~fit], p["neural_ok"][~fit],
-                       (conf[fit], p["cheap_ok"][fit], p["neural_ok"][fit]), self.costs_ms_, always_neural)
+        fit, sc = self._parts["fit"], self._parts["scored"]
+        idx = np.array([self.model.labels.index(c) for c in always_neural], dtype=np.int64)
+        conf = routing_confidence(sc.cheap_p, self.measure_, idx, sc.decisions)
+        f1 = (sc.cheap_f1[~fit], sc.neural_f1[~fit]) if sc.cheap_f1 is not None and sc.neural_f1 is not None else None
+        return Policy(conf[~fit], sc.cheap_ok[~fit], sc.neural_ok[~fit],
+                       (conf[fit], sc.cheap_ok[fit], sc.neural_ok[fit]), self.costs_ms_, always_neural, f1)
 
-    def _policy(self, per_class: bool) -> _Policy:
+    def _policy(self, per_class: bool) -> Policy:
         self._require_fitted()
         if per_class not in self._policies:
             self._policies[per_class] = self._make_policy(self.flag_classes())
@@ -298,48 +277,28 @@ class Calibrator:
         from scipy.stats import binom
 
         self._require_fitted()
-        p = self._parts
-        fit = p["fit"]
-        pred, ok = p["cheap_p"][fit].argmax(1), p["cheap_ok"][fit]
+        if self.model.multi_label:
+            raise ValueError("per-class calibration is for single-label bundles")
+        fit, sc = self._parts["fit"], self._parts["scored"]
+        pred, ok = sc.cheap_p[fit].argmax(1), sc.cheap_ok[fit]
         overall = float(ok.mean())
         classes = np.unique(pred)
         flagged = [self.model.labels[c] for c in classes
                    if binom.cdf(int(ok[pred == c].sum()), int((pred == c).sum()), overall) < alpha / len(classes)]
         return tuple(flagged)
 
-    def _expected(self, policy: _Policy, threshold: float, certified_at: float | None = None) -> dict[str, Any]:
-        """What a threshold gives on the certifying texts. These are estimates (``accuracy`` is measured on
-        those texts); only a choice certified by the target-accuracy test carries ``accuracy_lower_bound``,
-        at ``certified_at`` (the level each test sequence ran at)."""
-        from ..router import fall_through
-
-        n = len(policy.conf)
-        mask = fall_through(policy.conf, threshold)
-        correct = int(np.where(mask, policy.neural_ok, policy.cheap_ok).sum())
-        kept = ~mask
-        out: dict[str, Any] = {
-            "fall_through_rate": float(mask.mean()),
-            "accuracy": correct / n,
-            "cheap_kept_accuracy": float(policy.cheap_ok[kept].mean()) if kept.any() else None,
-            "ms_per_text": self.costs_ms_["cheap"] + float(mask.mean()) * self.costs_ms_["neural"],
-            "n_certify": n,
-            "kind": "estimate",
-        }
-        if certified_at is not None:
-            out.update({"accuracy_lower_bound": float(clopper_pearson_lower(correct, n, certified_at)),
-                        "confidence": certified_at, "kind": "certified"})
-        return out
-
     def choose(self, *, target_accuracy: float | None = None, confidence: float = 0.95,
                fallthrough: float | None = None, latency_ms: float | None = None,
-               match_neural: float | None = None, per_class: bool = False) -> ThresholdChoice:
+               match_neural: float | None = None, per_class: bool = False,
+               target_f1: float | None = None) -> ThresholdChoice:
         """Choose a threshold by exactly one rule (see the module docstring). ``per_class=True`` first
-        sends the classes :meth:`flag_classes` finds to the neural stage whatever their confidence."""
+        sends the classes :meth:`flag_classes` finds to the neural stage whatever their confidence.
+        ``target_f1`` (multi-label bundles): promise a mean per-text F1 of at least this."""
         requests = {"target_accuracy": target_accuracy, "fallthrough": fallthrough, "latency_ms": latency_ms,
-                    "match_neural": match_neural}
+                    "match_neural": match_neural, "target_f1": target_f1}
         given = {k: v for k, v in requests.items() if v is not None}
         if len(given) != 1:
-            raise ValueError("give exactly one of target_accuracy, fallthrough, latency_ms, match_neural; "
+            raise ValueError("give exactly one of target_accuracy, target_f1, fallthrough, latency_ms, match_neural; "
                              f"got {sorted(given) or 'none'}")
         if not 0.5 <= confidence < 1.0:
             raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
@@ -348,17 +307,19 @@ class Calibrator:
         mode, value = next(iter(given.items()))
         value = float(value)
         if mode == "target_accuracy":
-            choice = self._by_target(policy, value, confidence)
+            choice = by_target(policy, self.measure_, value, confidence)
+        elif mode == "target_f1":
+            choice = by_target_f1(policy, self.measure_, value, confidence)
         elif mode == "fallthrough":
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"fallthrough must be a share between 0 and 1, got {value}")
-            choice = self._by_curve(policy, mode, value, curve.fall_through_rate <= value + 1e-12, confidence,
+            choice = by_curve(policy, self.measure_, mode, value, curve.fall_through_rate <= value + 1e-12, confidence,
                                     f"no threshold sends at most {value:.1%} of texts to the neural stage")
         elif mode == "latency_ms":
             if value <= 0:
                 raise ValueError(f"latency_ms must be positive, got {value}")
-            choice = self._by_curve(
-                policy, mode, value, curve.ms_per_text <= value, confidence,
+            choice = by_curve(
+                policy, self.measure_, mode, value, curve.ms_per_text <= value, confidence,
                 f"even the cheapest routing costs {curve.ms_per_text[0]:.3f} ms per text here, over "
                 f"the {value} ms budget",
             )
@@ -366,71 +327,12 @@ class Calibrator:
             if value < 0:
                 raise ValueError(f"match_neural is a number of accuracy points >= 0, got {value}")
             neural_acc = float(np.mean(policy.neural_ok))
-            choice = self._by_curve(policy, mode, value, curve.accuracy >= neural_acc - value / 100 - 1e-12,
+            choice = by_curve(policy, self.measure_, mode, value, curve.accuracy >= neural_acc - value / 100 - 1e-12,
                                     confidence, "no threshold comes that close to the neural stage")
         self.choice_ = choice
         if not choice.feasible:
             self._warn(choice.reason)
         return choice
-
-    def _by_curve(self, policy: _Policy, mode: str, value: float, allowed: np.ndarray, confidence: float,
-                  why_not: str) -> ThresholdChoice:
-        curve = policy.curve
-        if allowed.any():
-            # fallthrough, latency: the allowed threshold sending the most texts on (the most accurate);
-            # match_neural: the allowed one sending the fewest
-            i = int(np.flatnonzero(allowed)[0 if mode == "match_neural" else -1])
-            t = float(curve.threshold[i])
-            return ThresholdChoice(t, self.measure_, mode, {mode: value}, self._expected(policy, t),
-                                   always_neural=policy.always_neural)
-        closest = 0 if mode in ("fallthrough", "latency_ms") else int(np.argmax(curve.accuracy))
-        t = float(curve.threshold[closest])
-        return ThresholdChoice(t, self.measure_, mode, {mode: value}, self._expected(policy, t), False,
-                               f"{why_not}; closest feasible: threshold {t:.4f}", policy.always_neural)
-
-    def _by_target(self, policy: _Policy, target: float, confidence: float) -> ThresholdChoice:
-        if not 0.0 < target < 1.0:
-            raise ValueError(f"target_accuracy must be between 0 and 1, got {target}")
-        request = {"target_accuracy": target, "confidence": confidence}
-        # Two sequences walk down towards less fall-through, each at level (1 - confidence) / 2: one from
-        # the threshold that sends every text to the neural stage, one from the threshold most accurate on
-        # the fit part. Neither order depends on the certifying texts; Bonferroni covers using both.
-        _, fit_correct = grid_correct_counts(*policy.fit, GRID)
-        starts = sorted({len(GRID) - 1, int(np.argmax(fit_correct))})
-        level = 1.0 - (1.0 - confidence) / len(starts)
-        found = []
-        for start in starts:
-            i, lower = fixed_sequence_threshold(policy.conf, policy.cheap_ok, policy.neural_ok, target, level, GRID,
-                                                np.arange(start, -1, -1))
-            if i is not None:
-                found.append(i)
-        chosen = min(found) if found else None
-        if chosen is not None:
-            t = float(GRID[chosen])
-            return ThresholdChoice(t, self.measure_, "target_accuracy", request, self._expected(policy, t, level),
-                                   always_neural=policy.always_neural)
-        best = int(np.argmax(lower))
-        t = float(GRID[best])
-        expected = self._expected(policy, t)
-        n = len(policy.conf)
-        where = (f"certify-part accuracy {expected['accuracy']:.2%} at threshold {t:.3f}, "
-                 f"{expected['fall_through_rate']:.1%} falling through")
-        bound = f"lower bound (at {level:.1%} for each of the {len(starts)} test sequences)"
-        if lower[best] >= target:
-            reason = (f"accuracy {target:.2%} cannot be promised at confidence {confidence:.0%}: both test sequences "
-                      f"stopped at thresholds that fell short before reaching the one whose {bound} is "
-                      f"{lower[best]:.2%} ({where}); more labelled held-out texts would settle it. "
-                      "Closest feasible: that threshold, uncertified")
-        else:
-            needed = samples_needed(expected["accuracy"], target, level)
-            more = (f"about {needed:,} certifying texts (about {needed / (1 - FIT_FRACTION):,.0f}) "
-                    "at this accuracy would let it be promised" if needed
-                    else "the stages are not accurate enough on this data for more of it to help")
-            reason = (f"accuracy {target:.2%} cannot be promised at confidence {confidence:.0%} from {n} certifying "
-                      f"texts: the best {bound} is {lower[best]:.2%} ({where}); {more}. "
-                      "Closest feasible: that threshold")
-        return ThresholdChoice(t, self.measure_, "target_accuracy", request, expected, False, reason,
-                               policy.always_neural)
 
     # -- output --
 
@@ -466,9 +368,9 @@ class Calibrator:
         share = bundle.manifest.get("abstain", {}).get("max_rejected_share") if bundle is not None else None
         if share is None:
             return None
-        p = self._parts
+        sc = self._parts["scored"]
         idx = np.array([self.model.labels.index(c) for c in choice.always_neural], dtype=np.int64)
-        scores = StageScores(p["cheap_p"], p["neural_p"], p["y"], self.model.cheap_weight)
+        scores = StageScores(sc.cheap_p, sc.neural_p, sc.y)  # neural_p is already the mixed answer
         final, _ = scores.cascade_probabilities(choice.threshold, self.measure_, idx)
         return abstain_cut(final, float(share))
 
@@ -480,6 +382,8 @@ class Calibrator:
         self.model.measure = self.measure_
         self.model.always_neural = choice.always_neural
         self.model.threshold = choice.threshold
+        if self._parts["scored"].decisions is not None:
+            self.model.decisions = self._parts["scored"].decisions
         cut = self.abstain_cut(choice)
         if cut is not None:
             self.model.abstain_below = cut
@@ -494,7 +398,7 @@ class Calibrator:
         from ..errors import CascadeError
 
         choice = self._resolve(choice)
-        if choice.mode == "target_accuracy" and not choice.feasible and not allow_uncertified:
+        if choice.mode in ("target_accuracy", "target_f1") and not choice.feasible and not allow_uncertified:
             raise CascadeError(f"not saved: {choice.reason}. Pass allow_uncertified=True (--allow-uncertified) to "
                                "write this uncertified threshold anyway")
         bundle = self.model.bundle
@@ -510,6 +414,10 @@ class Calibrator:
         manifest["metrics"] = {**manifest.get("metrics", {}),
                                "calibration": {"threshold": choice.threshold, "measure": self.measure_,
                                                **choice.expected}}
+        decisions = self._parts["scored"].decisions
+        if decisions is not None:  # the cut-offs, moved to the calibrated scale
+            manifest["decisions"] = {**manifest["decisions"], **decisions.to_json({}),
+                                     "moved_by": "cascade calibrate (the same sets, on the calibrated probabilities)"}
         cut = self.abstain_cut(choice)
         if cut is not None:
             manifest["abstain"] = {**manifest["abstain"], "below": cut,

@@ -1,5 +1,6 @@
-"""The statistics behind calibration: temperatures, calibration error, AURC, exact binomial bounds and
-Learn-then-Test fixed-sequence testing over a grid of thresholds fixed in advance."""
+"""The statistics behind calibration: temperatures, calibration error, AURC, exact binomial bounds, the
+Hoeffding-Bentkus bound for bounded scores, and Learn-then-Test fixed-sequence testing over a grid of
+thresholds fixed in advance."""
 
 from __future__ import annotations
 
@@ -74,11 +75,12 @@ def samples_needed(accuracy: float, target: float, confidence: float, limit: int
 
 def grid_correct_counts(conf: np.ndarray, cheap_ok: np.ndarray, neural_ok: np.ndarray,
                         grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(texts falling through, texts answered correctly) of the cascade at each threshold of ``grid``."""
+    """(texts falling through, texts answered correctly) of the cascade at each threshold of ``grid``;
+    with scores in [0, 1] instead of right/wrong (a text's F1), the sum of the scores."""
     order = np.argsort(conf, kind="stable")
     c = conf[order]
-    cum_neural = np.concatenate([[0], np.cumsum(np.asarray(neural_ok, dtype=np.int64)[order])])
-    cum_cheap = np.concatenate([[0], np.cumsum(np.asarray(cheap_ok, dtype=np.int64)[order])])
+    cum_neural = np.concatenate([[0.0], np.cumsum(np.asarray(neural_ok, dtype=np.float64)[order])])
+    cum_cheap = np.concatenate([[0.0], np.cumsum(np.asarray(cheap_ok, dtype=np.float64)[order])])
     fall = np.searchsorted(c, grid, side="left")  # texts with confidence < threshold
     return fall, cum_neural[fall] + cum_cheap[-1] - cum_cheap[fall]
 
@@ -110,3 +112,73 @@ def plug_in_threshold(conf: np.ndarray, cheap_ok: np.ndarray, neural_ok: np.ndar
     _, correct = grid_correct_counts(conf, cheap_ok, neural_ok, grid)
     ok = np.flatnonzero(correct / len(conf) >= target)
     return int(ok[0]) if len(ok) else None
+
+
+def fit_sigmoid_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature T minimising the binary log-loss of sigmoid(logits / T) against the 0/1 matrix ``y``
+    (a multi-label stage: one sigmoid per topic)."""
+    from scipy.optimize import minimize_scalar
+
+    y = np.asarray(y, dtype=np.float64)
+
+    def nll(log_t: float) -> float:
+        z = logits / np.exp(log_t)
+        return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+    return float(np.exp(minimize_scalar(nll, bounds=(-4.0, 4.0), method="bounded").x))
+
+
+def marginal_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """ECE of every (text, topic) probability of a multi-label stage against whether the topic is on the
+    text, over the bins of probability that hold at least one positive or a probability above 0.05 (the
+    mass of near-zero negatives would otherwise hide everything)."""
+    p, t = probs.ravel(), np.asarray(y, dtype=np.float64).ravel()
+    keep = (p > 0.05) | (t > 0)
+    p, t = p[keep], t[keep]
+    if not len(p):
+        return 0.0
+    which = np.minimum((p * bins).astype(int), bins - 1)
+    total = sum(abs(t[which == b].mean() - p[which == b].mean()) * (which == b).sum()
+                for b in range(bins) if (which == b).any())
+    return float(total / len(p))
+
+
+def hoeffding_bentkus_p(mean_loss: np.ndarray | float, n: int, risk: float) -> np.ndarray:
+    """The Hoeffding-Bentkus p-value for "the expected loss exceeds ``risk``" from ``n`` losses in [0, 1]
+    averaging ``mean_loss`` (Bates et al., "Distribution-free, risk-controlling prediction sets", JACM
+    2021, Proposition 3; used by Learn-then-Test, Angelopoulos et al. 2021). Valid for any bounded loss:
+    here 1 minus a text's F1."""
+    from scipy.stats import binom
+
+    r = np.minimum(np.asarray(mean_loss, dtype=np.float64), risk)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = np.where(r > 0, r * np.log(r / risk), 0.0) + (1 - r) * np.log((1 - r) / (1 - risk))
+    hoeffding = np.exp(-n * kl)
+    bentkus = np.e * binom.cdf(np.ceil(n * np.asarray(mean_loss, dtype=np.float64)), n, risk)
+    return np.minimum(np.minimum(hoeffding, bentkus), 1.0)
+
+
+def hoeffding_bentkus_lower(mean_score: float, n: int, confidence: float) -> float:
+    """The largest mean score (in [0, 1]) that :func:`hoeffding_bentkus_p` still rejects falling short of,
+    at ``confidence``: a one-sided lower confidence bound on the expected score (found by bisection)."""
+    lo, hi = 0.0, float(mean_score)
+    if hi <= 0 or hoeffding_bentkus_p(1.0 - hi, n, 1.0 - 1e-12) > 1.0 - confidence:
+        return 0.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        if hoeffding_bentkus_p(1.0 - mean_score, n, 1.0 - mid) <= 1.0 - confidence:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def fixed_sequence(passes: np.ndarray, order: np.ndarray) -> int | None:
+    """Fixed-sequence testing: walk ``order`` (grid indices fixed before seeing the data) while each
+    threshold passes its test; the lowest index passed, or None."""
+    passed = []
+    for i in order:
+        if not passes[i]:
+            break
+        passed.append(int(i))
+    return min(passed) if passed else None

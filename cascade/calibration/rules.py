@@ -1,0 +1,190 @@
+"""The ways of choosing a threshold on the certify part, and what a choice says it gives.
+
+:class:`Policy` holds what one routing sees (confidence, each text's outcome under each stage, on the
+certify and the fit part); :func:`by_target` certifies an accuracy (exact binomial bounds),
+:func:`by_target_f1` a mean per-text F1 (Hoeffding-Bentkus), both by fixed-sequence testing in orders fixed
+before the certifying texts are seen; :func:`by_curve` reads estimates off the curve (``fallthrough``,
+``latency_ms``, ``match_neural``). :func:`expected_figures` says what a threshold gives, estimate or certified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .curves import build_curve
+from .statistics import (
+    GRID,
+    clopper_pearson_lower,
+    fixed_sequence,
+    fixed_sequence_threshold,
+    grid_correct_counts,
+    hoeffding_bentkus_lower,
+    hoeffding_bentkus_p,
+    samples_needed,
+)
+
+FIT_FRACTION = 0.3  # the share of calibration texts that fit the scores; the rest certify
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A threshold and what it is expected to give; ``feasible=False`` says the request could not be met."""
+
+    threshold: float
+    measure: str
+    mode: str
+    request: dict[str, float]
+    expected: dict[str, Any]  # cheap_kept_accuracy is None when every text falls through
+    feasible: bool = True
+    reason: str = ""
+    always_neural: tuple[str, ...] = ()  # per-class calibration: labels whose texts always fall through
+
+    @property
+    def certified(self) -> bool:
+        """True for a target-accuracy (or target-F1) choice the test certified: the only kinds that promise
+        anything."""
+        return self.feasible and ("accuracy_lower_bound" in self.expected or "f1_lower_bound" in self.expected)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "certified": self.certified}
+
+
+@dataclass
+class Policy:
+    """What one routing policy sees on the certify part and on the fit part."""
+
+    conf: np.ndarray
+    cheap_ok: np.ndarray
+    neural_ok: np.ndarray
+    fit: tuple[np.ndarray, np.ndarray, np.ndarray]  # (conf, cheap_ok, neural_ok) on the fit part
+    costs_ms: dict[str, float]
+    always_neural: tuple[str, ...] = ()
+    f1: tuple[np.ndarray, np.ndarray] | None = None  # multi-label: each certifying text's F1 (cheap, fallen)
+
+    def __post_init__(self) -> None:
+        self.curve = build_curve(self.conf, self.cheap_ok, self.neural_ok, self.costs_ms)
+
+
+def expected_figures(policy: Policy, threshold: float, certified_at: float | None = None,
+              certified: str = "accuracy") -> dict[str, Any]:
+    """What a threshold gives on the certifying texts. These are estimates (``accuracy`` is measured on
+    those texts; for a multi-label bundle it is exact match, and ``mean_text_f1`` the mean per-text F1);
+    only a choice certified by a target test carries a lower bound, ``accuracy_lower_bound`` or
+    ``f1_lower_bound`` (``certified``), at ``certified_at`` (the level each test sequence ran at)."""
+    from ..router import fall_through
+
+    n = len(policy.conf)
+    mask = fall_through(policy.conf, threshold)
+    correct = int(np.where(mask, policy.neural_ok, policy.cheap_ok).sum())
+    kept = ~mask
+    out: dict[str, Any] = {
+        "fall_through_rate": float(mask.mean()),
+        "accuracy": correct / n,
+        "cheap_kept_accuracy": float(policy.cheap_ok[kept].mean()) if kept.any() else None,
+        "ms_per_text": policy.costs_ms["cheap"] + float(mask.mean()) * policy.costs_ms["neural"],
+        "n_certify": n,
+        "kind": "estimate",
+    }
+    if policy.f1 is not None:
+        out["mean_text_f1"] = float(np.where(mask, policy.f1[1], policy.f1[0]).mean())
+    if certified_at is not None:
+        bound = (float(clopper_pearson_lower(correct, n, certified_at)) if certified == "accuracy"
+                 else hoeffding_bentkus_lower(out["mean_text_f1"], n, certified_at))
+        out.update({f"{certified}_lower_bound": bound, "confidence": certified_at, "kind": "certified"})
+    return out
+
+
+def by_curve(policy: Policy, measure: str, mode: str, value: float, allowed: np.ndarray, confidence: float,
+              why_not: str) -> ThresholdChoice:
+    curve = policy.curve
+    if allowed.any():
+        # fallthrough, latency: the allowed threshold sending the most texts on (the most accurate);
+        # match_neural: the allowed one sending the fewest
+        i = int(np.flatnonzero(allowed)[0 if mode == "match_neural" else -1])
+        t = float(curve.threshold[i])
+        return ThresholdChoice(t, measure, mode, {mode: value}, expected_figures(policy, t),
+                               always_neural=policy.always_neural)
+    closest = 0 if mode in ("fallthrough", "latency_ms") else int(np.argmax(curve.accuracy))
+    t = float(curve.threshold[closest])
+    return ThresholdChoice(t, measure, mode, {mode: value}, expected_figures(policy, t), False,
+                           f"{why_not}; closest feasible: threshold {t:.4f}", policy.always_neural)
+
+
+def by_target(policy: Policy, measure: str, target: float, confidence: float) -> ThresholdChoice:
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target_accuracy must be between 0 and 1, got {target}")
+    request = {"target_accuracy": target, "confidence": confidence}
+    # Two sequences walk down towards less fall-through, each at level (1 - confidence) / 2: one from
+    # the threshold that sends every text to the neural stage, one from the threshold most accurate on
+    # the fit part. Neither order depends on the certifying texts; Bonferroni covers using both.
+    _, fit_correct = grid_correct_counts(*policy.fit, GRID)
+    starts = sorted({len(GRID) - 1, int(np.argmax(fit_correct))})
+    level = 1.0 - (1.0 - confidence) / len(starts)
+    found = []
+    for start in starts:
+        i, lower = fixed_sequence_threshold(policy.conf, policy.cheap_ok, policy.neural_ok, target, level, GRID,
+                                            np.arange(start, -1, -1))
+        if i is not None:
+            found.append(i)
+    chosen = min(found) if found else None
+    if chosen is not None:
+        t = float(GRID[chosen])
+        return ThresholdChoice(t, measure, "target_accuracy", request, expected_figures(policy, t, level),
+                               always_neural=policy.always_neural)
+    best = int(np.argmax(lower))
+    t = float(GRID[best])
+    expected = expected_figures(policy, t)
+    n = len(policy.conf)
+    where = (f"certify-part accuracy {expected['accuracy']:.2%} at threshold {t:.3f}, "
+             f"{expected['fall_through_rate']:.1%} falling through")
+    bound = f"lower bound (at {level:.1%} for each of the {len(starts)} test sequences)"
+    if lower[best] >= target:
+        reason = (f"accuracy {target:.2%} cannot be promised at confidence {confidence:.0%}: both test sequences "
+                  f"stopped at thresholds that fell short before reaching the one whose {bound} is "
+                  f"{lower[best]:.2%} ({where}); more labelled held-out texts would settle it. "
+                  "Closest feasible: that threshold, uncertified")
+    else:
+        needed = samples_needed(expected["accuracy"], target, level)
+        more = (f"about {needed:,} certifying texts (about {needed / (1 - FIT_FRACTION):,.0f}) "
+                "at this accuracy would let it be promised" if needed
+                else "the stages are not accurate enough on this data for more of it to help")
+        reason = (f"accuracy {target:.2%} cannot be promised at confidence {confidence:.0%} from {n} certifying "
+                  f"texts: the best {bound} is {lower[best]:.2%} ({where}); {more}. "
+                  "Closest feasible: that threshold")
+    return ThresholdChoice(t, measure, "target_accuracy", request, expected, False, reason,
+                           policy.always_neural)
+
+
+def by_target_f1(policy: Policy, measure: str, target: float, confidence: float) -> ThresholdChoice:
+    """As :meth:`_by_target`, for the mean per-text F1 of a multi-label bundle: at each threshold the
+    Hoeffding-Bentkus p-value for "mean F1 < target" (the loss 1 - F1 is bounded in [0, 1]) must be at
+    most the level, walking the same two fixed sequences."""
+    if policy.f1 is None:
+        raise ValueError("target_f1 is for multi-label bundles; use target_accuracy for this one")
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target_f1 must be between 0 and 1, got {target}")
+    request = {"target_f1": target, "confidence": confidence}
+    fit_conf, fit_cheap, fit_neural = policy.fit
+    _, fit_correct = grid_correct_counts(fit_conf, fit_cheap, fit_neural, GRID)
+    starts = sorted({len(GRID) - 1, int(np.argmax(fit_correct))})
+    level = 1.0 - (1.0 - confidence) / len(starts)
+    n = len(policy.conf)
+    _, f1_sums = grid_correct_counts(policy.conf, policy.f1[0], policy.f1[1], GRID)
+    p_values = hoeffding_bentkus_p(1.0 - f1_sums / n, n, 1.0 - target)
+    found = [i for start in starts
+             if (i := fixed_sequence(p_values <= 1.0 - level, np.arange(start, -1, -1))) is not None]
+    if found:
+        t = float(GRID[min(found)])
+        return ThresholdChoice(t, measure, "target_f1", request, expected_figures(policy, t, level, "f1"))
+    best = int(np.argmax(f1_sums))
+    t = float(GRID[best])
+    expected = expected_figures(policy, t)
+    bound = hoeffding_bentkus_lower(expected["mean_text_f1"], n, level)
+    reason = (f"mean F1 {target:.2%} cannot be promised at confidence {confidence:.0%} from {n} certifying texts: "
+              f"the best Hoeffding-Bentkus lower bound (at {level:.1%} for each of the {len(starts)} test "
+              f"sequences) is {bound:.2%} (certify-part mean F1 {expected['mean_text_f1']:.2%} at threshold "
+              f"{t:.3f}, {expected['fall_through_rate']:.1%} falling through). Closest feasible: that threshold")
+    return ThresholdChoice(t, measure, "target_f1", request, expected, False, reason)

@@ -1,0 +1,95 @@
+"""How calibration texts are scored, for each task: temperatures fitted on the fit part, calibration error
+before and after, the calibrated probabilities, and each text's outcome under the bundle's decisions.
+
+Single-label: one softmax temperature per stage; a text is right when its top class is its label.
+Multi-label: one sigmoid temperature per stage; the per-topic cut-offs move with it (a probability
+reaches its cut-off exactly when it did before scaling), a text is right when its whole set of topics is,
+and its F1 (between the true and the assigned sets) is its bounded score for ``target_f1``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..multilabel import Decisions, assign, per_text_f1, sigmoid
+from ..stages.cheap import softmax
+from .statistics import (
+    expected_calibration_error,
+    fit_sigmoid_temperature,
+    fit_temperature,
+    marginal_calibration_error,
+)
+
+if TYPE_CHECKING:
+    from ..router import Cascade
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Calibrated probabilities of both stages on every calibration text, and what each text's answer is worth."""
+
+    temperatures: dict[str, float]
+    ece: dict[str, dict[str, float]]
+    cheap_p: np.ndarray
+    neural_p: np.ndarray  # what a text that falls through is answered with (the stages' mix, if any)
+    cheap_ok: np.ndarray  # bool: the cheap stage's answer is right (the whole set, for multi-label)
+    neural_ok: np.ndarray
+    y: np.ndarray  # class indices (-1: a label the bundle lacks), or the 0/1 topic matrix
+    decisions: Decisions | None = None  # multi-label: the cut-offs on the calibrated scale
+    cheap_f1: np.ndarray | None = None  # multi-label: each text's F1
+    neural_f1: np.ndarray | None = None
+
+
+def score_single(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.ndarray, y: np.ndarray,
+                 fit: np.ndarray) -> Scored:
+    """Softmax temperatures on the fit part (texts with a known label), ECE on the certify part."""
+    from ..router import fallthrough_answer
+
+    known = y >= 0
+    temperatures, ece = {}, {}
+    for name, logits in (("cheap", cheap_logits), ("neural", neural_logits)):
+        t = fit_temperature(logits[fit & known], y[fit & known])
+        certify = ~fit & known
+        temperatures[name] = t
+        ece[name] = {"before": expected_calibration_error(softmax(logits[certify]), y[certify]),
+                     "after": expected_calibration_error(softmax(logits[certify] / t), y[certify])}
+    cheap_p = softmax(cheap_logits / temperatures["cheap"])
+    fallen = fallthrough_answer(cheap_p, softmax(neural_logits / temperatures["neural"]), model.cheap_weight)
+    return Scored(temperatures, ece, cheap_p, fallen, cheap_p.argmax(1) == y, fallen.argmax(1) == y, y)
+
+
+def moved_cutoffs(cutoffs: np.ndarray, temperature: float) -> np.ndarray:
+    """Cut-offs on the scale of sigmoid(logit / temperature): p >= c before scaling exactly when
+    p' >= c' after."""
+    c = np.clip(cutoffs, 1e-12, 1 - 1e-12)
+    return sigmoid(np.log(c / (1 - c)) / temperature)
+
+
+def score_tagging(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.ndarray, y: np.ndarray,
+                  fit: np.ndarray) -> Scored:
+    """Sigmoid temperatures on the fit part, marginal calibration error on the certify part, the cut-offs
+    moved with the temperatures, and each text's exact-match outcome and F1."""
+    from ..router import fallthrough_answer
+
+    decisions = model.decisions
+    if decisions is None:
+        raise ValueError("score_tagging needs a multi-label bundle")
+    temperatures, ece = {}, {}
+    for name, logits in (("cheap", cheap_logits), ("neural", neural_logits)):
+        t = fit_sigmoid_temperature(logits[fit], y[fit])
+        temperatures[name] = t
+        ece[name] = {"before": marginal_calibration_error(sigmoid(logits[~fit]), y[~fit]),
+                     "after": marginal_calibration_error(sigmoid(logits[~fit] / t), y[~fit])}
+    moved = Decisions(moved_cutoffs(decisions.cheap, temperatures["cheap"]),
+                      moved_cutoffs(decisions.fallen, temperatures["neural"]), decisions.at_least_one)
+    cheap_p = sigmoid(cheap_logits / temperatures["cheap"])
+    fallen = fallthrough_answer(cheap_p, sigmoid(neural_logits / temperatures["neural"]), model.cheap_weight)
+    cheap_sets = assign(cheap_p, moved.cheap, moved.at_least_one)
+    fallen_sets = assign(fallen, moved.fallen, moved.at_least_one)
+    truth = y.astype(bool)
+    return Scored(temperatures, ece, cheap_p, fallen, (cheap_sets == truth).all(axis=1),
+                  (fallen_sets == truth).all(axis=1), y, moved, per_text_f1(y, cheap_sets),
+                  per_text_f1(y, fallen_sets))
