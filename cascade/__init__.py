@@ -66,15 +66,14 @@ def classify(texts: Any, *, threshold: float | None = None, top_k: int = 1) -> A
 
 def train_cheap(data: TextDataset, selection: TextDataset | None, out: str | Path, *,
                 base: str | Path | None = None, config: "CheapConfig | None" = None, progress: bool = True,
-                selection_share: float = 0.1, certification_share: float = 0.1) -> Bundle:
+                selection_share: float = 0.1, certification_share: float = 0.1, label_sep: str | None = None) -> Bundle:
     """Retrain the cheap stage and write a bundle keeping ``base``'s neural stage (see ``cascade.training``).
     ``selection`` None: ``data`` is carved into train / selection / certification (:func:`carve_splits`,
-    with these shares)."""
+    with these shares); ``label_sep``: ``base`` is multi-label, label cells hold topics joined by it."""
     from .training.build import train_cheap as _train_cheap
-    from .training.cheap import CheapConfig
 
-    return _train_cheap(data, selection, out, base=base, config=config or CheapConfig(), progress=progress,
-                        selection_share=selection_share, certification_share=certification_share)
+    return _train_cheap(data, selection, out, base=base, config=config, progress=progress,
+                        selection_share=selection_share, certification_share=certification_share, label_sep=label_sep)
 
 
 def train(data: TextDataset, selection: TextDataset | None, out: str | Path, *,

@@ -123,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
     p.add_argument("--C", type=float, default=None, help="inverse regularisation strength (default: 20)")
     p.add_argument("--no-char", action="store_true", help="word n-grams only (smaller, less accurate)")
+    _add_multi_label_args(p)
 
     p = sub.add_parser("train", help="build a whole bundle on your own labels in minutes (no torch)",
                        description="Fit the cheap stage and a linear head on a frozen INT8 sentence encoder (the "
@@ -361,13 +362,16 @@ def _cmd_train_cheap(args: argparse.Namespace) -> int:
     from .training.build import train_cheap
     from .training.cheap import CheapConfig
 
+    from .training.train import MULTI_LABEL_CHEAP
+
     train, val, _, name = _load_training_data(args)
-    config = CheapConfig()
-    if args.C is not None:
-        config = replace(config, C=args.C)
-    if args.no_char:
-        config = replace(config, char_ngrams=None)
+    config = None  # the task's default
+    if args.C is not None or args.no_char:
+        config = MULTI_LABEL_CHEAP if args.multi_label else CheapConfig()
+        config = replace(config, C=args.C if args.C is not None else config.C,
+                         char_ngrams=None if args.no_char else config.char_ngrams)
     bundle = train_cheap(train, val, args.out, base=args.base, config=config, data_name=name,
+                         label_sep=args.label_sep if args.multi_label else None,
                          selection_share=args.selection_share, certification_share=args.certification_share)
     _print_summary(bundle.path, bundle.manifest)
     return 0
@@ -376,21 +380,21 @@ def _cmd_train_cheap(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .training.cheap import CheapConfig
     from .training.train import TrainConfig, train_bundle
 
     train, val, _, name = _load_training_data(args)
     config = TrainConfig()
     if args.head_C is not None:
         config = replace(config, head_C=args.head_C)
-    if args.C is not None:
-        config = replace(config, cheap=replace(CheapConfig(), C=args.C))
+
     if args.max_length is not None:
         config = replace(config, max_length=args.max_length)
     if args.abstain is not None:
         config = replace(config, abstain=args.abstain)
     if args.multi_label:
         config = replace(config, label_sep=args.label_sep)
+    if args.C is not None:
+        config = replace(config, cheap=replace(config.cheap_config, C=args.C))
     if args.windows is not None:
         config = replace(config, windows=args.windows)
     config = replace(config, selection_share=args.selection_share, certification_share=args.certification_share)

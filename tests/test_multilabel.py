@@ -224,3 +224,15 @@ def test_target_f1_is_for_taggers(tiny_model, tiny_val):
     cal = cascade.calibrate(tiny_model, tiny_val.texts, tiny_val.labels)
     with pytest.raises(ValueError, match="target_f1 is for multi-label"):
         cal.choose(target_f1=0.5)
+
+
+def test_train_cheap_refreshes_a_tagger(tagger, tmp_path):
+    from cascade.training.cheap import CheapConfig
+
+    out = cascade.train_cheap(tagging_data(200, seed=7), None, tmp_path / "c", base=tagger, progress=False,
+                              config=CheapConfig(min_df=1), label_sep="|")
+    m = out.manifest
+    assert m["task"] == "multi-label" and m["neural"]["windows"] == 2 and m["training"]["command"] == "cascade train-cheap"
+    assert cascade.load(out.path, threads=1).classify("wheat and barley harvest").labels
+    with pytest.raises(ValueError, match="is multi-label: pass --multi-label"):
+        cascade.train_cheap(tagging_data(200, seed=7), None, tmp_path / "d", base=tagger, progress=False)

@@ -201,19 +201,30 @@ def _train_hashes(base: Bundle) -> set[str]:
 
 
 def train_cheap(data: TextDataset, selection: TextDataset | None, out: str | Path, *,
-                base: str | Path | None = None, config: CheapConfig = CheapConfig(),
+                base: str | Path | None = None, config: CheapConfig | None = None,
                 progress: bool = True, extra_training: dict[str, Any] | None = None, data_name: str = "",
-                selection_share: float = SELECTION_SHARE, certification_share: float = CERTIFICATION_SHARE) -> Bundle:
-    """Retrain the cheap stage and write a bundle that keeps ``base``'s neural stage (its mix and its
-    "none of these" share are re-chosen on the selection texts). ``selection`` None: ``data`` is carved
-    into train / selection / certification (:func:`cascade.splits.carve_splits`); ``extra_training`` is
-    recorded in the manifest's ``training`` section."""
+                selection_share: float = SELECTION_SHARE, certification_share: float = CERTIFICATION_SHARE,
+                label_sep: str | None = None) -> Bundle:
+    """Retrain the cheap stage and write a bundle that keeps ``base``'s neural stage (its mix, its "none
+    of these" share, a multi-label bundle's cut-offs, are re-chosen on the selection texts). ``selection``
+    None: ``data`` is carved into train / selection / certification (:func:`cascade.splits.carve_splits`);
+    ``config`` None: the task's default; ``label_sep``: the base is multi-label and label cells hold topics
+    joined by it; ``extra_training`` is recorded in the manifest's ``training`` section."""
+    from ..multilabel import split_labels
+    from .train import MULTI_LABEL_CHEAP
+
     check_output_folder(out)
     splits = build_splits(data, selection, selection_share=selection_share, certification_share=certification_share)
     train, selection = splits.train, splits.selection
     base_bundle = read_bundle(base if base is not None else default_bundle_path())
     labels = base_bundle.labels
-    extra = sorted(set(train.labels) - set(labels))
+    multi = base_bundle.manifest.get("task") == "multi-label"
+    if multi != (label_sep is not None):
+        raise ValueError(f"the base bundle is {'multi' if multi else 'single'}-label: "
+                         + ("pass --multi-label (label_sep)" if multi else "drop --multi-label (label_sep)"))
+    config = config or (MULTI_LABEL_CHEAP if multi else CheapConfig())
+    found = {t for cell in train.labels for t in split_labels(cell, label_sep)} if label_sep else set(train.labels)
+    extra = sorted(found - set(labels))
     if extra:
         raise ValueError(
             f"{len(extra)} training label(s) are not in the base bundle's labels, e.g. {extra[:5]}; "
@@ -222,7 +233,7 @@ def train_cheap(data: TextDataset, selection: TextDataset | None, out: str | Pat
     with atomic.scratch_dir(Path(tempfile.gettempdir()), "cascade-cheap-") as work, \
             _step_bar(2, "train-cheap: starting", progress) as bar:
         bar.set_description_str(f"fitting and exporting on {len(train)} texts")
-        _, cheap_info = _fit_and_export_cheap(train, selection, labels, config, Path(work))
+        _, cheap_info = _fit_and_export_cheap(train, selection, labels, config, Path(work), label_sep)
         bar.update()
         bar.set_description_str("choosing the threshold and writing the bundle")
         manifest = {k: v for k, v in base_bundle.manifest.items()
@@ -239,7 +250,9 @@ def train_cheap(data: TextDataset, selection: TextDataset | None, out: str | Pat
             manifest=manifest, train_hashes=_train_hashes(base_bundle) | {text_hash(t) for t in train.texts},
             expected={name: sha for name, sha in base_bundle.expected_hashes().items()
                       if name in (NeuralStage.ONNX_FILE, NeuralStage.TOKENIZER_FILE, head_name)},
-            head=base_bundle.file(head_name) if head_name else None, abstain=share,
+            head=base_bundle.file(head_name) if head_name else None, abstain=share, label_sep=label_sep,
+            windows=int(base_bundle.manifest["neural"].get("windows", 1)),
+            at_least_one=bool(base_bundle.manifest.get("decisions", {}).get("at_least_one", True)),
         )
         bar.update()
     return bundle
