@@ -15,12 +15,17 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 import cascade
-from cascade.multilabel import assign, choose_cutoffs, label_matrix, tagging_figures, topics_of
+from cascade.multilabel import (
+    assign,
+    choose_cutoffs,
+    label_matrix,
+    tagging_figures,
+    topics_of,
+)
 from cascade.text import normalize
 from cascade.training.cheap import CheapConfig, build_pipeline
 

@@ -69,7 +69,11 @@ def simulate_f1(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.nd
 def test_target_f1_keeps_its_promise_and_plug_in_does_not():
     """target_f1 (multi-label): Hoeffding-Bentkus p-values in the same fixed sequence; over 600 simulated
     certification sets of 800 texts the promise "mean F1 >= 0.92" fails at most 5% (+ slack) of the time."""
-    from cascade.calibration.statistics import fixed_sequence, grid_correct_counts, hoeffding_bentkus_p
+    from cascade.calibration.statistics import (
+        fixed_sequence,
+        grid_correct_counts,
+        hoeffding_bentkus_p,
+    )
 
     target = 0.92
     rng = np.random.default_rng(11)
@@ -90,7 +94,10 @@ def test_target_f1_keeps_its_promise_and_plug_in_does_not():
 
 
 def test_hoeffding_bentkus_p_values_are_valid_and_the_bound_inverts_them():
-    from cascade.calibration.statistics import hoeffding_bentkus_lower, hoeffding_bentkus_p
+    from cascade.calibration.statistics import (
+        hoeffding_bentkus_lower,
+        hoeffding_bentkus_p,
+    )
 
     rng = np.random.default_rng(3)
     risk, n = 0.1, 300

@@ -241,8 +241,8 @@ def _rig(cal, bad_class: int, rng_seed: int = 0):
     ok = np.where(pred == bad_class, rng.random(n) < 0.3, rng.random(n) < 0.95)
     from cascade.calibration.scoring import Scored
 
-    cal._parts = {"fit": rng.random(n) < 0.3,
-                  "scored": Scored({}, {}, cheap_p, cheap_p, ok, rng.random(n) < 0.9, pred)}
+    cal._fit = rng.random(n) < 0.3
+    cal._scored = Scored({}, {}, cheap_p, cheap_p, ok, rng.random(n) < 0.9, pred)
     cal._policies = {False: cal._make_policy(())}
     return pred
 
@@ -252,7 +252,7 @@ def test_per_class_flags_the_sharply_worse_class(cal):
     assert cal.flag_classes() == (cal.model.labels[3],)
     choice = cal.choose(fallthrough=0.5, per_class=True)
     assert choice.always_neural == (cal.model.labels[3],)
-    share_bad = np.mean(pred[~cal._parts["fit"]] == 3)
+    share_bad = np.mean(pred[~cal._fit] == 3)
     assert choice.expected["fall_through_rate"] >= share_bad - 1e-12  # that class always falls through
     plain = cal.choose(fallthrough=0.5)
     assert plain.always_neural == () and cal.curve_for(True).fall_through_rate[0] > 0.0

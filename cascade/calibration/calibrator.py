@@ -9,22 +9,17 @@ import os
 import platform
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..multilabel import DEFAULT_SEP, SET_MEASURES
 from .curves import Curve
-from .rules import (
-    FIT_FRACTION,
-    Policy,
-    ThresholdChoice,
-    by_curve,
-    by_target,
-    by_target_f1,
-)
+from .rules import FIT_FRACTION, Policy, ThresholdChoice, by_curve, by_target, by_target_f1
+from .scoring import Scored, score_single, score_tagging
 from .statistics import aurc
 
 if TYPE_CHECKING:
@@ -98,13 +93,14 @@ class Calibrator:
     n_duplicates_: int = 0
     warnings_: list[str] = field(default_factory=list)
     choice_: ThresholdChoice | None = None
+    _fit: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)  # the fit part's mask
+    _scored: Scored | None = field(default=None, repr=False)
 
     def calibrate(self, texts: Sequence[str], labels: Sequence[str]) -> "Calibrator":
         """Score the calibration texts with both stages, fit temperatures, pick the measure, draw the curve.
         For a multi-label bundle each label cell holds topics joined by ``label_sep``."""
         from ..inputs import as_text_list
         from ..router import MEASURES, routing_confidence
-        from .scoring import score_single, score_tagging
 
         texts, _ = as_text_list(texts)
         labels = _check_label_values(labels)
@@ -141,7 +137,7 @@ class Calibrator:
         self.aurc_ = {m: aurc(routing_confidence(scored.cheap_p[fit], m, None, scored.decisions), scored.cheap_ok[fit])
                       for m in self.measures}
         self.measure_ = min(self.measures, key=lambda m: self.aurc_[m])
-        self._parts = {"fit": fit, "scored": scored}
+        self._fit, self._scored = fit, scored
         self._policies = {False: self._make_policy(())}
         self.choice_ = None
         log.info("calibrated on %d texts (%d fit, %d certify): temperatures %s, measure %s (AURC %s)",
@@ -244,6 +240,11 @@ class Calibrator:
         if not self.measure_:
             raise RuntimeError("call calibrate(texts, labels) first")
 
+    def _require_scored(self) -> Scored:
+        if self._scored is None:
+            raise RuntimeError("call calibrate(texts, labels) first")
+        return self._scored
+
     @property
     def curve(self) -> Curve:
         """Every distinct routing of the certify part, with its expected figures."""
@@ -256,7 +257,7 @@ class Calibrator:
     def _make_policy(self, always_neural: tuple[str, ...]) -> Policy:
         from ..router import routing_confidence
 
-        fit, sc = self._parts["fit"], self._parts["scored"]
+        fit, sc = self._fit, self._require_scored()
         idx = np.array([self.model.labels.index(c) for c in always_neural], dtype=np.int64)
         conf = routing_confidence(sc.cheap_p, self.measure_, idx, sc.decisions)
         f1 = (sc.cheap_f1[~fit], sc.neural_f1[~fit]) if sc.cheap_f1 is not None and sc.neural_f1 is not None else None
@@ -279,7 +280,7 @@ class Calibrator:
         self._require_fitted()
         if self.model.multi_label:
             raise ValueError("per-class calibration is for single-label bundles")
-        fit, sc = self._parts["fit"], self._parts["scored"]
+        fit, sc = self._fit, self._require_scored()
         pred, ok = sc.cheap_p[fit].argmax(1), sc.cheap_ok[fit]
         overall = float(ok.mean())
         classes = np.unique(pred)
@@ -368,7 +369,7 @@ class Calibrator:
         share = bundle.manifest.get("abstain", {}).get("max_rejected_share") if bundle is not None else None
         if share is None:
             return None
-        sc = self._parts["scored"]
+        sc = self._require_scored()
         idx = np.array([self.model.labels.index(c) for c in choice.always_neural], dtype=np.int64)
         scores = StageScores(sc.cheap_p, sc.neural_p, sc.y)  # neural_p is already the mixed answer
         final, _ = scores.cascade_probabilities(choice.threshold, self.measure_, idx)
@@ -382,8 +383,9 @@ class Calibrator:
         self.model.measure = self.measure_
         self.model.always_neural = choice.always_neural
         self.model.threshold = choice.threshold
-        if self._parts["scored"].decisions is not None:
-            self.model.decisions = self._parts["scored"].decisions
+        decisions = self._require_scored().decisions
+        if decisions is not None:
+            self.model.decisions = decisions
         cut = self.abstain_cut(choice)
         if cut is not None:
             self.model.abstain_below = cut
@@ -414,7 +416,7 @@ class Calibrator:
         manifest["metrics"] = {**manifest.get("metrics", {}),
                                "calibration": {"threshold": choice.threshold, "measure": self.measure_,
                                                **choice.expected}}
-        decisions = self._parts["scored"].decisions
+        decisions = self._require_scored().decisions
         if decisions is not None:  # the cut-offs, moved to the calibrated scale
             manifest["decisions"] = {**manifest["decisions"], **decisions.to_json({}),
                                      "moved_by": "cascade calibrate (the same sets, on the calibrated probabilities)"}

@@ -173,7 +173,7 @@ class NeuralStage:
         for offset, end in chunks(texts, self.limits):
             pieces = [self.encoder.windows_of(r) for r in self.encoder.token_ids(texts[offset:end])]
             rows = [w for p in pieces for w in p]
-            done = np.empty((len(rows), width), dtype=dtype)
+            done: np.ndarray = np.empty((len(rows), width), dtype=dtype)
             order = np.argsort([len(r) for r in rows], kind="stable")
             for start in range(0, len(rows), self.batch_size):
                 idx = order[start : start + self.batch_size]
@@ -183,7 +183,7 @@ class NeuralStage:
                 if len(p) == 1:
                     out[offset + i] = done[first]
                 else:
-                    weights = np.array([len(w) for w in p], dtype=dtype)
+                    weights: np.ndarray = np.array([len(w) for w in p], dtype=dtype)
                     out[offset + i] = (weights[:, None] * done[first:first + len(p)]).sum(axis=0) / weights.sum()
                 first += len(p)
         return out

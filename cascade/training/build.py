@@ -19,8 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..bundle import (TRAIN_HASHES_FILE, Bundle, atomic, check_output_folder, default_bundle_path, read_bundle,
-                      text_hash, write_bundle, write_train_hashes)
+from ..bundle import (
+    TRAIN_HASHES_FILE,
+    Bundle,
+    atomic,
+    check_output_folder,
+    default_bundle_path,
+    read_bundle,
+    text_hash,
+    write_bundle,
+    write_train_hashes,
+)
 from ..calibration import BUILD_RULE, cheapest_same_as_best
 from ..datasets import TextDataset
 from ..errors import CascadeError
@@ -101,7 +110,14 @@ def _choose_multi_label(cheap: CheapStage, neural: NeuralStage, labels: list[str
     """A multi-label bundle's choices on the selection texts: each stage's cut-offs, then the threshold by
     the build rule with exact match (the whole set right) as a text's outcome. Returns (threshold,
     figures, decisions for the manifest)."""
-    from ..multilabel import Decisions, assign, choose_cutoffs, label_matrix, set_confidence, tagging_figures
+    from ..multilabel import (
+        Decisions,
+        assign,
+        choose_cutoffs,
+        label_matrix,
+        set_confidence,
+        tagging_figures,
+    )
 
     y = label_matrix(selection.labels, labels, sep)
     cheap_p, neural_p = cheap.predict_proba(selection.texts), neural.predict_proba(selection.texts)
@@ -109,12 +125,15 @@ def _choose_multi_label(cheap: CheapStage, neural: NeuralStage, labels: list[str
     fallen_cut, _ = choose_cutoffs(neural_p, y)
     decisions = Decisions(cheap_cut, fallen_cut, at_least_one)
     cheap_sets, neural_sets = assign(cheap_p, cheap_cut, at_least_one), assign(neural_p, fallen_cut, at_least_one)
-    exact = lambda sets: (sets == y.astype(bool)).all(axis=1)  # noqa: E731
+
+    def exact(sets: np.ndarray) -> np.ndarray:
+        return (sets == y.astype(bool)).all(axis=1)
+
     conf = set_confidence(cheap_p, cheap_cut, "set_prob", at_least_one)
     rule = cheapest_same_as_best(conf, exact(cheap_sets), exact(neural_sets))
     fell = conf < rule.threshold
     cascade_sets = np.where(fell[:, None], neural_sets, cheap_sets)
-    metrics = {"n_texts": len(y), "threshold": rule.threshold, "fall_through_rate": float(fell.mean()),
+    metrics: dict[str, Any] = {"n_texts": len(y), "threshold": rule.threshold, "fall_through_rate": float(fell.mean()),
                **{f"{name}_{k}": v for name, sets in (("cheap", cheap_sets), ("neural", neural_sets),
                                                        ("cascade", cascade_sets))
                   for k, v in tagging_figures(y, sets).items()}, "rule": rule.to_json()}
@@ -183,7 +202,9 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
 
 
 def _step_bar(total: int, desc: str, progress: bool) -> Any:
-    from tqdm import tqdm  # text bars everywhere: tqdm.auto warns in notebooks without ipywidgets
+    from tqdm import (
+        tqdm,  # text bars everywhere: tqdm.auto warns in notebooks without ipywidgets
+    )
 
     return tqdm(total=total, desc=desc, disable=not progress, bar_format="{desc} [{n}/{total} done]")
 
