@@ -11,7 +11,7 @@ fall-through of the cheap stage alone (its cut-offs), the INT8 neural stage alon
 per-topic head), the same head on the fp32 ONNX encoder (``--fp32``) and on sentence-transformers in
 PyTorch (``--pytorch``, needs the [train] extra), and the cascade at its build threshold and at its
 calibrated ``target_f1=0.90`` threshold (if certified); batch throughput (all test texts in one call,
-interleaved rounds, median [min-max]), one-text p50 over 200 texts; and every promise against what test
+interleaved rounds after a warm-up round, median [min-max]), one-text p50 over 200 texts; and every promise against what test
 realised. Writes benchmarks/reuters_results.{json,md}.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 import warnings
@@ -34,6 +35,9 @@ from cascade.calibration import CalibrationWarning
 from cascade.evaluation import evaluate_tagging
 from cascade.multilabel import assign, label_matrix, sigmoid, tagging_figures
 from cascade.splits import certification_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import interleaved, per_call_latencies
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "reuters21578"
 PUBLISHED = [("SVM (Yang & Liu 1999)", 0.860), ("kNN (Yang & Liu 1999)", 0.857),
@@ -72,27 +76,6 @@ def _calibrated(bundle: Path, cert: cascade.TextDataset) -> tuple[list[dict[str,
     if headline.certified:
         cal.apply(headline)
     return [{"request": r, "choice": c} for r, c in zip(REQUESTS, choices)], model if headline.certified else None
-
-
-def _throughput(runs: dict[str, Callable[[list[str]], Any]], texts: list[str], rounds: int) -> dict[str, list[float]]:
-    for run in runs.values():  # warm-up
-        run(texts[:64])
-    out: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            started = time.perf_counter()
-            run(texts)
-            out[name].append(len(texts) / (time.perf_counter() - started))
-    return out
-
-
-def _p50_ms(run: Callable[[list[str]], Any], texts: list[str]) -> float:
-    times = []
-    for text in texts:
-        started = time.perf_counter()
-        run([text])
-        times.append(time.perf_counter() - started)
-    return 1e3 * float(np.median(times))
 
 
 def main() -> None:
@@ -145,9 +128,17 @@ def main() -> None:
             figures["cascade_calibrated"] = {k.removeprefix("cascade_"): v for k, v in got.items()
                                              if k.startswith("cascade_")}
             fell["cascade_calibrated"] = got["fall_through_rate"]
-        speed = _throughput(runs, test.texts, args.rounds)
+        def rate(run: Callable[[list[str]], Any]) -> Callable[[], float]:
+            def measure() -> float:
+                started = time.perf_counter()
+                run(test.texts)
+                return len(test) / (time.perf_counter() - started)
+            return measure
+
+        speed = {k: v.tolist() for k, v in interleaved({n: rate(r) for n, r in runs.items()}, args.rounds).items()}
         sample = test.texts[:: len(test) // 200][:200]
-        p50 = {name: _p50_ms(run, sample) for name, run in runs.items()}
+        p50 = {name: 1e3 * float(np.median(per_call_latencies(lambda t, r=run: r([t]), sample)))
+               for name, run in runs.items()}
         realised = []
         for row in promises:
             choice = row["choice"]
@@ -189,7 +180,7 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
     build = f" (build included: {result['build_seconds']:.0f} s)" if result["build_seconds"] else ""
     lines = [f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/reuters.py"
              + (" --fp32 <encoder-fp32-optimized.onnx>" if args.fp32 else "") + (" --pytorch" if args.pytorch else "")
-             + f"`{build}; {result['machine']}; 3,019 test articles; {args.rounds} interleaved rounds.", "",
+             + f"`{build}; {result['machine']}; 3,019 test articles; {args.rounds} interleaved rounds after a warm-up round.", "",
              "| system | micro-F1 | macro-F1 | exact match | falls through | texts/s (batch) | one text p50 ms | size MB |",
              "|---|---|---|---|---|---|---|---|"]
     for key, f in result["figures"].items():
