@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .datasets import TextDataset
-from .multilabel import DEFAULT_SEP, assign, label_matrix, tagging_figures
+from .multilabel import DEFAULT_SEP, assign, label_matrix, stage_figures
 from .router import Cascade, fall_through, fallthrough_answer, routing_confidence
 
 
@@ -114,8 +114,7 @@ def evaluate_tagging(model: Cascade, data: TextDataset, threshold: float | None 
     sets = {"cheap": assign(cheap_p, decisions.cheap, decisions.at_least_one),
             "neural": assign(neural_p, decisions.fallen, decisions.at_least_one),
             "cascade": model.assigned(final, fell)}
-    return {"n_texts": len(y), "threshold": float(t), "fall_through_rate": float(fell.mean()),
-            **{f"{name}_{k}": v for name, chosen in sets.items() for k, v in tagging_figures(y, chosen).items()}}
+    return {"n_texts": len(y), "threshold": float(t), "fall_through_rate": float(fell.mean()), **stage_figures(y, sets)}
 
 
 def risk_coverage(conf: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

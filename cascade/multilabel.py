@@ -143,6 +143,11 @@ def tagging_figures(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     }
 
 
+def stage_figures(y: np.ndarray, sets: dict[str, np.ndarray]) -> dict[str, float]:
+    """:func:`tagging_figures` of each named set of answers, keys prefixed by the name (``cheap_micro_f1``...)."""
+    return {f"{name}_{key}": value for name, chosen in sets.items() for key, value in tagging_figures(y, chosen).items()}
+
+
 @dataclass(frozen=True)
 class Decisions:
     """How a multi-label bundle turns probabilities into sets: cut-offs for the cheap stage's answers and

@@ -110,14 +110,7 @@ def _choose_multi_label(cheap: CheapStage, neural: NeuralStage, labels: list[str
     """A multi-label bundle's choices on the selection texts: each stage's cut-offs, then the threshold by
     the build rule with exact match (the whole set right) as a text's outcome. Returns (threshold,
     figures, decisions for the manifest)."""
-    from ..multilabel import (
-        Decisions,
-        assign,
-        choose_cutoffs,
-        label_matrix,
-        set_confidence,
-        tagging_figures,
-    )
+    from ..multilabel import Decisions, assign, choose_cutoffs, label_matrix, set_confidence, stage_figures
 
     y = label_matrix(selection.labels, labels, sep)
     cheap_p, neural_p = cheap.predict_proba(selection.texts), neural.predict_proba(selection.texts)
@@ -134,9 +127,8 @@ def _choose_multi_label(cheap: CheapStage, neural: NeuralStage, labels: list[str
     fell = conf < rule.threshold
     cascade_sets = np.where(fell[:, None], neural_sets, cheap_sets)
     metrics: dict[str, Any] = {"n_texts": len(y), "threshold": rule.threshold, "fall_through_rate": float(fell.mean()),
-               **{f"{name}_{k}": v for name, sets in (("cheap", cheap_sets), ("neural", neural_sets),
-                                                       ("cascade", cascade_sets))
-                  for k, v in tagging_figures(y, sets).items()}, "rule": rule.to_json()}
+                               **stage_figures(y, {"cheap": cheap_sets, "neural": neural_sets, "cascade": cascade_sets}),
+                               "rule": rule.to_json()}
     log.info("threshold %.4f: selection micro-F1 %.4f (exact match %.4f) with %.1f%% falling through",
              rule.threshold, metrics["cascade_micro_f1"], metrics["cascade_exact_match"], 100 * metrics["fall_through_rate"])
     return rule.threshold, metrics, decisions.to_json(cut_info)
