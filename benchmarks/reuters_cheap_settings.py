@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--C", type=float, nargs="+", default=[5.0, 20.0, 50.0, 100.0])
     args = parser.parse_args()
-    parts = cascade.carve_splits(cascade.read_csv(args.data_dir / "train.csv", label_col="labels"))
+    parts = cascade.carve_splits(cascade.read_csv(args.data_dir / "train.csv", label_col="labels"), label_sep="|")
     topics = topics_of(parts.train.labels)
     y_train, y_sel = label_matrix(parts.train.labels, topics), label_matrix(parts.selection.labels, topics)
     features = build_pipeline(CheapConfig()).named_steps["features"]

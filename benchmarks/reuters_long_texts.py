@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     data = cascade.read_csv(args.data_dir / "train.csv", label_col="labels")
-    parts = cascade.carve_splits(data)
+    parts = cascade.carve_splits(data, label_sep="|")
     topics = topics_of(data.labels)
     rng = np.random.default_rng(0)
     train_idx = np.sort(rng.choice(len(parts.train), size=min(args.train, len(parts.train)), replace=False))

@@ -42,7 +42,14 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 def _add_multi_label_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--multi-label", action="store_true",
                    help="several topics per text: the label column holds topics joined by --label-sep")
-    p.add_argument("--label-sep", default="|", help="separator of the topics in a label cell (default: |)")
+    p.add_argument("--label-sep", default=None, help="separator of the topics in a label cell (default: |)")
+
+
+def _label_sep(args: argparse.Namespace) -> str:
+    """A build command's topic separator: --label-sep needs --multi-label (without it, it would be ignored)."""
+    if args.label_sep is not None and not args.multi_label:
+        raise ValueError("--label-sep needs --multi-label (several topics per text)")
+    return args.label_sep or "|"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     rule.add_argument("--match-neural", type=float, help="within this many accuracy points of the neural stage")
     rule.add_argument("--target-f1", type=float,
                       help="multi-label bundles: promise at least this mean per-text F1 on unseen data")
-    p.add_argument("--label-sep", default="|", help="multi-label bundles: the topic separator of a label cell")
+    p.add_argument("--label-sep", default=None,
+                   help="multi-label bundles: the topic separator of a label cell (default: the bundle's)")
     p.add_argument("--confidence", type=float, default=0.95,
                    help="probability that the --target-accuracy (or --target-f1) promise holds (default: 0.95)")
     p.add_argument("--per-class", action="store_true",
@@ -104,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="labelled CSV (never one the bundle was built from)")
     p.add_argument("--text-col", default="text", help="text column (default: text)")
     p.add_argument("--label-col", default="category", help="label column (default: category)")
-    p.add_argument("--label-sep", default="|", help="topic separator for a multi-label bundle (default: |)")
+    p.add_argument("--label-sep", default=None, help="topic separator for a multi-label bundle (default: the bundle's)")
     p.add_argument("--threshold", type=float, default=None, help="evaluate at this threshold instead of the bundle's")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
     _add_bundle_arg(p)
@@ -121,7 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--base", type=Path, default=None, help="bundle whose neural stage is kept (default: shipped)")
     p.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
-    p.add_argument("--C", type=float, default=None, help="inverse regularisation strength (default: 20)")
+    p.add_argument("--C", type=float, default=None,
+                   help="inverse regularisation strength (default: 20; 100 with --multi-label)")
     p.add_argument("--no-char", action="store_true", help="word n-grams only (smaller, less accurate)")
     _add_multi_label_args(p)
 
@@ -134,7 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder-from", type=Path, default=None,
                    help="bundle whose frozen encoder is reused (default: the shipped one)")
     p.add_argument("--head-C", type=float, default=None, help="inverse regularisation of the head (default: 10)")
-    p.add_argument("--C", type=float, default=None, help="inverse regularisation of the cheap stage (default: 20)")
+    p.add_argument("--C", type=float, default=None,
+                   help="inverse regularisation of the cheap stage (default: 20; 100 with --multi-label)")
     p.add_argument("--max-length", type=int, default=None, help="tokens read per text (default: the encoder's)")
     _add_multi_label_args(p)
     p.add_argument("--windows", type=int, default=None,
@@ -364,6 +374,7 @@ def _cmd_train_cheap(args: argparse.Namespace) -> int:
 
     from .training.train import MULTI_LABEL_CHEAP
 
+    sep = _label_sep(args)
     train, val, _, name = _load_training_data(args)
     config = None  # the task's default
     if args.C is not None or args.no_char:
@@ -371,7 +382,7 @@ def _cmd_train_cheap(args: argparse.Namespace) -> int:
         config = replace(config, C=args.C if args.C is not None else config.C,
                          char_ngrams=None if args.no_char else config.char_ngrams)
     bundle = train_cheap(train, val, args.out, base=args.base, config=config, data_name=name,
-                         label_sep=args.label_sep if args.multi_label else None,
+                         label_sep=sep if args.multi_label else None,
                          selection_share=args.selection_share, certification_share=args.certification_share)
     _print_summary(bundle.path, bundle.manifest)
     return 0
@@ -391,8 +402,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, max_length=args.max_length)
     if args.abstain is not None:
         config = replace(config, abstain=args.abstain)
+    sep = _label_sep(args)
     if args.multi_label:
-        config = replace(config, label_sep=args.label_sep)
+        config = replace(config, label_sep=sep)
     if args.C is not None:
         config = replace(config, cheap=replace(config.cheap_config, C=args.C))
     if args.windows is not None:
@@ -428,8 +440,10 @@ def _print_summary(path: Path, manifest: dict[str, Any]) -> None:
     sizes = manifest["training"]["splits"].get("sizes")
     abstain = (f"; 'none of these' under {sel['abstain_below']:.3f} ({sel['abstained_share']:.1%} of selection)"
                if "abstain_below" in sel else "")
+    kept = ("(untouched: `cascade calibrate --data` certifies on them)" if sizes and sizes["certification"]
+            else "(none: certify on held-out texts with `cascade calibrate --val`)")
     split_line = (f"splits: {sizes['train']:,} train, {sizes['selection']:,} selection, {sizes['certification']:,} "
-                  "certification (untouched: `cascade calibrate --data` certifies on them)\n" if sizes else "")
+                  f"certification {kept}\n" if sizes else "")
     measure = "micro_f1" if manifest.get("task") == "multi-label" else "accuracy"
     name = "micro-F1" if measure == "micro_f1" else "accuracy"
     sys.stdout.write(

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from .datasets import TextDataset
-from .multilabel import DEFAULT_SEP, assign, label_matrix, stage_figures
+from .multilabel import assign, label_matrix, stage_figures
 from .router import Cascade, fall_through, fallthrough_answer, routing_confidence
+
+log = logging.getLogger(__name__)
 
 
 def label_indices(labels: Sequence[str], data_labels: Sequence[str]) -> np.ndarray:
@@ -88,25 +91,37 @@ def summarize(scores: StageScores, threshold: float, measure: str = "max_prob",
 
 
 def evaluate(model: Cascade, data: TextDataset, threshold: float | None = None,
-             label_sep: str = DEFAULT_SEP) -> dict[str, Any]:
+             label_sep: str | None = None) -> dict[str, Any]:
     """Each stage alone and the cascade at the model's threshold (or the one given): :func:`summarize` of
     :func:`score_stages`, or for a multi-label bundle :func:`evaluate_tagging` (label cells hold topics
-    joined by ``label_sep``)."""
+    joined by ``label_sep``; default: the bundle's). Warns when the texts are the bundle's own training
+    or selection texts: figures on them flatter it."""
+    _warn_if_seen(model, data.texts)
     if model.multi_label:
         return evaluate_tagging(model, data, threshold, label_sep)
     return summarize(score_stages(model, data), model.threshold if threshold is None else threshold, model.measure,
                      model.always_neural_idx)
 
 
+def _warn_if_seen(model: Cascade, texts: list[str]) -> None:
+    recorded = model.bundle.train_hashes() if model.bundle is not None else None
+    if recorded is None:
+        return
+    seen = sum(t in recorded or recorded.chose(t) for t in texts)
+    if seen:
+        log.warning("%d of %d texts are training or selection texts of this bundle (or copies but for case, "
+                    "spacing or punctuation): figures on them flatter it; evaluate on held-out texts", seen, len(texts))
+
+
 def evaluate_tagging(model: Cascade, data: TextDataset, threshold: float | None = None,
-                     label_sep: str = DEFAULT_SEP) -> dict[str, Any]:
+                     label_sep: str | None = None) -> dict[str, Any]:
     """A multi-label bundle's figures on labelled texts: micro-F1, macro-F1, exact match, Hamming loss and
     mean per-text F1 of the cheap stage alone (its cut-offs), the neural stage alone (the cut-offs of texts
     that fall through) and the cascade, and the cascade's fall-through rate."""
     decisions = model.decisions
     if decisions is None:
         raise ValueError("this bundle answers one label per text; use evaluate()")
-    y = label_matrix(data.labels, model.labels, label_sep)
+    y = label_matrix(data.labels, model.labels, label_sep or model.label_sep)
     cheap_p, neural_p = model.cheap.predict_proba(data.texts), model.neural.predict_proba(data.texts)
     t = model.threshold if threshold is None else threshold
     fell = fall_through(routing_confidence(cheap_p, model.measure, model.always_neural_idx, decisions), t)

@@ -53,6 +53,9 @@ def label_matrix(joined: Sequence[str], labels: Sequence[str], sep: str = DEFAUL
     y = np.zeros((len(joined), len(labels)), dtype=np.int8)
     unknown: set[str] = set()
     for row, cell in enumerate(joined):
+        if not isinstance(cell, str):
+            raise TypeError(f"labels[{row}] is {type(cell).__name__}; a multi-label cell is one string of topics "
+                            f"joined by {sep!r}, e.g. 'grain{sep}wheat'")
         for topic in split_labels(cell, sep):
             if topic in index:
                 y[row, index[topic]] = 1
@@ -70,15 +73,22 @@ def topics_of(joined: Sequence[str], sep: str = DEFAULT_SEP) -> list[str]:
 
 def assign(probs: np.ndarray, cutoffs: np.ndarray, at_least_one: bool) -> np.ndarray:
     """The assigned topics, (texts, topics) bool: probability at or above the topic's cut-off; with
-    ``at_least_one``, a text with none gets the topic that comes nearest its cut-off (by ratio)."""
+    ``at_least_one``, a text with none gets the topic that comes nearest its cut-off (in log-odds)."""
     cut = np.broadcast_to(cutoffs, probs.shape)  # one cut-off per topic, or one per text and topic
     chosen = probs >= cut
     if at_least_one and len(probs):
         empty = ~chosen.any(axis=1)
-        if empty.any():
-            best = (probs[empty] / cut[empty]).argmax(axis=1)
+        if empty.any():  # nearest in log-odds: the same topic whatever temperature scaled the stage
+            best = (logit(probs[empty]) - logit(cut[empty])).argmax(axis=1)
             chosen[np.flatnonzero(empty), best] = True
     return chosen
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """The log-odds of probabilities, exact down to 1e-300 (tiny cut-offs of a sharp stage survive a round trip)."""
+    p = np.clip(p, 1e-300, 1.0)
+    with np.errstate(divide="ignore"):
+        return np.log(p) - np.log1p(-np.minimum(p, 1.0 - 1e-16))
 
 
 def set_confidence(probs: np.ndarray, cutoffs: np.ndarray, measure: str, at_least_one: bool) -> np.ndarray:

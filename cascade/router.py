@@ -20,7 +20,7 @@ from .bundle.manifest import MEASURES
 from .errors import BundleError, CascadeError
 from .inputs import as_text_list, check_top_k
 from .limits import DEFAULT_LIMITS, Limits
-from .multilabel import SET_MEASURES, Decisions, assign, set_confidence
+from .multilabel import DEFAULT_SEP, SET_MEASURES, Decisions, assign, set_confidence
 from .stages.cheap import CheapStage
 from .stages.head import FILE as HEAD_FILE
 from .stages.head import LinearHead
@@ -45,13 +45,13 @@ class Prediction:
     stage: Stage
     top_k: tuple[tuple[str, float], ...]
     reason: str = ""
-    labels: tuple[str, ...] = ()
-    scores: tuple[float, ...] = ()
+    labels: tuple[str, ...] | None = None  # None: a single-label bundle's answer
+    scores: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label, "score": self.score, "stage": self.stage}
-        if self.labels:
-            out["labels"], out["scores"] = list(self.labels), list(self.scores)
+        if self.labels is not None:
+            out["labels"], out["scores"] = list(self.labels), list(self.scores or ())
         if self.reason:
             out["reason"] = self.reason
         if len(self.top_k) > 1:
@@ -215,6 +215,12 @@ class Cascade:
     @property
     def multi_label(self) -> bool:
         return self.decisions is not None
+
+    @property
+    def label_sep(self) -> str:
+        """The topic separator of a multi-label bundle's training data (``|`` if not recorded)."""
+        recorded = self.bundle.manifest.get("training", {}).get("label_sep") if self.bundle is not None else None
+        return recorded if isinstance(recorded, str) and recorded else DEFAULT_SEP
 
     @property
     def always_neural(self) -> tuple[str, ...]:

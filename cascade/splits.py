@@ -99,10 +99,12 @@ class Splits:
 
 
 def carve_splits(data: TextDataset, selection: float = SELECTION_SHARE,
-                 certification: float = CERTIFICATION_SHARE, salt: str = "") -> Splits:
+                 certification: float = CERTIFICATION_SHARE, salt: str = "", label_sep: str | None = None) -> Splits:
     """Split ``data`` into train / selection / certification, about ``selection`` and ``certification``
     of each label's texts in the last two, near-duplicate groups kept whole (see the module docstring).
-    Either share may be 0 (that part is then empty)."""
+    Either share may be 0 (that part is then empty). ``label_sep``: multi-label data (cells of topics
+    joined by it), stratified by each text's rarest topic, so texts with several topics reach every part
+    as often as any other."""
     for name, share in (("selection", selection), ("certification", certification)):
         if not 0.0 <= share < 1.0:
             raise ValueError(f"the {name} share must be in [0, 1), got {share}")
@@ -115,11 +117,12 @@ def carve_splits(data: TextDataset, selection: float = SELECTION_SHARE,
         members[int(g)].append(i)
     ranks = [hashlib.sha256((salt + text).encode("utf-8")).digest() for text in data.texts]
     lead = {g: min(idx, key=ranks.__getitem__) for g, idx in members.items()}  # the group's lowest-ranked text
-    by_label: dict[str, list[int]] = defaultdict(list)  # a group goes with its lead's label, ranked by its lead
+    strata = _strata(data.labels, label_sep)
+    by_label: dict[str, list[int]] = defaultdict(list)  # a group goes with its lead's stratum, ranked by its lead
     for g, i in lead.items():
-        by_label[data.labels[i]].append(g)
+        by_label[strata[i]].append(g)
     label_sizes: dict[str, int] = defaultdict(int)
-    for label in data.labels:
+    for label in strata:
         label_sizes[label] += 1
     part = np.zeros(len(data), dtype=np.int8)  # 0 train, 1 selection, 2 certification
     for label, label_groups in by_label.items():  # a group joins a part if that brings the part nearer its size
@@ -139,19 +142,44 @@ def carve_splits(data: TextDataset, selection: float = SELECTION_SHARE,
                            [y for y, p in zip(data.labels, part) if p == k])
 
     n_groups = sum(len(idx) > 1 for idx in members.values())
+    certification_part = pick(2)
     settings = {"rule": RULE, "selection_share": selection, "certification_share": certification, "salt": salt,
+                **({"label_sep": label_sep} if label_sep is not None else {}),
                 "near_duplicate_groups": int(n_groups),
-                "texts_in_near_duplicate_groups": int(sum(len(idx) for idx in members.values() if len(idx) > 1))}
-    return Splits(pick(0), pick(1), pick(2), settings)
+                "texts_in_near_duplicate_groups": int(sum(len(idx) for idx in members.values() if len(idx) > 1)),
+                "certification_digest": _digest(certification_part)}
+    return Splits(pick(0), pick(1), certification_part, settings)
+
+
+def _strata(labels: list[str], label_sep: str | None) -> list[str]:
+    """What each text is stratified by: its label, or (multi-label) its rarest topic."""
+    if label_sep is None:
+        return list(labels)
+    from .multilabel import split_labels
+
+    cells = [split_labels(label, label_sep) for label in labels]
+    counts: dict[str, int] = defaultdict(int)
+    for topics in cells:
+        for topic in topics:
+            counts[topic] += 1
+    return [min(topics, key=lambda t: (counts[t], t)) if topics else "" for topics in cells]
+
+
+def _digest(part: TextDataset) -> str:
+    """A fingerprint of a part's texts and labels, in any order (how a re-carve proves it found the same part)."""
+    from .text import text_hash
+
+    rows = sorted(f"{text_hash(t)}\t{y}" for t, y in zip(part.texts, part.labels))
+    return hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()[:16]
 
 
 def build_splits(data: TextDataset, selection: TextDataset | None = None, *,
                  selection_share: float = SELECTION_SHARE, certification_share: float = CERTIFICATION_SHARE,
-                 salt: str = "") -> Splits:
+                 salt: str = "", label_sep: str | None = None) -> Splits:
     """The parts a build uses: ``data`` carved three ways, or, when ``selection`` texts are given, all of
     ``data`` to train on and nothing set aside for certification (certify on texts neither holds)."""
     if selection is None:
-        return carve_splits(data, selection_share, certification_share, salt)
+        return carve_splits(data, selection_share, certification_share, salt, label_sep)
     return Splits(data, selection, TextDataset([], []),
                   {"rule": "selection texts given by the caller; nothing carved, nothing set aside for certification"})
 
@@ -163,10 +191,12 @@ def certification_split(data: TextDataset, recorded: dict[str, Any], source: str
     if not share or "sizes" not in recorded:
         raise ValueError("this bundle's build set no certification texts aside (its selection texts were given, or "
                          "it predates the three-way split); certify on labelled texts it never saw, with --val")
-    parts = carve_splits(data, float(recorded["selection_share"]), float(share), str(recorded.get("salt", "")))
+    parts = carve_splits(data, float(recorded["selection_share"]), float(share), str(recorded.get("salt", "")),
+                         recorded.get("label_sep"))
     sizes = parts.describe()["sizes"]
-    if sizes != recorded["sizes"]:
+    digest = recorded.get("certification_digest")
+    if sizes != recorded["sizes"] or (digest is not None and digest != parts.settings["certification_digest"]):
         raise ValueError(f"{source} does not carve into the splits this bundle was built with (sizes {sizes}, the "
-                         f"bundle recorded {recorded['sizes']}): give the file it was built from, or held-out "
-                         "texts with --val")
+                         f"bundle recorded {recorded['sizes']}; or the certification texts differ): give the file it "
+                         "was built from, unchanged, or held-out texts with --val")
     return parts.certification

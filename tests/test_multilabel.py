@@ -35,8 +35,9 @@ def test_assign_uses_each_cut_off_and_at_least_one():
     probs = np.array([[0.9, 0.2, 0.6], [0.1, 0.2, 0.3]])
     cut = np.array([0.5, 0.5, 0.7])
     assert assign(probs, cut, at_least_one=False).tolist() == [[True, False, False], [False, False, False]]
-    # the empty row gets the topic nearest its cut-off by ratio: 0.3 / 0.7 > 0.2 / 0.5 > 0.1 / 0.5
-    assert assign(probs, cut, at_least_one=True)[1].tolist() == [False, False, True]
+    # the empty row gets the topic nearest its cut-off in log-odds: logit(0.2) - logit(0.5) = -1.39 beats
+    # logit(0.3) - logit(0.7) = -1.69 and logit(0.1) - logit(0.5) = -2.20
+    assert assign(probs, cut, at_least_one=True)[1].tolist() == [False, True, False]
     per_row = np.array([[0.95, 0.5, 0.5], [0.05, 0.5, 0.5]])  # one cut-off per text and topic
     assert assign(probs, per_row, at_least_one=False).tolist() == [[False, False, True], [True, False, False]]
 

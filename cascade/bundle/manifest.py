@@ -125,6 +125,9 @@ def _dict(value: Any, field: str) -> dict[str, Any]:
     return value
 
 
+_DECISION_KEYS = {"cheap", "fallen", "at_least_one", "rule", "grid", "own", "shared", "moved_by"}
+
+
 def _check_task(manifest: dict[str, Any], labels: list[Any]) -> None:
     """``task`` and, for a multi-label bundle, its ``decisions``: a cut-off in (0, 1) per topic for each stage."""
     task = manifest.get("task", "single-label")
@@ -145,6 +148,22 @@ def _check_task(manifest: dict[str, Any], labels: list[Any]) -> None:
             _real(value, f"decisions.{key}[{i}]", 0.0, 1.0, lo_open=True)
     if not isinstance(decisions.get("at_least_one"), bool):
         raise _fail("decisions.at_least_one", "must be true or false")
+    unknown = sorted(set(decisions) - _DECISION_KEYS)
+    if unknown:
+        raise _fail("decisions", f"has unknown fields {unknown[:5]}")
+    for key in ("rule", "moved_by"):
+        if key in decisions and not isinstance(decisions[key], str):
+            raise _fail(f"decisions.{key}", "must be a string")
+    for key in ("own",):
+        if key in decisions:
+            _int(decisions[key], f"decisions.{key}", 0, len(labels))
+    if "shared" in decisions:
+        _real(decisions["shared"], "decisions.shared", 0.0, 1.0)
+    grid = decisions.get("grid", [0.0, 1.0, 1.0])
+    if not isinstance(grid, list) or len(grid) != 3:
+        raise _fail("decisions.grid", "must be [first, last, step]")
+    for i, value in enumerate(grid):
+        _real(value, f"decisions.grid[{i}]", 0.0, 1.0)
 
 
 def validate_manifest(manifest: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..multilabel import DEFAULT_SEP, SET_MEASURES
+from ..multilabel import SET_MEASURES
 from .curves import Curve
 from .rules import FIT_FRACTION, Policy, ThresholdChoice, by_curve, by_target, by_target_f1
 from .scoring import Scored, score_single, score_tagging
@@ -82,7 +82,7 @@ class Calibrator:
 
     model: "Cascade"
     measures: tuple[str, ...] = DEFAULT_MEASURES  # a multi-label bundle's default: SET_MEASURES
-    label_sep: str = DEFAULT_SEP  # multi-label: the topics of a label cell are joined by this
+    label_sep: str | None = None  # multi-label: the topics of a label cell are joined by this (None: the bundle's)
     temperatures_: dict[str, float] = field(default_factory=dict)
     measure_: str = ""
     ece_: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -210,7 +210,7 @@ class Calibrator:
         """A multi-label bundle's 0/1 topic matrix of the label cells (topics joined by ``label_sep``)."""
         from ..multilabel import label_matrix
 
-        y = label_matrix(labels, self.model.labels, self.label_sep)
+        y = label_matrix(labels, self.model.labels, self.label_sep or self.model.label_sep)
         absent = int((y.sum(axis=0) == 0).sum())
         if absent > len(self.model.labels) // 2:
             self._warn(f"the calibration texts cover only {len(self.model.labels) - absent} of the bundle's "

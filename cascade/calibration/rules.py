@@ -183,8 +183,15 @@ def by_target_f1(policy: Policy, measure: str, target: float, confidence: float)
     t = float(GRID[best])
     expected = expected_figures(policy, t)
     bound = hoeffding_bentkus_lower(expected["mean_text_f1"], n, level)
-    reason = (f"mean F1 {target:.2%} cannot be promised at confidence {confidence:.0%} from {n} certifying texts: "
-              f"the best Hoeffding-Bentkus lower bound (at {level:.1%} for each of the {len(starts)} test "
-              f"sequences) is {bound:.2%} (certify-part mean F1 {expected['mean_text_f1']:.2%} at threshold "
-              f"{t:.3f}, {expected['fall_through_rate']:.1%} falling through). Closest feasible: that threshold")
+    where = (f"certify-part mean F1 {expected['mean_text_f1']:.2%} at threshold {t:.3f}, "
+             f"{expected['fall_through_rate']:.1%} falling through")
+    what = f"Hoeffding-Bentkus lower bound (at {level:.1%} for each of the {len(starts)} test sequences)"
+    if bound >= target:
+        reason = (f"mean F1 {target:.2%} cannot be promised at confidence {confidence:.0%}: both test sequences "
+                  f"stopped at thresholds that fell short before reaching the one whose {what} is {bound:.2%} "
+                  f"({where}). Closest feasible: that threshold, uncertified")
+    else:
+        reason = (f"mean F1 {target:.2%} cannot be promised at confidence {confidence:.0%} from {n} certifying texts: "
+                  f"the best {what} is {bound:.2%} ({where}); more labelled held-out texts at this F1 would help. "
+                  "Closest feasible: that threshold")
     return ThresholdChoice(t, measure, "target_f1", request, expected, False, reason)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..multilabel import Decisions, assign, per_text_f1, sigmoid
+from ..multilabel import Decisions, assign, logit, per_text_f1, sigmoid
 from ..stages.cheap import softmax
 from .statistics import (
     expected_calibration_error,
@@ -64,8 +64,7 @@ def score_single(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.n
 def moved_cutoffs(cutoffs: np.ndarray, temperature: float) -> np.ndarray:
     """Cut-offs on the scale of sigmoid(logit / temperature): p >= c before scaling exactly when
     p' >= c' after."""
-    c = np.clip(cutoffs, 1e-12, 1 - 1e-12)
-    return sigmoid(np.log(c / (1 - c)) / temperature)
+    return sigmoid(logit(np.asarray(cutoffs, dtype=np.float64)) / temperature)
 
 
 def score_tagging(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.ndarray, y: np.ndarray,
@@ -83,8 +82,12 @@ def score_tagging(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.
         temperatures[name] = t
         ece[name] = {"before": marginal_calibration_error(sigmoid(logits[~fit]), y[~fit]),
                      "after": marginal_calibration_error(sigmoid(logits[~fit] / t), y[~fit])}
-    moved = Decisions(moved_cutoffs(decisions.cheap, temperatures["cheap"]),
-                      moved_cutoffs(decisions.fallen, temperatures["neural"]), decisions.at_least_one)
+    # the bundle's cut-offs are on the scale of the temperatures it was saved with (1 if never calibrated):
+    # back to raw logits first, then to the new temperatures, so calibrating again moves nothing twice
+    raw = {"cheap": moved_cutoffs(decisions.cheap, 1.0 / model.cheap.temperature),
+           "fallen": moved_cutoffs(decisions.fallen, 1.0 / model.neural.temperature)}
+    moved = Decisions(moved_cutoffs(raw["cheap"], temperatures["cheap"]),
+                      moved_cutoffs(raw["fallen"], temperatures["neural"]), decisions.at_least_one)
     cheap_p = sigmoid(cheap_logits / temperatures["cheap"])
     fallen = fallthrough_answer(cheap_p, sigmoid(neural_logits / temperatures["neural"]), model.cheap_weight)
     cheap_sets = assign(cheap_p, moved.cheap, moved.at_least_one)

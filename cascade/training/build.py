@@ -227,7 +227,8 @@ def train_cheap(data: TextDataset, selection: TextDataset | None, out: str | Pat
     from .train import MULTI_LABEL_CHEAP
 
     check_output_folder(out)
-    splits = build_splits(data, selection, selection_share=selection_share, certification_share=certification_share)
+    splits = build_splits(data, selection, selection_share=selection_share, certification_share=certification_share,
+                          label_sep=label_sep)
     train, selection = splits.train, splits.selection
     base_bundle = read_bundle(base if base is not None else default_bundle_path())
     labels = base_bundle.labels

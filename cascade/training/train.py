@@ -110,16 +110,39 @@ def check_topics(train: TextDataset, selection: TextDataset, sep: str, min_texts
     unseen = sorted({t for cell in selection.labels for t in split_labels(cell, sep)} - set(counts))
     if unseen:
         raise ValueError(f"{len(unseen)} selection topic(s) never appear in training: {unseen[:10]}")
+    _warn_on_copies(train, selection)
     if len(selection) < 200:
         log.warning("only %d selection texts: the cut-offs and the threshold chosen on them are rough", len(selection))
+    joined = sorted(t for t in counts if any(c in t for c in "|;,") and sep not in t)
+    if joined:
+        log.warning("%d topic(s) hold a separator character, e.g. %r: is --label-sep %r right?", len(joined),
+                    joined[0], sep)
     return sorted(counts)
+
+
+def _warn_on_copies(train: TextDataset, selection: TextDataset) -> None:
+    """Warn about training texts repeated with another label, and selection texts that are training texts
+    (but for case, spacing or punctuation): choices made on those are optimistic."""
+    from ..text import dedup_key
+
+    keys: dict[str, str] = {}
+    conflicts = 0
+    for text, label in zip(train.texts, train.labels):
+        if keys.setdefault(dedup_key(text), label) != label:
+            conflicts += 1
+    if conflicts:
+        log.warning("%d training texts repeat an earlier text (but for case, spacing or punctuation) with another "
+                    "label", conflicts)
+    overlap = sum(dedup_key(t) in keys for t in selection.texts)
+    if overlap:
+        log.warning("%d of %d selection texts are also training texts: the threshold, the mix and the figures chosen "
+                    "on them will be optimistic; use held-out texts", overlap, len(selection))
 
 
 def check_labels(train: TextDataset, selection: TextDataset, min_texts: int) -> list[str]:
     """The label set (sorted); a ValueError names every label with too few training texts and every
     selection label that training lacks; warnings flag data that would make the choices on the
     selection texts unreliable (selection texts that are training texts, too few of them, conflicting duplicates)."""
-    from ..text import dedup_key
 
     counts = Counter(train.labels)
     if len(counts) < 2:
@@ -132,19 +155,7 @@ def check_labels(train: TextDataset, selection: TextDataset, min_texts: int) -> 
     unseen = sorted(set(selection.labels) - set(counts))
     if unseen:
         raise ValueError(f"{len(unseen)} selection label(s) never appear in training: {unseen[:10]}")
-    keys: dict[str, str] = {}
-    conflicts = 0
-    for text, label in zip(train.texts, train.labels):
-        key = dedup_key(text)
-        if keys.setdefault(key, label) != label:
-            conflicts += 1
-    if conflicts:
-        log.warning("%d training texts repeat an earlier text (but for case, spacing or punctuation) with another "
-                    "label", conflicts)
-    overlap = sum(dedup_key(t) in keys for t in selection.texts)
-    if overlap:
-        log.warning("%d of %d selection texts are also training texts: the threshold, the mix and the figures chosen "
-                    "on them will be optimistic; use held-out texts", overlap, len(selection))
+    _warn_on_copies(train, selection)
     if len(selection) < 200:
         log.warning("only %d selection texts: the threshold, the mix and any 'none of these' cut chosen on them are "
                     "rough; 500 or more are better", len(selection))
@@ -205,7 +216,7 @@ def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Pa
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     check_output_folder(out)
     splits = build_splits(data, selection, selection_share=config.selection_share,
-                          certification_share=config.certification_share)
+                          certification_share=config.certification_share, label_sep=config.label_sep)
     log.info("splits: %s", splits.describe()["sizes"] if selection is None else "selection texts given")
     train, selection = splits.train, splits.selection
     sep = config.label_sep
