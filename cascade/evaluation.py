@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .datasets import TextDataset
-from .multilabel import assign, label_matrix, stage_figures
+from .multilabel import assign, label_matrix_with_unknown, stage_figures
 from .router import Cascade, fall_through, fallthrough_answer, routing_confidence
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,10 @@ def evaluate_tagging(model: Cascade, data: TextDataset, threshold: float | None 
     decisions = model.decisions
     if decisions is None:
         raise ValueError("this bundle answers one label per text; use evaluate()")
-    y = label_matrix(data.labels, model.labels, label_sep or model.label_sep)
+    y, unknown = label_matrix_with_unknown(data.labels, model.labels, label_sep or model.label_sep)
+    if unknown.shape[1]:
+        log.warning("%d text(s) carry %d topic(s) this bundle does not know; they count as topics missed by every "
+                    "stage", int(unknown.any(axis=1).sum()), unknown.shape[1])
     cheap_p, neural_p = model.cheap.predict_proba(data.texts), model.neural.predict_proba(data.texts)
     t = model.threshold if threshold is None else threshold
     fell = fall_through(routing_confidence(cheap_p, model.measure, model.always_neural_idx, decisions), t)
@@ -129,7 +132,10 @@ def evaluate_tagging(model: Cascade, data: TextDataset, threshold: float | None 
     sets = {"cheap": assign(cheap_p, decisions.cheap, decisions.at_least_one),
             "neural": assign(neural_p, decisions.fallen, decisions.at_least_one),
             "cascade": model.assigned(final, fell)}
-    return {"n_texts": len(y), "threshold": float(t), "fall_through_rate": float(fell.mean()), **stage_figures(y, sets)}
+    y_all = np.hstack([y, unknown])  # unknown topics: columns no stage ever assigns
+    padded = {name: np.hstack([chosen, np.zeros(unknown.shape, dtype=bool)]) for name, chosen in sets.items()}
+    return {"n_texts": len(y), "threshold": float(t), "fall_through_rate": float(fell.mean()),
+            "unknown_topics": int(unknown.shape[1]), **stage_figures(y_all, padded)}
 
 
 def risk_coverage(conf: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

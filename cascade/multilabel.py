@@ -49,9 +49,20 @@ def split_labels(joined: str, sep: str = DEFAULT_SEP) -> list[str]:
 
 def label_matrix(joined: Sequence[str], labels: Sequence[str], sep: str = DEFAULT_SEP) -> np.ndarray:
     """(texts, topics) 0/1 matrix of ``sep``-joined label cells; a ValueError names unknown topics."""
+    y, unknown = label_matrix_with_unknown(joined, labels, sep)
+    if unknown.shape[1]:
+        found = sorted({t for cell in joined for t in split_labels(cell, sep)} - set(labels))
+        raise ValueError(f"{len(found)} topic(s) are not the model's topics, e.g. {found[:5]}")
+    return y
+
+
+def label_matrix_with_unknown(joined: Sequence[str], labels: Sequence[str],
+                              sep: str = DEFAULT_SEP) -> tuple[np.ndarray, np.ndarray]:
+    """The 0/1 matrix of the model's topics, and one of the topics the model does not know (a column each,
+    in sorted order): figures count those as topics no stage can assign."""
     index = {label: i for i, label in enumerate(labels)}
     y = np.zeros((len(joined), len(labels)), dtype=np.int8)
-    unknown: set[str] = set()
+    extra: dict[str, list[int]] = {}
     for row, cell in enumerate(joined):
         if not isinstance(cell, str):
             raise TypeError(f"labels[{row}] is {type(cell).__name__}; a multi-label cell is one string of topics "
@@ -60,10 +71,11 @@ def label_matrix(joined: Sequence[str], labels: Sequence[str], sep: str = DEFAUL
             if topic in index:
                 y[row, index[topic]] = 1
             else:
-                unknown.add(topic)
-    if unknown:
-        raise ValueError(f"{len(unknown)} topic(s) are not the model's topics, e.g. {sorted(unknown)[:5]}")
-    return y
+                extra.setdefault(topic, []).append(row)
+    unknown = np.zeros((len(joined), len(extra)), dtype=np.int8)
+    for j, topic in enumerate(sorted(extra)):
+        unknown[extra[topic], j] = 1
+    return y, unknown
 
 
 def topics_of(joined: Sequence[str], sep: str = DEFAULT_SEP) -> list[str]:

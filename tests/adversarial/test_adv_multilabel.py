@@ -124,3 +124,19 @@ def test_multi_topic_texts_reach_every_part_and_the_certification_texts_are_fing
     with pytest.raises(ValueError, match="certification texts differ"):
         certification_split(edited, recorded)
     assert certification_split(data, recorded) == parts.certification
+
+
+def test_an_unknown_topic_counts_as_missed_not_as_an_error(tagger, caplog):
+    """Red team (issue 11): a topic the bundle never saw stopped `cascade evaluate` (single-label counts
+    such texts as errors); it now counts as a topic every stage misses, with a warning."""
+    from builders import tagging_data
+
+    model = cascade.load(tagger, threads=1)
+    data = tagging_data(60, seed=12)
+    base = cascade.evaluate(model, data)
+    labels = list(data.labels)
+    labels[0] += "|brandnew"
+    with caplog.at_level("WARNING"):
+        got = cascade.evaluate(model, cascade.TextDataset(data.texts, labels))
+    assert "does not know" in caplog.text and got["unknown_topics"] == 1
+    assert got["cheap_micro_f1"] < base["cheap_micro_f1"] and got["cheap_exact_match"] <= base["cheap_exact_match"]
