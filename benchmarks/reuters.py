@@ -2,6 +2,8 @@
 
     python benchmarks/reuters.py [--data-dir ../shared/datasets/reuters21578] [--bundle DIR] [--rounds 3]
                                  [--fp32 ENCODER.onnx] [--pytorch]
+    python benchmarks/reuters.py --bundle FINE_TUNED --fp32 WORK/onnx/model-fp32-optimized.onnx \
+                                 --pytorch WORK/checkpoint --out benchmarks/reuters_results_finetuned.json
 
 Without ``--bundle`` it first builds one exactly as a user would, ``cascade train --multi-label`` on
 train.csv with the default splits (timed), into a temporary folder. It calibrates that bundle on its
@@ -13,6 +15,10 @@ PyTorch (``--pytorch``, needs the [train] extra), and the cascade at its build t
 calibrated ``target_f1=0.90`` threshold (if certified); batch throughput (all test texts in one call,
 interleaved rounds after a warm-up round, median [min-max]), one-text p50 over 200 texts; and every promise against what test
 realised. Writes benchmarks/reuters_results.{json,md}.
+
+Given a bundle from ``cascade finetune --multi-label`` (MiniLM fine-tuned with binary cross-entropy), the
+neural rows are its INT8 classifier, the fp32 ONNX model it was quantized from (``--fp32``, in the build's
+work folder) and the fine-tuned checkpoint in PyTorch (``--pytorch CHECKPOINT``).
 """
 
 from __future__ import annotations
@@ -65,6 +71,19 @@ def _pytorch_embed() -> Callable[[list[str]], np.ndarray]:
     return lambda texts: st.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
 
 
+def _pytorch_classifier(checkpoint: Path, max_length: int) -> Callable[[list[str]], np.ndarray]:
+    import torch
+    import transformers
+
+    from cascade.stages.tokenization import TextEncoder
+    from cascade.training.finetune import predict_logits
+
+    torch.set_num_threads(2)
+    net = transformers.AutoModelForSequenceClassification.from_pretrained(str(checkpoint)).eval()
+    encoder = TextEncoder(checkpoint / "tokenizer.json", max_length)
+    return lambda texts: sigmoid(predict_logits(net, encoder, texts, torch, batch_size=32))
+
+
 def _calibrated(bundle: Path, cert: cascade.TextDataset) -> tuple[Any, list[Any]]:
     """Calibrate once on the certification split: the calibrator and its choice for each request."""
     with warnings.catch_warnings():
@@ -78,8 +97,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--bundle", type=Path, default=None, help="a multi-label bundle (default: build one)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--fp32", type=Path, default=None, help="the fp32 ONNX encoder the INT8 one came from")
-    parser.add_argument("--pytorch", action="store_true", help="also run the head on sentence-transformers (torch)")
+    parser.add_argument("--fp32", type=Path, default=None, help="the fp32 ONNX model the INT8 one came from")
+    parser.add_argument("--pytorch", nargs="?", const=True, default=None, metavar="CHECKPOINT",
+                        help="also run in PyTorch: the head on sentence-transformers, or a fine-tuned bundle's "
+                             "CHECKPOINT (needs the [train] extra)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("reuters_results.json"))
     args = parser.parse_args()
 
@@ -89,9 +110,12 @@ def main() -> None:
             bundle_path = Path(work) / "bundle"
             build_s = _build(args.data_dir, bundle_path)
         model = cascade.load(bundle_path, threads=2)
-        if model.decisions is None or model.bundle is None or model.neural.head is None:
-            raise SystemExit(f"{bundle_path} is not a multi-label bundle with a frozen encoder")
+        if model.decisions is None or model.bundle is None:
+            raise SystemExit(f"{bundle_path} is not a multi-label bundle")
         manifest, decisions, head = model.bundle.manifest, model.decisions, model.neural.head
+        fine_tuned = head is None
+        if fine_tuned and args.pytorch is True:
+            raise SystemExit("a fine-tuned bundle: give --pytorch the checkpoint folder it was exported from")
         test = cascade.read_csv(args.data_dir / "test.csv", label_col="labels")
         y = label_matrix(test.labels, model.labels)
         cert = certification_split(cascade.read_csv(args.data_dir / "train.csv", label_col="labels"),
@@ -104,19 +128,24 @@ def main() -> None:
 
         # the systems: name -> (what they do per call, the topic sets they give on test)
         neural_like: dict[str, Callable[[list[str]], np.ndarray]] = {"neural": model.neural.predict_proba}
+        max_length, windows = model.neural.encoder.max_length, model.neural.encoder.windows
         if args.fp32 is not None:
             from cascade.stages.neural import NeuralStage
 
-            fp32 = NeuralStage(args.fp32, model.bundle.file("tokenizer.json"), 128, threads=2)
-            neural_like["fp32"] = lambda t: sigmoid(head.logits(fp32.embed(t)))
-        if args.pytorch:
+            fp32 = NeuralStage(args.fp32, model.bundle.file("tokenizer.json"), max_length, threads=2,
+                               multi_label=True, windows=windows)
+            neural_like["fp32"] = (fp32.predict_proba if fine_tuned
+                                   else lambda t: sigmoid(head.logits(fp32.embed(t))))
+        if args.pytorch and fine_tuned:
+            neural_like["pytorch"] = _pytorch_classifier(Path(args.pytorch), max_length)
+        elif args.pytorch:
             embed = _pytorch_embed()
             neural_like["pytorch"] = lambda t: sigmoid(head.logits(embed(t)))
         runs: dict[str, Callable[[list[str]], Any]] = {"cheap": model.cheap.predict_proba, **neural_like,
                                                       "cascade": lambda t: model.classify(t)}
         figures: dict[str, dict[str, float]] = {
             "cheap": tagging_figures(y, assign(model.cheap.predict_proba(test.texts), decisions.cheap, True)),
-            **{name: tagging_figures(y, assign(run(test.texts), decisions.fallen, True))
+            **{name: tagging_figures(y, assign(run(test.texts), decisions.neural_alone, True))
                for name, run in neural_like.items()}}
         overall = evaluate_tagging(model, test)
         figures["cascade"] = {k.removeprefix("cascade_"): v for k, v in overall.items() if k.startswith("cascade_")}
@@ -150,11 +179,16 @@ def main() -> None:
                              "realised_fall_through": got["fall_through_rate"], "reason": choice.reason})
         files = manifest["files"]
         size = {"cheap": sum(files[f]["bytes"] for f in ("cheap.onnx", "cheap_features.json")) / 1e6,
-                "neural": sum(files[f]["bytes"] for f in ("neural.onnx", "tokenizer.json", "head.npz")) / 1e6,
-                "fp32": args.fp32.stat().st_size / 1e6 if args.fp32 else 0.0, "pytorch": 90.9,
+                "neural": sum(files[f]["bytes"] for f in ("neural.onnx", "tokenizer.json", "head.npz") if f in files) / 1e6,
+                "fp32": args.fp32.stat().st_size / 1e6 if args.fp32 else 0.0,
+                "pytorch": (sum(f.stat().st_size for f in Path(args.pytorch).glob("*.safetensors")) / 1e6
+                            if fine_tuned and args.pytorch else 90.9),
                 "cascade": sum(e["bytes"] for e in files.values()) / 1e6}
         size["cascade_calibrated"] = size["cascade"]
+    training = manifest.get("training", {})
     result = {"machine": f"{platform.processor() or platform.machine()}, 2 threads", "build_seconds": build_s,
+              "fine_tuned": fine_tuned, "finetune": training.get("finetune"), "command": training.get("command"),
+              "neural_reading": {"max_length": max_length, "windows": windows},
               "figures": figures, "fall_through": fell, "texts_per_s": speed, "one_text_p50_ms": p50, "size_mb": size,
               "promises": realised, "selection": manifest.get("metrics", {}).get("selection", {}),
               "splits": manifest.get("training", {}).get("splits", {}).get("sizes"), "threshold": model.threshold}
@@ -163,24 +197,40 @@ def main() -> None:
     print(markdown(result, args))
 
 
-NAMES = {"cheap": "cheap stage alone (TF-IDF + one-vs-rest logistic regression)",
-         "neural": "neural stage alone: frozen all-MiniLM-L6-v2, INT8, + per-topic head (first 128 tokens)",
-         "fp32": "the same head on the fp32 ONNX encoder", "pytorch": "the same head on sentence-transformers (PyTorch)",
-         "cascade": "cascade at its build threshold", "cascade_calibrated": "**cascade calibrated: target_f1 0.90**"}
+def names(result: dict[str, Any]) -> dict[str, str]:
+    """The rows' names, for a frozen-encoder or a fine-tuned bundle."""
+    r = result["neural_reading"]
+    reading = (f"first {r['max_length']} tokens" if r["windows"] == 1
+               else f"up to {r['windows']} windows of {r['max_length']} tokens")
+    common = {"cheap": "cheap stage alone (TF-IDF + one-vs-rest logistic regression)",
+              "cascade": "cascade at its build threshold", "cascade_calibrated": "**cascade calibrated: target_f1 0.90**"}
+    if result["fine_tuned"]:
+        return {**common, "neural": f"neural stage alone: all-MiniLM-L6-v2 fine-tuned (BCE), INT8 ({reading})",
+                "fp32": "the same fine-tuned model, fp32 ONNX", "pytorch": "the same fine-tuned model in PyTorch"}
+    return {**common, "neural": f"neural stage alone: frozen all-MiniLM-L6-v2, INT8, + per-topic head ({reading})",
+            "fp32": "the same head on the fp32 ONNX encoder", "pytorch": "the same head on sentence-transformers (PyTorch)"}
 
 
 def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
     med = {k: float(np.median(v)) for k, v in result["texts_per_s"].items()}
     build = f" (build included: {result['build_seconds']:.0f} s)" if result["build_seconds"] else ""
+    tuned = result["finetune"]
+    if tuned and "seconds" in tuned:
+        build = (f" on a bundle from `{result['command']} --multi-label` (fine-tuning: {tuned['config']['epochs']} epochs "
+                 f"of {tuned['config']['max_length']} tokens in {tuned['seconds'] / 60:.0f} min, epoch {tuned['best_epoch']} "
+                 "kept)")
+    ft = result["fine_tuned"]
     lines = [f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/reuters.py"
-             + (" --fp32 <encoder-fp32-optimized.onnx>" if args.fp32 else "") + (" --pytorch" if args.pytorch else "")
+             + (" --bundle <fine-tuned>" if ft else "")
+             + ((" --fp32 <model-fp32-optimized.onnx>" if ft else " --fp32 <encoder-fp32-optimized.onnx>") if args.fp32 else "")
+             + ((" --pytorch <checkpoint>" if ft else " --pytorch") if args.pytorch else "")
              + f"`{build}; {result['machine']}; 3,019 test articles; {args.rounds} interleaved rounds after a warm-up round.", "",
              "| system | micro-F1 | macro-F1 | exact match | falls through | texts/s (batch) | one text p50 ms | size MB |",
              "|---|---|---|---|---|---|---|---|"]
     for key, f in result["figures"].items():
         runs = result["texts_per_s"][key]
         fell = result["fall_through"].get(key, 1.0 if key in ("neural", "fp32", "pytorch") else 0.0)
-        lines.append(f"| {NAMES[key]} | {f['micro_f1']:.4f} | {f['macro_f1']:.4f} | {f['exact_match']:.4f} | {fell:.1%} | "
+        lines.append(f"| {names(result)[key]} | {f['micro_f1']:.4f} | {f['macro_f1']:.4f} | {f['exact_match']:.4f} | {fell:.1%} | "
                      f"{med[key]:,.0f} [{min(runs):,.0f}-{max(runs):,.0f}] | {result['one_text_p50_ms'][key]:.3f} | "
                      f"{result['size_mb'][key]:.1f} |")
     for name, f1 in PUBLISHED:

@@ -88,10 +88,11 @@ def train(data: TextDataset, selection: TextDataset | None, out: str | Path, *,
                         progress=progress)
 
 
-def finetune(data: TextDataset, selection: TextDataset | None, labels: list[str], out: str | Path, *,
+def finetune(data: TextDataset, selection: TextDataset | None, labels: list[str] | None, out: str | Path, *,
              work_dir: str | Path, **options: Any) -> Bundle:
     """Fine-tune the transformer and build a whole bundle (needs ``pip install 'cascade[train]'``);
-    ``selection`` None: ``data`` is carved three ways, as for :func:`train`."""
+    ``selection`` None: ``data`` is carved three ways, as for :func:`train`; ``labels`` None: the training
+    texts'; ``label_sep="|"`` builds a tagger (options: see :func:`cascade.training.build.finetune_bundle`)."""
     from .training.build import finetune_bundle
 
     return finetune_bundle(data, selection, labels, out, work_dir=work_dir, **options)

@@ -168,6 +168,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=None, help="tokens kept per text (default: 128)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--seed", type=int, default=None)
+    _add_multi_label_args(p)
+    p.add_argument("--windows", type=int, default=1,
+                   help="read long texts as up to this many windows of --max-length tokens, their logits averaged "
+                        "(default: 1, the first --max-length tokens only)")
     return parser
 
 
@@ -258,6 +262,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
         labels = manifest.pop("labels")
         shown = os.fsencode(bundle.path).decode("utf-8", "replace")  # a folder name need not be UTF-8
         manifest = {"path": shown, "digest": bundle.digest, "n_labels": len(labels), **manifest}
+        if "decisions" in manifest:  # a tagger's cut-offs, named by topic
+            cuts = manifest["decisions"]
+            manifest["decisions"] = {**cuts, **{k: dict(zip(labels, cuts[k])) for k in ("cheap", "fallen", "neural")
+                                                if k in cuts}}
     else:
         manifest = {"digest": bundle.digest, **manifest}
     _utf8_stdout().write(json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
@@ -420,17 +428,20 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
     from .stages.neural import check_threads
     from .training.build import finetune_bundle
-    from .training.finetune import FinetuneConfig
+    from .training.finetune import MULTI_LABEL_FINETUNE, FinetuneConfig
 
     check_threads(args.threads)
+    sep = _label_sep(args) if args.multi_label or args.label_sep is not None else None
     train, val, labels, name = _load_training_data(args)
     overrides = {k: v for k, v in {
         "epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
         "max_length": args.max_length, "threads": args.threads, "seed": args.seed,
     }.items() if v is not None}
-    bundle = finetune_bundle(train, val, labels, args.out, work_dir=args.work_dir, checkpoint=args.checkpoint,
-                             finetune_config=replace(FinetuneConfig(), **overrides), data_name=name,
-                             selection_share=args.selection_share, certification_share=args.certification_share)
+    base = MULTI_LABEL_FINETUNE if sep is not None else FinetuneConfig()
+    bundle = finetune_bundle(train, val, None if sep is not None else labels, args.out, work_dir=args.work_dir,
+                             checkpoint=args.checkpoint, finetune_config=replace(base, **overrides), data_name=name,
+                             selection_share=args.selection_share, certification_share=args.certification_share,
+                             label_sep=sep, windows=args.windows)
     _print_summary(bundle.path, bundle.manifest)
     return 0
 

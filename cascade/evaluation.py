@@ -130,7 +130,7 @@ def evaluate_tagging(model: Cascade, data: TextDataset, threshold: float | None 
     fell = fall_through(routing_confidence(cheap_p, model.measure, model.always_neural_idx, decisions), t)
     final = np.where(fell[:, None], fallthrough_answer(cheap_p, neural_p, model.cheap_weight), cheap_p)
     sets = {"cheap": assign(cheap_p, decisions.cheap, decisions.at_least_one),
-            "neural": assign(neural_p, decisions.fallen, decisions.at_least_one),
+            "neural": assign(neural_p, decisions.neural_alone, decisions.at_least_one),
             "cascade": model.assigned(final, fell)}
     y_all = np.hstack([y, unknown])  # unknown topics: columns no stage ever assigns
     padded = {name: np.hstack([chosen, np.zeros(unknown.shape, dtype=bool)]) for name, chosen in sets.items()}

@@ -173,17 +173,27 @@ def stage_figures(y: np.ndarray, sets: dict[str, np.ndarray]) -> dict[str, float
 @dataclass(frozen=True)
 class Decisions:
     """How a multi-label bundle turns probabilities into sets: cut-offs for the cheap stage's answers and
-    for the answers of texts that fall through, and whether one topic is always assigned."""
+    for the answers of texts that fall through (the stages' mix, if the bundle has one), and whether one
+    topic is always assigned. ``neural``: the neural stage's own cut-offs, for figures of that stage alone
+    (None: ``fallen``, as when there is no mix)."""
 
     cheap: np.ndarray
     fallen: np.ndarray
     at_least_one: bool
+    neural: np.ndarray | None = None
+
+    @property
+    def neural_alone(self) -> np.ndarray:
+        """The cut-offs of the neural stage answering alone."""
+        return self.fallen if self.neural is None else self.neural
 
     def to_json(self, info: dict[str, Any]) -> dict[str, Any]:
         return {"cheap": [float(c) for c in self.cheap], "fallen": [float(c) for c in self.fallen],
+                **({"neural": [float(c) for c in self.neural]} if self.neural is not None else {}),
                 "at_least_one": self.at_least_one, **info}
 
     @classmethod
     def from_json(cls, node: dict[str, Any]) -> Decisions:
         return cls(np.asarray(node["cheap"], dtype=np.float64), np.asarray(node["fallen"], dtype=np.float64),
-                   bool(node["at_least_one"]))
+                   bool(node["at_least_one"]),
+                   np.asarray(node["neural"], dtype=np.float64) if "neural" in node else None)

@@ -174,6 +174,9 @@ def test_cli_train_and_evaluate_multi_label(tmp_path, tiny_encoder_bundle, capsy
     assert out["task"] == "multi-label" and 0 <= out["cascade_micro_f1"] <= 1
     assert main(["classify", "--bundle", str(tmp_path / "b"), "wheat corn barley harvest and a tanker"]) == 0
     assert "labels" in json.loads(capsys.readouterr().out)
+    assert main(["info", "--bundle", str(tmp_path / "b")]) == 0  # cut-offs named by topic (they were a bare list)
+    cuts = json.loads(capsys.readouterr().out)["decisions"]
+    assert set(cuts["cheap"]) == set(cuts["fallen"]) == set(cuts.get("neural", TOPIC_WORDS)) == set(TOPIC_WORDS)
 
 
 def test_bad_multi_label_settings_fail_before_work(tmp_path, tiny_encoder_bundle):
@@ -237,3 +240,35 @@ def test_train_cheap_refreshes_a_tagger(tagger, tmp_path):
     assert cascade.load(out.path, threads=1).classify("wheat and barley harvest").labels
     with pytest.raises(ValueError, match="is multi-label: pass --multi-label"):
         cascade.train_cheap(tagging_data(200, seed=7), None, tmp_path / "d", base=tagger, progress=False)
+
+
+def test_topic_mix_weight_follows_the_better_stage():
+    """The cheap stage's vote on a tagger's fall-through texts: none when the neural stage is right and the
+    cheap stage guesses; most of it in the opposite case."""
+    from cascade.training.mixing import GRID, fit_cheap_weight_topics
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((400, 6)) < 0.3).astype(np.int8)
+    sure, guess = np.where(y == 1, 0.95, 0.05), rng.random(y.shape)
+    conf = rng.random(400)
+    assert fit_cheap_weight_topics(guess, sure, y, conf) == 0.0
+    assert fit_cheap_weight_topics(sure, guess, y, conf) == GRID[-1]
+
+
+def test_a_taggers_fall_through_texts_get_the_mixed_answer(tagger):
+    """Texts that fall through are answered with w * cheap + (1 - w) * neural at the fall-through cut-offs,
+    the figures of the neural stage alone use its own cut-offs, and both are recorded."""
+    from cascade.multilabel import Decisions, assign
+
+    model = cascade.load(tagger, threads=1)
+    m = model.bundle.manifest
+    w = m["mix"]["cheap_weight"]
+    assert 0.0 < w < 1.0 and "binary log-loss" in m["mix"]["rule"]  # the tiny stages both know something
+    decisions = Decisions.from_json(m["decisions"])
+    assert (decisions.neural is not None) == (w > 0) and m["metrics"]["selection"]["cheap_weight"] == w
+    texts = tagging_data(40, seed=31).texts
+    mixed = w * model.cheap.predict_proba(texts) + (1 - w) * model.neural.predict_proba(texts)
+    want = assign(mixed, decisions.fallen, decisions.at_least_one)
+    got = model.classify(texts, threshold=1.0)
+    assert all(p.stage == "neural" for p in got)
+    assert [sorted(p.labels) for p in got] == [sorted(np.array(model.labels)[row].tolist()) for row in want]

@@ -44,7 +44,7 @@ def tuned(tmp_path_factory, tiny_bert, tiny_train, tiny_val, labels):
 
 def test_finetune_saves_best_checkpoint_and_history(tuned):
     assert len(tuned.history) == 2 and 1 <= tuned.best_epoch <= 2
-    assert tuned.best_val_accuracy == max(h["val_accuracy"] for h in tuned.history)
+    assert tuned.metric == "accuracy" and tuned.best_val_score == max(h["val_accuracy"] for h in tuned.history)
     assert tuned.history[1]["train_loss"] < tuned.history[0]["train_loss"]
     saved = json.loads((tuned.checkpoint_dir / "cascade_training.json").read_text())
     assert saved["best_epoch"] == tuned.best_epoch and (tuned.checkpoint_dir / "tokenizer.json").is_file()
@@ -90,6 +90,7 @@ def test_finetune_bundle_from_checkpoint(tmp_path, tuned, tiny_train, tiny_val, 
     assert m["neural"]["fusions"]["Attention"] == 2 and m["neural"]["max_length"] == MAX_LENGTH
     assert m["training"]["finetune"]["best_epoch"] == tuned.best_epoch
     assert set(m["metrics"]["selection"]) >= {"cheap_accuracy", "neural_accuracy", "cascade_accuracy"}
+    assert "selection_accuracy" in m["neural"] and m["training"]["command"] == "cascade finetune"
     model = cascade.load(bundle.path, threads=1)
     assert model.classify("card not arrived", threshold=1.0).stage == "neural"
 
@@ -115,3 +116,112 @@ def test_encoder_export_matches_sentence_transformers_pooling(tmp_path, tiny_ber
     emb = stage.embed(tiny_val.texts[:10])
     assert stage.embedding_dim == 32 and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert np.array_equal(emb, np.vstack([stage.embed([t]) for t in tiny_val.texts[:10]]))
+
+
+EPOCHS, LR, HEAD_LR = 10, 2e-3, 1e-2  # a random tiny BERT needs more steps than MiniLM
+
+
+@pytest.fixture(scope="module")
+def topic_bert(tmp_path_factory) -> tuple[Path, object, object]:
+    """A tiny random BERT over the topic-tagging vocabulary, and the data (train, selection)."""
+    from builders import tagging_data
+    from tokenizers import Tokenizer
+
+    root = tmp_path_factory.mktemp("topic-bert")
+    train, selection = tagging_data(240, seed=1), tagging_data(120, seed=2)
+    tok = make_tokenizer(root / "tokenizer.json", train.texts + selection.texts)
+    config = transformers.BertConfig(vocab_size=Tokenizer.from_file(str(tok)).get_vocab_size(), hidden_size=32,
+                                     num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                     max_position_embeddings=64)
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(config).save_pretrained(str(root))
+    return root, train, selection
+
+
+def test_multi_label_finetune_learns_topics_with_bce(tmp_path, topic_bert):
+    from cascade.multilabel import topics_of
+
+    base, train, selection = topic_bert
+    topics = topics_of(train.labels)
+    config = FinetuneConfig(epochs=EPOCHS, learning_rate=LR, head_learning_rate=HEAD_LR, batch_size=16,
+                            max_length=MAX_LENGTH, threads=1)
+    result = finetune(train, selection, topics, tmp_path / "ckpt", config, base_model=base, progress=False,
+                      label_sep="|")
+    saved = json.loads((result.checkpoint_dir / "config.json").read_text())
+    assert saved["problem_type"] == "multi_label_classification" and result.metric == "micro_f1"
+    assert result.best_val_score == max(h["val_micro_f1"] for h in result.history)
+    assert result.best_val_score > 0.8  # four topics with their own words: learnable in 3 epochs
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_multi_label_head_starts_at_topic_priors(tmp_path, topic_bert):
+    """Epoch 0's sigmoid per topic is its training frequency, not 0.5 for every topic."""
+    from cascade.multilabel import label_matrix, sigmoid, topics_of
+    from cascade.stages.tokenization import TextEncoder
+    from cascade.training.finetune import predict_logits
+
+    base, train, selection = topic_bert
+    topics = topics_of(train.labels)
+    config = FinetuneConfig(epochs=1, learning_rate=1e-12, head_learning_rate=1e-12, warmup_ratio=0.0,
+                            max_length=MAX_LENGTH, threads=1)
+    result = finetune(train, selection, topics, tmp_path / "ckpt", config, base_model=base, progress=False,
+                      label_sep="|")
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(result.checkpoint_dir))
+    probs = sigmoid(predict_logits(model, TextEncoder(base / "tokenizer.json", MAX_LENGTH), train.texts, torch))
+    prior = label_matrix(train.labels, topics).mean(axis=0)
+    assert np.abs(probs.mean(axis=0) - prior).max() < 0.1
+
+
+def test_multi_label_finetune_bundle_round_trip(tmp_path, topic_bert):
+    import cascade
+    from cascade.training.build import finetune_bundle
+    from cascade.training.cheap import CheapConfig
+
+    base, train, selection = topic_bert
+    ckpt = tmp_path / "ckpt"
+    finetune(train, selection, sorted({"grain", "money", "oil", "ship"}), ckpt,
+             FinetuneConfig(epochs=EPOCHS, learning_rate=LR, head_learning_rate=HEAD_LR, batch_size=16,
+                            max_length=MAX_LENGTH, threads=1), base_model=base, progress=False, label_sep="|")
+    bundle = finetune_bundle(train, selection, None, tmp_path / "bundle", work_dir=tmp_path / "work",
+                             checkpoint=ckpt, cheap_config=CheapConfig(min_df=1), tolerance=0.05, label_sep="|",
+                             windows=2, progress=False)
+    m = bundle.manifest
+    assert m["task"] == "multi-label" and m["neural"]["windows"] == 2 and "selection_micro_f1" in m["neural"]
+    assert all("val_micro_f1" in t for t in m["neural"]["quantization_tried"])
+    model = cascade.load(bundle.path, threads=1)
+    assert model.multi_label and model.labels == ["grain", "money", "oil", "ship"]
+    text = "crude barrel opec refinery dollar yen currency said the"
+    alone = model.classify(text, threshold=1.0)
+    assert alone.stage == "neural" and alone.labels and set(alone.labels) <= set(model.labels)
+    assert [p.labels for p in model.classify([text, "wheat corn", text], threshold=1.0)][::2] == [alone.labels] * 2
+    with pytest.raises(ValueError, match="fine-tuned for topic tagging"):
+        finetune_bundle(train, selection, None, tmp_path / "b2", work_dir=tmp_path / "w2", checkpoint=ckpt)
+    with pytest.raises(ValueError, match="topics given and the training texts' differ"):
+        finetune_bundle(train, selection, ["grain", "oil"], tmp_path / "b3", work_dir=tmp_path / "w3",
+                        checkpoint=ckpt, label_sep="|")
+
+
+def test_cli_finetune_multi_label_from_checkpoint(tmp_path, topic_bert, capsys):
+    import csv
+
+    import cascade
+    from cascade.cli import main
+
+    base, train, selection = topic_bert
+    ckpt = tmp_path / "ckpt"
+    finetune(train, selection, ["grain", "money", "oil", "ship"], ckpt,
+             FinetuneConfig(epochs=2, max_length=MAX_LENGTH, threads=1), base_model=base, progress=False,
+             label_sep="|")
+    data = tmp_path / "topics.csv"
+    with data.open("w", newline="") as fh:
+        csv.writer(fh).writerows([("text", "category"), *zip(train.texts + selection.texts,
+                                                            [lab.replace("|", ";") for lab in train.labels + selection.labels])])
+    out = tmp_path / "bundle"
+    assert main(["finetune", "--data", str(data), "--multi-label", "--label-sep", ";", "--checkpoint", str(ckpt),
+                 "--out", str(out), "--windows", "2"]) == 0
+    model = cascade.load(out, threads=1)
+    assert model.multi_label and model.label_sep == ";" and model.bundle.manifest["neural"]["windows"] == 2
+    assert "wrote" in capsys.readouterr().out
+    assert main(["finetune", "--data", str(data), "--label-sep", ";", "--checkpoint", str(ckpt),
+                 "--out", str(tmp_path / "b2")]) != 0
+    assert "--label-sep needs --multi-label" in capsys.readouterr().err

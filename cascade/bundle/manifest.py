@@ -125,7 +125,7 @@ def _dict(value: Any, field: str) -> dict[str, Any]:
     return value
 
 
-_DECISION_KEYS = {"cheap", "fallen", "at_least_one", "rule", "grid", "own", "shared", "moved_by"}
+_DECISION_KEYS = {"cheap", "fallen", "neural", "at_least_one", "rule", "grid", "own", "shared", "moved_by"}
 
 
 def _check_task(manifest: dict[str, Any], labels: list[Any]) -> None:
@@ -140,7 +140,9 @@ def _check_task(manifest: dict[str, Any], labels: list[Any]) -> None:
         return
     if "abstain" in manifest:
         raise _fail("abstain", "is for single-label bundles; a multi-label bundle assigns no topic by its cut-offs")
-    for key in ("cheap", "fallen"):
+    for key in ("cheap", "fallen", "neural"):
+        if key == "neural" and key not in decisions:
+            continue
         cut = decisions.get(key)
         if not isinstance(cut, list) or len(cut) != len(labels):
             raise _fail(f"decisions.{key}", f"must list one cut-off per label ({len(labels)})")
@@ -245,8 +247,8 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
     _check_task(manifest, labels)
     if "windows" in neural:
         _int(neural["windows"], "neural.windows", 1, MAX_WINDOWS)
-        if neural["windows"] > 1 and (kind != "frozen-encoder" or neural["max_length"] < 3):
-            raise _fail("neural.windows", "above 1 needs a frozen-encoder stage and max_length 3 or more")
+        if neural["windows"] > 1 and neural["max_length"] < 3:
+            raise _fail("neural.windows", "above 1 needs max_length 3 or more")
 
     calibration = _dict(manifest.get("calibration", {}), "calibration")
     for key in ("cheap_temperature", "neural_temperature"):

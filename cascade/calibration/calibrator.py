@@ -115,7 +115,7 @@ class Calibrator:
             raise ValueError(f"unknown confidence measures {unknown}; use some of {allowed}")
         self.warnings_ = []
         texts, labels = self._deduplicate(texts, labels)
-        y = self._check_topics(labels) if multi else self._check_labels(labels)
+        y, missed = self._check_topics(labels) if multi else (self._check_labels(labels), None)
         self._check_overlap(texts)
 
         cheap_logits = self.model.cheap.logits(texts)
@@ -132,7 +132,8 @@ class Calibrator:
                 f"fit part (about {FIT_FRACTION:.0%}) and the certify part need some; give more labelled texts"
             )
         self.n_fit_, self.n_certify_ = int(fit.sum()), int((~fit).sum())
-        scored = (score_tagging if multi else score_single)(self.model, cheap_logits, neural_logits, y, fit)
+        scored = (score_tagging(self.model, cheap_logits, neural_logits, y, fit, missed) if multi
+                  else score_single(self.model, cheap_logits, neural_logits, y, fit))
         self.temperatures_, self.ece_ = scored.temperatures, scored.ece
         self.aurc_ = {m: aurc(routing_confidence(scored.cheap_p[fit], m, None, scored.decisions), scored.cheap_ok[fit])
                       for m in self.measures}
@@ -206,16 +207,23 @@ class Calibrator:
                        f"{len(index)} labels; its figures describe that subset")
         return np.array([index.get(label, -1) for label in labels], dtype=np.int64)
 
-    def _check_topics(self, labels: list[str]) -> np.ndarray:
-        """A multi-label bundle's 0/1 topic matrix of the label cells (topics joined by ``label_sep``)."""
-        from ..multilabel import label_matrix
+    def _check_topics(self, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """A multi-label bundle's 0/1 topic matrix of the label cells (topics joined by ``label_sep``), and
+        each text's count of topics the bundle does not know (missed by every stage, with a warning)."""
+        from ..multilabel import label_matrix_with_unknown
 
-        y = label_matrix(labels, self.model.labels, self.label_sep or self.model.label_sep)
+        y, unknown = label_matrix_with_unknown(labels, self.model.labels, self.label_sep or self.model.label_sep)
+        if unknown.shape[1] and not y.any():
+            raise ValueError(f"none of the calibration topics is a topic of this bundle (the bundle has e.g. "
+                             f"{self.model.labels[:3]}): pass the right label column, --label-sep or bundle")
+        if unknown.shape[1]:
+            self._warn(f"{int(unknown.any(axis=1).sum())} calibration texts carry {unknown.shape[1]} topic(s) the "
+                       "bundle does not know; they count as topics missed by both stages. Is this the right bundle?")
         absent = int((y.sum(axis=0) == 0).sum())
         if absent > len(self.model.labels) // 2:
             self._warn(f"the calibration texts cover only {len(self.model.labels) - absent} of the bundle's "
                        f"{len(self.model.labels)} topics; its figures describe that subset")
-        return y
+        return y, unknown.sum(axis=1)
 
     def _check_overlap(self, texts: list[str]) -> None:
         seen = self.model.bundle.train_hashes() if self.model.bundle is not None else None

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..bundle import atomic
+from .curves import build_curve
 
 if TYPE_CHECKING:
     from .calibrator import Calibrator, ThresholdChoice
@@ -40,25 +41,33 @@ def draw(cal: "Calibrator", path: str | Path | None, choice: "ThresholdChoice | 
     target = plot_path(path) if path is not None else None  # a bad path fails before the drawing
     policy = cal._policy(bool(choice and choice.always_neural))
     curve = policy.curve
+    tagger = policy.f1 is not None
+    f1_curve = build_curve(policy.conf, policy.f1[0], policy.f1[1], policy.costs_ms) if policy.f1 is not None else None
+    name = "exact match" if tagger else "accuracy"
     fig = Figure(figsize=(11, 4.2))
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, x, label in ((axes[0], 100 * curve.fall_through_rate, "texts falling through to the neural stage (%)"),
-                         (axes[1], curve.ms_per_text, "expected ms per text")):
-        ax.plot(x, 100 * curve.accuracy, color="tab:blue", label="cascade")
+    for ax, x, label in ((axes[0], "fall_through_rate", "texts falling through to the neural stage (%)"),
+                         (axes[1], "ms_per_text", "expected ms per text")):
+        scale = 100 if x == "fall_through_rate" else 1
+        ax.plot(scale * getattr(curve, x), 100 * curve.accuracy, color="tab:blue", label=f"cascade, {name}")
+        if f1_curve is not None:  # a tagger: the mean per-text F1 too (what target_f1 promises)
+            ax.plot(scale * getattr(f1_curve, x), 100 * f1_curve.accuracy, color="tab:purple",
+                    label="cascade, mean per-text F1")
         fallen = ("neural stage alone" if not cal.model.cheap_weight
                   else f"fall-through answer alone (neural, cheap vote {cal.model.cheap_weight:g})")
-        ax.axhline(100 * np.mean(policy.neural_ok), color="tab:orange", ls="--", label=fallen)
-        ax.axhline(100 * np.mean(policy.cheap_ok), color="tab:green", ls=":", label="cheap stage alone")
+        ax.axhline(100 * np.mean(policy.neural_ok), color="tab:orange", ls="--", label=f"{fallen}, {name}")
+        ax.axhline(100 * np.mean(policy.cheap_ok), color="tab:green", ls=":", label=f"cheap stage alone, {name}")
         if choice is not None:
             cx = 100 * choice.expected["fall_through_rate"] if ax is axes[0] else choice.expected["ms_per_text"]
-            ax.plot([cx], [100 * choice.expected["accuracy"]], "o", color="tab:red", ms=8,
+            f1_choice = choice.mode == "target_f1"
+            cy = choice.expected["mean_text_f1"] if f1_choice else choice.expected["accuracy"]
+            ax.plot([cx], [100 * cy], "o", color="tab:red", ms=8,
                     label=f"chosen ({choice.mode}{'' if choice.feasible else ', infeasible'})")
-            if choice.mode == "target_accuracy":
-                ax.axhline(100 * choice.request["target_accuracy"], color="tab:red", lw=0.8, ls="-.",
-                           label="target")
+            if choice.mode in ("target_accuracy", "target_f1"):
+                ax.axhline(100 * choice.request[choice.mode], color="tab:red", lw=0.8, ls="-.", label="target")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"accuracy on {cal.n_certify_} certifying texts (%)")
+    axes[0].set_ylabel(f"{name}{' and mean F1' if tagger else ''} on {cal.n_certify_} certifying texts (%)")
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"cascade trade-off (confidence: {cal.measure_}, calibrated)")
     fig.tight_layout()

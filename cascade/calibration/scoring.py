@@ -68,9 +68,10 @@ def moved_cutoffs(cutoffs: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def score_tagging(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.ndarray, y: np.ndarray,
-                  fit: np.ndarray) -> Scored:
+                  fit: np.ndarray, missed: np.ndarray | None = None) -> Scored:
     """Sigmoid temperatures on the fit part, marginal calibration error on the certify part, the cut-offs
-    moved with the temperatures, and each text's exact-match outcome and F1."""
+    moved with the temperatures, and each text's exact-match outcome and F1. ``missed``: per text, how many
+    of its topics the bundle does not know (no set with one is exactly right; each lowers its F1)."""
     from ..router import fallthrough_answer
 
     decisions = model.decisions
@@ -85,14 +86,24 @@ def score_tagging(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.
     # the bundle's cut-offs are on the scale of the temperatures it was saved with (1 if never calibrated):
     # back to raw logits first, then to the new temperatures, so calibrating again moves nothing twice
     raw = {"cheap": moved_cutoffs(decisions.cheap, 1.0 / model.cheap.temperature),
-           "fallen": moved_cutoffs(decisions.fallen, 1.0 / model.neural.temperature)}
+           "fallen": moved_cutoffs(decisions.fallen, 1.0 / model.neural.temperature),
+           "neural": moved_cutoffs(decisions.neural_alone, 1.0 / model.neural.temperature)}
+    # a mix's cut-offs move with the neural stage's temperature: exact for the neural stage alone, close for
+    # a mix (its sets may change slightly); what is certified is computed with the moved cut-offs either way
     moved = Decisions(moved_cutoffs(raw["cheap"], temperatures["cheap"]),
-                      moved_cutoffs(raw["fallen"], temperatures["neural"]), decisions.at_least_one)
+                      moved_cutoffs(raw["fallen"], temperatures["neural"]), decisions.at_least_one,
+                      moved_cutoffs(raw["neural"], temperatures["neural"]) if decisions.neural is not None else None)
     cheap_p = sigmoid(cheap_logits / temperatures["cheap"])
     fallen = fallthrough_answer(cheap_p, sigmoid(neural_logits / temperatures["neural"]), model.cheap_weight)
     cheap_sets = assign(cheap_p, moved.cheap, moved.at_least_one)
     fallen_sets = assign(fallen, moved.fallen, moved.at_least_one)
     truth = y.astype(bool)
-    return Scored(temperatures, ece, cheap_p, fallen, (cheap_sets == truth).all(axis=1),
-                  (fallen_sets == truth).all(axis=1), y, moved, per_text_f1(y, cheap_sets),
-                  per_text_f1(y, fallen_sets))
+    missed = np.zeros(len(y), dtype=np.int64) if missed is None else np.asarray(missed)
+
+    def f1(sets: np.ndarray) -> np.ndarray:  # unknown topics: one extra column per text, never assigned
+        extra = np.zeros((len(y), int(missed.max(initial=0))), dtype=bool)
+        extra[np.arange(extra.shape[1])[None, :] < missed[:, None]] = True
+        return per_text_f1(np.hstack([truth, extra]), np.hstack([sets, np.zeros_like(extra)]))
+
+    return Scored(temperatures, ece, cheap_p, fallen, (cheap_sets == truth).all(axis=1) & (missed == 0),
+                  (fallen_sets == truth).all(axis=1) & (missed == 0), y, moved, f1(cheap_sets), f1(fallen_sets))

@@ -34,6 +34,7 @@ from ..calibration import BUILD_RULE, cheapest_same_as_best
 from ..datasets import TextDataset
 from ..errors import CascadeError
 from ..evaluation import StageScores, label_indices, summarize
+from ..multilabel import split_labels
 from ..router import confidence
 from ..splits import CERTIFICATION_SHARE, SELECTION_SHARE, build_splits
 from ..stages.cheap import CheapStage
@@ -106,29 +107,38 @@ def _fit_and_export_cheap(train: TextDataset, selection: TextDataset, labels: li
 
 
 def _choose_multi_label(cheap: CheapStage, neural: NeuralStage, labels: list[str], selection: TextDataset,
-                        sep: str, at_least_one: bool) -> tuple[float, dict[str, Any], dict[str, Any]]:
-    """A multi-label bundle's choices on the selection texts: each stage's cut-offs, then the threshold by
-    the build rule with exact match (the whole set right) as a text's outcome. Returns (threshold,
-    figures, decisions for the manifest)."""
+                        sep: str, at_least_one: bool, mix: bool) -> tuple[float, dict[str, Any], dict[str, Any]]:
+    """A multi-label bundle's choices on the selection texts: the cheap stage's cut-offs, the cheap stage's
+    vote on texts that fall through (``mix``), the cut-offs of that answer, then the threshold by the build
+    rule with exact match (the whole set right) as a text's outcome. Returns (threshold, figures,
+    decisions for the manifest)."""
     from ..multilabel import Decisions, assign, choose_cutoffs, label_matrix, set_confidence, stage_figures
+    from ..router import fallthrough_answer
+    from .mixing import fit_cheap_weight_topics
 
     y = label_matrix(selection.labels, labels, sep)
     cheap_p, neural_p = cheap.predict_proba(selection.texts), neural.predict_proba(selection.texts)
     cheap_cut, cut_info = choose_cutoffs(cheap_p, y)
-    fallen_cut, _ = choose_cutoffs(neural_p, y)
-    decisions = Decisions(cheap_cut, fallen_cut, at_least_one)
-    cheap_sets, neural_sets = assign(cheap_p, cheap_cut, at_least_one), assign(neural_p, fallen_cut, at_least_one)
+    conf = set_confidence(cheap_p, cheap_cut, "set_prob", at_least_one)
+    weight = fit_cheap_weight_topics(cheap_p, neural_p, y, conf) if mix else 0.0
+    if mix:
+        log.info("the cheap stage's vote on texts that fall through: weight %.2f", weight)
+    fallen_p = fallthrough_answer(cheap_p, neural_p, weight)
+    fallen_cut, _ = choose_cutoffs(fallen_p, y)
+    neural_cut = choose_cutoffs(neural_p, y)[0] if weight else fallen_cut
+    decisions = Decisions(cheap_cut, fallen_cut, at_least_one, neural_cut if weight else None)
+    cheap_sets, fallen_sets = assign(cheap_p, cheap_cut, at_least_one), assign(fallen_p, fallen_cut, at_least_one)
 
     def exact(sets: np.ndarray) -> np.ndarray:
         return (sets == y.astype(bool)).all(axis=1)
 
-    conf = set_confidence(cheap_p, cheap_cut, "set_prob", at_least_one)
-    rule = cheapest_same_as_best(conf, exact(cheap_sets), exact(neural_sets))
+    rule = cheapest_same_as_best(conf, exact(cheap_sets), exact(fallen_sets))
     fell = conf < rule.threshold
-    cascade_sets = np.where(fell[:, None], neural_sets, cheap_sets)
+    cascade_sets = np.where(fell[:, None], fallen_sets, cheap_sets)
+    sets = {"cheap": cheap_sets, "neural": assign(neural_p, neural_cut, at_least_one),
+            **({"fallen": fallen_sets} if weight else {}), "cascade": cascade_sets}
     metrics: dict[str, Any] = {"n_texts": len(y), "threshold": rule.threshold, "fall_through_rate": float(fell.mean()),
-                               **stage_figures(y, {"cheap": cheap_sets, "neural": neural_sets, "cascade": cascade_sets}),
-                               "rule": rule.to_json()}
+                               "cheap_weight": weight, **stage_figures(y, sets), "rule": rule.to_json()}
     log.info("threshold %.4f: selection micro-F1 %.4f (exact match %.4f) with %.1f%% falling through",
              rule.threshold, metrics["cascade_micro_f1"], metrics["cascade_exact_match"], 100 * metrics["fall_through_rate"])
     return rule.threshold, metrics, decisions.to_json(cut_info)
@@ -157,7 +167,7 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
             raise ValueError("'none of these' (abstain) is for single-label bundles: a multi-label one already "
                              "assigns no topic whose probability misses its cut-off")
         threshold, sel_metrics, decisions = _choose_multi_label(cheap, neural, labels, selection, label_sep,
-                                                                at_least_one)
+                                                                at_least_one, mix)
     else:
         threshold, sel_metrics = _choose_threshold(cheap, neural, labels, selection, None if mix else 0.0, abstain)
     cheap_weight = float(sel_metrics.get("cheap_weight", 0.0))
@@ -185,8 +195,9 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
     if decisions is not None:
         full["task"], full["decisions"] = "multi-label", decisions
         full["training"] = {**full.get("training", {}), "label_sep": label_sep}
-    full["mix"] = {"cheap_weight": cheap_weight, "rule": "log-loss on the less confident half of the selection texts"
-                   if mix and decisions is None else "the neural stage alone answers texts that fall through"}
+    full["mix"] = {"cheap_weight": cheap_weight, "rule": "the neural stage alone answers texts that fall through"
+                   if not mix else "log-loss on the less confident half of the selection texts" if decisions is None
+                   else "binary log-loss over the topics of the less confident half of the selection texts"}
     if abstain is not None:
         full["abstain"] = {"below": sel_metrics["abstain_below"], "max_rejected_share": abstain,
                            "rule": "the cut under which that share of in-scope selection texts' answers fall"}
@@ -223,7 +234,6 @@ def train_cheap(data: TextDataset, selection: TextDataset | None, out: str | Pat
     None: ``data`` is carved into train / selection / certification (:func:`cascade.splits.carve_splits`);
     ``config`` None: the task's default; ``label_sep``: the base is multi-label and label cells hold topics
     joined by it; ``extra_training`` is recorded in the manifest's ``training`` section."""
-    from ..multilabel import split_labels
     from .train import MULTI_LABEL_CHEAP
 
     check_output_folder(out)
@@ -272,27 +282,44 @@ def train_cheap(data: TextDataset, selection: TextDataset | None, out: str | Pat
     return bundle
 
 
-def finetune_bundle(data: TextDataset, selection: TextDataset | None, labels: list[str], out: str | Path, *,
+def finetune_bundle(data: TextDataset, selection: TextDataset | None, labels: list[str] | None, out: str | Path, *,
                     work_dir: str | Path, checkpoint: str | Path | None = None,
-                    finetune_config: FinetuneConfig | None = None, cheap_config: CheapConfig = CheapConfig(),
+                    finetune_config: FinetuneConfig | None = None, cheap_config: CheapConfig | None = None,
                     tolerance: float = 0.005, data_name: str = "", progress: bool = True,
-                    selection_share: float = SELECTION_SHARE,
-                    certification_share: float = CERTIFICATION_SHARE) -> Bundle:
+                    selection_share: float = SELECTION_SHARE, certification_share: float = CERTIFICATION_SHARE,
+                    label_sep: str | None = None, windows: int = 1) -> Bundle:
     """Fine-tune (unless ``checkpoint`` is given), export, optimize and quantize the neural stage, train
     the cheap stage, choose the epoch, the quantization and the threshold on the selection texts and
     write the bundle. ``selection`` None: ``data`` is carved three ways (:func:`cascade.splits.carve_splits`).
-    Large intermediates go to ``work_dir``."""
+    ``labels`` None: the training texts' (a tagger's topics). ``label_sep``: a tagger (label cells hold
+    topics joined by it): binary
+    cross-entropy, epoch and quantization judged by micro-F1; ``windows``: how many windows of the
+    fine-tuning length the neural stage reads, their logits averaged. Large intermediates go to ``work_dir``."""
     from .export import build_neural
-    from .finetune import TOKENIZER_FILE, TRAINING_INFO_FILE, FinetuneConfig, finetune
+    from .finetune import MULTI_LABEL_FINETUNE, TOKENIZER_FILE, TRAINING_INFO_FILE, FinetuneConfig, finetune
+    from .train import MULTI_LABEL_CHEAP, check_topics
 
-    config = finetune_config or FinetuneConfig()
+    multi = label_sep is not None
+    config = finetune_config or (MULTI_LABEL_FINETUNE if multi else FinetuneConfig())
+    cheap_config = cheap_config or (MULTI_LABEL_CHEAP if multi else CheapConfig())
+    if isinstance(windows, bool) or not isinstance(windows, int) or not 1 <= windows <= 16:
+        raise ValueError(f"windows must be an integer from 1 to 16, got {windows!r}")
     check_output_folder(out)
-    splits = build_splits(data, selection, selection_share=selection_share, certification_share=certification_share)
+    splits = build_splits(data, selection, selection_share=selection_share, certification_share=certification_share,
+                          label_sep=label_sep)
     train, selection = splits.train, splits.selection
+    at_least_one = label_sep is None or all(split_labels(cell, label_sep) for cell in train.labels)
+    if label_sep is not None:
+        topics = check_topics(train, selection, label_sep, 1)
+        if labels is not None and set(topics) != set(labels):
+            raise ValueError(f"the topics given and the training texts' differ: {sorted(set(labels) ^ set(topics))[:10]}"
+                             " (pass labels=None to take the training texts' topics)")
+    labels = list(labels) if labels is not None else topics if label_sep is not None else sorted(set(train.labels))
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     if checkpoint is None:
-        result = finetune(train, selection, labels, work / "checkpoint", config, progress=progress)
+        result = finetune(train, selection, labels, work / "checkpoint", config, progress=progress,
+                          label_sep=label_sep)
         checkpoint_dir, finetune_info = result.checkpoint_dir, result.to_json()
     else:
         checkpoint_dir = Path(checkpoint)
@@ -301,26 +328,37 @@ def finetune_bundle(data: TextDataset, selection: TextDataset | None, labels: li
         finetune_info["reused_checkpoint"] = str(checkpoint_dir)
     model_config = json.loads((checkpoint_dir / "config.json").read_text())
     checkpoint_labels = [model_config["id2label"][str(i)] for i in range(len(model_config["id2label"]))]
+    if (model_config.get("problem_type") == "multi_label_classification") != multi:
+        raise ValueError(f"the checkpoint in {checkpoint_dir} was fine-tuned for "
+                         f"{'topic tagging' if not multi else 'one label per text'}: "
+                         + ("drop --multi-label (label_sep)" if not multi else "pass --multi-label (label_sep)"))
     if checkpoint_labels != labels:
         raise ValueError(f"the checkpoint in {checkpoint_dir} was trained for other labels than the data's")
     max_length = int(finetune_info.get("config", {}).get("max_length", config.max_length))
     tokenizer = checkpoint_dir / TOKENIZER_FILE
-    y = label_indices(labels, selection.labels)
+    metric = "micro_f1" if multi else "accuracy"
 
-    def accuracy_of(model_path: Path) -> float:
-        stage = NeuralStage(model_path, tokenizer, max_length)
-        return float((stage.predict_proba(selection.texts).argmax(1) == y).mean())
+    def score_of(model_path: Path) -> float:
+        stage = NeuralStage(model_path, tokenizer, max_length, multi_label=multi, windows=windows)
+        probs = stage.predict_proba(selection.texts)
+        if label_sep is None:
+            return float((probs.argmax(1) == label_indices(labels, selection.labels)).mean())
+        from ..multilabel import assign, choose_cutoffs, label_matrix, tagging_figures
+
+        y = label_matrix(selection.labels, labels, label_sep)
+        cutoffs, _ = choose_cutoffs(probs, y)
+        return tagging_figures(y, assign(probs, cutoffs, at_least_one))["micro_f1"]
 
     bar = _step_bar(3, "build: starting", progress)
     bar.set_description_str("exporting, fusing and quantizing the neural stage")
     started = time.perf_counter()
-    neural = build_neural(checkpoint_dir, work / "onnx", accuracy_of, check_texts=selection.texts[:96],
-                          max_length=max_length, tolerance=tolerance, calibration_texts=train.texts)
+    neural = build_neural(checkpoint_dir, work / "onnx", score_of, check_texts=selection.texts[:96],
+                          max_length=max_length, tolerance=tolerance, calibration_texts=train.texts, metric=metric)
     export_seconds = time.perf_counter() - started
     bar.update()
     bar.set_description_str(f"fitting the cheap stage on {len(train)} texts")
     cheap_dir = work / "cheap"
-    _, cheap_info = _fit_and_export_cheap(train, selection, labels, cheap_config, cheap_dir)
+    _, cheap_info = _fit_and_export_cheap(train, selection, labels, cheap_config, cheap_dir, label_sep)
     bar.update()
     bar.set_description_str("choosing the threshold and writing the bundle")
     manifest = {
@@ -329,8 +367,8 @@ def finetune_bundle(data: TextDataset, selection: TextDataset | None, labels: li
             "quantization": neural.mode,
             "activation_scales": neural.activation_scales,
             "fusions": neural.fusions,
-            "selection_accuracy_fp32": neural.val_accuracy_fp32,
-            "selection_accuracy": neural.val_accuracy,
+            f"selection_{metric}_fp32": neural.val_accuracy_fp32,
+            f"selection_{metric}": neural.val_accuracy,
             "quantization_tried": neural.tried,
             "export_seconds": round(export_seconds, 1),
         },
@@ -338,15 +376,17 @@ def finetune_bundle(data: TextDataset, selection: TextDataset | None, labels: li
             "data": data_name,
             "n_train": len(train),
             "splits": splits.describe(),
+            "command": "cascade finetune",
             "finetune": finetune_info,
             "cheap": cheap_info,
         },
     }
-    log.info("neural stage: %s, selection accuracy %.4f (fp32 %.4f)", neural.mode, neural.val_accuracy,
+    log.info("neural stage: %s, selection %s %.4f (fp32 %.4f)", neural.mode, metric, neural.val_accuracy,
              neural.val_accuracy_fp32)
     bundle = assemble(out, labels=labels, cheap_dir=cheap_dir, neural_model=neural.model_path,
                       tokenizer=tokenizer, max_length=max_length, selection=selection, manifest=manifest,
-                      train_hashes={text_hash(t) for t in train.texts})
+                      train_hashes={text_hash(t) for t in train.texts}, label_sep=label_sep, windows=windows,
+                      at_least_one=at_least_one)
     bar.update()
     bar.close()
     return bundle

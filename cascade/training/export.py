@@ -165,8 +165,10 @@ def build_neural(
     max_length: int,
     tolerance: float = 0.005,
     calibration_texts: list[str] | None = None,
+    metric: str = "accuracy",
 ) -> NeuralBuild:
-    """Export, check, optimize and quantize; ``accuracy_of(model_path)`` scores a model on validation;
+    """Export, check, optimize and quantize; ``accuracy_of(model_path)`` scores a model on validation
+    (higher is better: accuracy, or a tagger's micro-F1, named by ``metric`` in logs and records);
     ``calibration_texts`` (training texts; default ``check_texts``) fix the activation scales."""
     transformers = require("transformers", "train")
     config = transformers.AutoConfig.from_pretrained(str(checkpoint_dir))
@@ -178,26 +180,27 @@ def build_neural(
     fp32 = work_dir / "model-fp32-optimized.onnx"
     fusions = optimize(raw, fp32, config.num_attention_heads, config.hidden_size)
     fp32_acc = accuracy_of(fp32)
-    log.info("fp32 optimized validation accuracy: %.4f", fp32_acc)
+    log.info("fp32 optimized validation %s: %.4f", metric, fp32_acc)
     tried: list[dict[str, Any]] = []
     for mode in QUANT_MODES:
         path = quantize(fp32, work_dir / f"model-{mode.name}.onnx", mode)
         acc = accuracy_of(path)
         ok = acc >= fp32_acc - tolerance
-        tried.append({"mode": mode.name, "val_accuracy": acc, "bytes": path.stat().st_size, "kept": ok})
-        log.info("quantization %s: validation accuracy %.4f (%s)", mode.name, acc,
+        tried.append({"mode": mode.name, f"val_{metric}": acc, "bytes": path.stat().st_size, "kept": ok})
+        log.info("quantization %s: validation %s %.4f (%s)", mode.name, metric, acc,
                  "kept" if ok else f"more than {tolerance:.1%} below fp32")
         if ok:
             build = NeuralBuild(path, fp32, mode.name, fusions, fp32_acc, acc, tried)
             return fix_scales(build, Path(checkpoint_dir) / "tokenizer.json", max_length,
-                              calibration_texts or check_texts, accuracy_of, fp32_acc - tolerance)
+                              calibration_texts or check_texts, accuracy_of, fp32_acc - tolerance, metric=metric)
     log.warning("no INT8 mode kept accuracy within %.1f points of fp32; shipping the fp32 model",
                 100 * tolerance)
     return NeuralBuild(fp32, fp32, FP32_FALLBACK, fusions, fp32_acc, fp32_acc, tried)
 
 
 def fix_scales(build: NeuralBuild, tokenizer: Path, max_length: int, texts: list[str],
-                accuracy_of: Callable[[Path], float], floor: float, max_texts: int = 2000) -> NeuralBuild:
+                accuracy_of: Callable[[Path], float], floor: float, max_texts: int = 2000,
+                metric: str = "accuracy") -> NeuralBuild:
     """Replace the dynamic activation scales by fixed ones (the most accurate percentile on validation),
     if that model's validation accuracy stays at or above ``floor``."""
     from .activation_scales import PERCENTILES, activation_ranges, freeze_activation_scales
@@ -209,9 +212,9 @@ def fix_scales(build: NeuralBuild, tokenizer: Path, max_length: int, texts: list
         path = freeze_activation_scales(build.model_path, build.model_path.with_name(
             f"{build.model_path.stem}-static-p{percentile}.onnx"), ranges, percentile)
         acc = accuracy_of(path)
-        build.tried.append({"mode": f"{build.mode}+static-p{percentile}", "val_accuracy": acc,
+        build.tried.append({"mode": f"{build.mode}+static-p{percentile}", f"val_{metric}": acc,
                             "bytes": path.stat().st_size, "kept": False})
-        log.info("fixed activation scales at the %s percentile: validation accuracy %.4f", percentile, acc)
+        log.info("fixed activation scales at the %s percentile: validation %s %.4f", percentile, metric, acc)
         results.append((acc, -len(results), path, percentile))
     acc, _, path, percentile = max(results)  # the most accurate; ties to the widest range
     if acc < floor:

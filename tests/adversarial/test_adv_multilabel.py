@@ -140,3 +140,43 @@ def test_an_unknown_topic_counts_as_missed_not_as_an_error(tagger, caplog):
         got = cascade.evaluate(model, cascade.TextDataset(data.texts, labels))
     assert "does not know" in caplog.text and got["unknown_topics"] == 1
     assert got["cheap_micro_f1"] < base["cheap_micro_f1"] and got["cheap_exact_match"] <= base["cheap_exact_match"]
+
+
+def test_calibrating_with_an_unknown_topic_counts_it_as_missed(tagger):
+    """Found in issue 11: calibrating a tagger on texts with a topic it never saw raised (evaluate and a
+    single-label calibration warn and count such texts as errors); now the topic is missed by both stages:
+    no set is exactly right and the text's F1 drops, with a warning."""
+    from builders import tagging_data
+
+    from cascade.calibration import CalibrationWarning
+
+    data = tagging_data(200, seed=21)
+    base = cascade.calibrate(cascade.load(tagger, threads=1), data.texts, data.labels)
+    labels = list(data.labels)
+    for i in range(0, 200, 4):
+        labels[i] += "|brandnew"
+    with pytest.warns(CalibrationWarning, match="does not know"):
+        cal = cascade.calibrate(cascade.load(tagger, threads=1), data.texts, labels)
+    hit = np.arange(200) % 4 == 0  # the texts are distinct: both calibrations kept all 200, in order
+    assert not cal._scored.cheap_ok[hit].any() and not cal._scored.neural_ok[hit].any()
+    assert (cal._scored.cheap_f1[hit] < base._scored.cheap_f1[hit]).all()
+    assert np.array_equal(cal._scored.cheap_f1[~hit], base._scored.cheap_f1[~hit])
+    with pytest.raises(ValueError, match="none of the calibration topics"):
+        cascade.calibrate(cascade.load(tagger, threads=1), data.texts, ["brandnew"] * 200)
+
+
+def test_a_taggers_plot_shows_what_target_f1_promised(tagger):
+    """Found in issue 11: the plot of a tagger's calibration drew exact match only, and put a target_f1
+    choice at its exact match, not at the mean F1 it promised."""
+    pytest.importorskip("matplotlib")
+    from builders import tagging_data
+
+    data = tagging_data(200, seed=22)
+    cal = cascade.calibrate(cascade.load(tagger, threads=1), data.texts, data.labels)
+    choice = cal.choose(target_f1=0.5)
+    fig = cal.plot(None, choice)
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert "cascade, mean per-text F1" in lines and "cascade, exact match" in lines
+    chosen = next(line for label, line in lines.items() if label.startswith("chosen"))
+    assert chosen.get_ydata()[0] == pytest.approx(100 * choice.expected["mean_text_f1"])
+    assert lines["target"].get_ydata()[0] == pytest.approx(50.0)
