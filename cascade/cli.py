@@ -53,8 +53,11 @@ def _label_sep(args: argparse.Namespace) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="cascade", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages, show tracebacks")
+    parser.add_argument("--version", action="version", version=f"cascade {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("classify", help="classify texts; prints one JSON line per text",
@@ -162,16 +165,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
                    help=f"where checkpoints and fp32 ONNX files go (default: {DEFAULT_WORK_DIR})")
     p.add_argument("--checkpoint", type=Path, default=None, help="reuse a fine-tuned checkpoint; skip training")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="passes over the training texts; the best on the selection texts is kept (default: 8)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="AdamW learning rate of the encoder (default: 0.0001; a tagger's new output layer: 0.001)")
+    p.add_argument("--batch-size", type=int, default=None, help="texts per step (default: 32)")
     p.add_argument("--max-length", type=int, default=None, help="tokens kept per text (default: 128)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="seed of the initialisation and batch order (default: 0)")
     _add_multi_label_args(p)
     p.add_argument("--windows", type=int, default=1,
                    help="read long texts as up to this many windows of --max-length tokens, their logits averaged "
                         "(default: 1, the first --max-length tokens only)")
+    for command in sub.choices.values():  # -v after the command too (`cascade train ... -v`)
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log debug messages, show tracebacks")
     return parser
 
 

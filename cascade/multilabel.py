@@ -152,15 +152,19 @@ def per_text_f1(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def tagging_figures(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """micro-F1, macro-F1 (over topics with a positive here), exact match, Hamming loss and mean per-text F1."""
+    """micro-F1, macro-F1, exact match (subset accuracy) and Hamming loss from scikit-learn, and the mean
+    per-text F1 (1 for a text whose true and predicted sets are both empty). Macro-F1 averages the topics
+    that are true or predicted here, as scikit-learn does for single labels (a topic neither true nor
+    assigned in these texts has no F1)."""
+    from sklearn.metrics import accuracy_score, f1_score, hamming_loss
+
     y, pred = y.astype(bool), pred.astype(bool)
-    tp, fp, fn = (y & pred).sum(axis=0), (pred & ~y).sum(axis=0), (y & ~pred).sum(axis=0)
-    present = y.any(axis=0)
+    seen = y.any(axis=0) | pred.any(axis=0)
     return {
-        "micro_f1": float(_f1(tp.sum(), fp.sum(), fn.sum())),
-        "macro_f1": float(_f1(tp, fp, fn)[present].mean()) if present.any() else 0.0,
-        "exact_match": float((y == pred).all(axis=1).mean()),
-        "hamming_loss": float((y != pred).mean()),
+        "micro_f1": float(f1_score(y, pred, average="micro", zero_division=0.0)),
+        "macro_f1": float(f1_score(y[:, seen], pred[:, seen], average="macro", zero_division=0.0)) if seen.any() else 0.0,
+        "exact_match": float(accuracy_score(y, pred)),
+        "hamming_loss": float(hamming_loss(y, pred)),
         "mean_text_f1": float(per_text_f1(y, pred).mean()),
     }
 

@@ -76,3 +76,18 @@ def test_train_cheap_refuses_labels_the_neural_stage_lacks(tmp_path, tiny_bundle
                  "--base", str(tiny_bundle), "--out", str(tmp_path / "o")]) == 2
     assert "not in the base bundle's labels" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_version_and_verbose_after_the_command(tiny_bundle, capsys):
+    """Issue 12: there was no `cascade --version`, and `-v` was refused after the subcommand."""
+    import cascade
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"cascade {cascade.__version__}"
+    assert main(["info", "--bundle", str(tiny_bundle), "-v"]) == 0
+    assert main(["-v", "info", "--bundle", str(tiny_bundle)]) == 0
+    from cascade.errors import CascadeError
+
+    with pytest.raises(CascadeError):  # -v after the command shows the traceback, as before it
+        main(["info", "--bundle", str(tiny_bundle / "missing"), "-v"])

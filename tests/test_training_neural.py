@@ -225,3 +225,35 @@ def test_cli_finetune_multi_label_from_checkpoint(tmp_path, topic_bert, capsys):
     assert main(["finetune", "--data", str(data), "--label-sep", ";", "--checkpoint", str(ckpt),
                  "--out", str(tmp_path / "b2")]) != 0
     assert "--label-sep needs --multi-label" in capsys.readouterr().err
+
+
+def test_finetune_logs_its_kept_epoch_and_no_expected_warnings(tmp_path, topic_bert, caplog):
+    """Issue 12: the fine-tune's log never stated the best epoch, and showed transformers' "MISSING/MISMATCH
+    ... newly initialized" report and onnxruntime's "consider pre-processing" warning, both expected here."""
+    from cascade.training.export import QUANT_MODES, export_onnx, quantize
+
+    base, train, selection = topic_bert
+    with caplog.at_level("INFO"):
+        result = finetune(train, selection, ["grain", "money", "oil", "ship"], tmp_path / "ckpt",
+                          FinetuneConfig(epochs=2, max_length=MAX_LENGTH, threads=1), base_model=base,
+                          progress=False, label_sep="|")
+        quantize(export_onnx(result.checkpoint_dir, tmp_path / "m.onnx"), tmp_path / "q.onnx", QUANT_MODES[0])
+    assert f"kept epoch {result.best_epoch} of 2" in caplog.text
+    noisy = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"
+             and ("newly initialized" in r.getMessage() or "MISMATCH" in r.getMessage()
+                  or "pre-processing before quantization" in r.getMessage())]
+    assert not noisy
+
+
+def test_finetune_help_shows_the_defaults_it_uses(capsys):
+    from cascade.cli import main
+    from cascade.training.finetune import MULTI_LABEL_FINETUNE, FinetuneConfig
+
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    config = FinetuneConfig()
+    for flag, value in (("--epochs", config.epochs), ("--lr", f"{config.learning_rate:g}"),
+                        ("--batch-size", config.batch_size), ("--seed", config.seed), ("--max-length", config.max_length)):
+        assert f"(default: {value}" in text.split(flag, 2)[-1][:400], flag
+    assert f"output layer: {MULTI_LABEL_FINETUNE.head_learning_rate:g}" in text

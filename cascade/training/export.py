@@ -144,16 +144,34 @@ def quantize(in_path: str | Path, out_path: str | Path, mode: QuantMode) -> Path
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        str(in_path), str(out_path),
-        weight_type=QuantType.QInt8 if mode.weight_type == "int8" else QuantType.QUInt8,
-        per_channel=mode.per_channel,
-        reduce_range=mode.reduce_range,
-        op_types_to_quantize=list(mode.op_types) if mode.op_types else None,
-        # The fused contrib ops defeat ONNX shape inference; tensors of unknown type are float.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    # onnxruntime logs "Please consider to run pre-processing before quantization" on the root logger for
+    # every graph; that pre-processing is shape inference and folding, which the optimizer above has done
+    drop = _DropMessage("consider to run pre-processing before quantization")
+    logging.getLogger().addFilter(drop)
+    try:
+        quantize_dynamic(
+            str(in_path), str(out_path),
+            weight_type=QuantType.QInt8 if mode.weight_type == "int8" else QuantType.QUInt8,
+            per_channel=mode.per_channel,
+            reduce_range=mode.reduce_range,
+            op_types_to_quantize=list(mode.op_types) if mode.op_types else None,
+            # The fused contrib ops defeat ONNX shape inference; tensors of unknown type are float.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        logging.getLogger().removeFilter(drop)
     return Path(out_path)
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def build_neural(

@@ -16,6 +16,8 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,15 +124,19 @@ def finetune(
     rng = random.Random(config.seed)
 
     encoder = TextEncoder(base / TOKENIZER_FILE, config.max_length)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        str(base),
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        problem_type="multi_label_classification" if label_sep is not None else "single_label_classification",
-        attn_implementation="eager",
-        ignore_mismatched_sizes=True,  # a base with another classifier gets a fresh one
-    )
+    # transformers warns that the classifier's weights are "MISSING ... newly initialized": expected here,
+    # where a fresh output layer is the point, so its load report is kept out of the user's log
+    with _quiet_logger("transformers.modeling_utils"):
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            str(base),
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            problem_type="multi_label_classification" if label_sep is not None else "single_label_classification",
+            attn_implementation="eager",
+            ignore_mismatched_sizes=True,  # a base with another classifier gets a fresh one
+        )
+    log.info("a new output layer for %d %s on %s", len(labels), "topics" if label_sep else "labels", base.name)
     head = getattr(model, "classifier", None)  # BERT-style models' fresh output layer
     if label_sep is not None and head is not None:
         with torch.no_grad():  # each topic starts at its prior log-odds, not at a probability of 0.5
@@ -184,8 +190,22 @@ def finetune(
             result.best_epoch, result.best_val_score = epoch, score
             _save_checkpoint(model, base, output_dir)
     result.seconds = time.perf_counter() - started
+    log.info("kept epoch %d of %d (validation %s %.4f); %.0f s in all", result.best_epoch, config.epochs, metric,
+             result.best_val_score, result.seconds)
     (output_dir / TRAINING_INFO_FILE).write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
     return result
+
+
+@contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Only errors from logger ``name`` inside the block (its warnings there are expected)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _targets(train: TextDataset, validation: TextDataset, labels: list[str],
