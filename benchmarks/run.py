@@ -6,8 +6,9 @@
 Every system runs in this process with the same thread count; batch throughput and one-text latency are
 measured in interleaved rounds (warm-up excluded) and reported as medians with [min-max]. Cold start
 (import + load + first answer) and peak RSS come from a fresh child process per system. Writes
-``results.json`` and ``results.md`` (and, unless --quick, the scaling plots) next to this file, and
-README's table between its benchmark markers.
+``results.json`` and ``results.md`` (and the scaling plots) next to this file, and README's table between
+its benchmark markers. A --quick run writes its results to a new temporary folder (or --out), never over
+the committed ones.
 """
 
 from __future__ import annotations
@@ -85,9 +86,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=None, help="test texts for throughput (default: all)")
     parser.add_argument("--latency-n", type=int, default=300, help="texts timed one by one per round")
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 texts, 1 round, no plots")
-    parser.add_argument("--out", type=Path, default=HERE, help="where results.json/results.md go")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where results.json/results.md go (default: next to this file; --quick: a new "
+                             "temporary folder)")
     parser.add_argument("--cold", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.out = results_folder(args.out, args.quick)
     test = cascade.load_banking77("test")
     if args.quick:
         args.rounds, args.n, args.latency_n = 1, args.n or 200, 30
@@ -157,8 +161,21 @@ def main() -> None:
     table = render(meta, results)
     (args.out / "results.md").write_text(table)
     print(table)
+    print(f"results written to {args.out}")
     if not args.quick and args.out.resolve() == HERE.resolve():  # other bundles' runs do not rewrite README
         update_readme(table)
+
+
+def results_folder(out: Path | None, quick: bool) -> Path:
+    """Where results go: ``out``; else a new temporary folder for a smoke run (the committed results stay),
+    or this folder for a full run."""
+    if out is not None:
+        return out
+    if quick:
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix="cascade-bench-quick-"))
+    return HERE
 
 
 def render(meta: dict, results: dict) -> str:

@@ -26,10 +26,11 @@ def _add_bundle_arg(p: argparse.ArgumentParser) -> None:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None,
-                   help="labelled CSV, carved into train / selection / certification (default: the bundled "
-                        "BANKING77 train.csv)")
-    p.add_argument("--text-col", default="text", help="text column of the CSVs (default: text)")
-    p.add_argument("--label-col", default="category", help="label column of the CSVs (default: category)")
+                   help="labelled CSV (or .tsv, .jsonl), carved into train / selection / certification (default: "
+                        "the bundled BANKING77 train.csv)")
+    p.add_argument("--text-col", default="text", help="text column (or JSON field) of the files (default: text)")
+    p.add_argument("--label-col", default="category",
+                   help="label column (or JSON field) of the files (default: category)")
     p.add_argument("--val", type=Path, default=None,
                    help="selection CSV: the texts that choose the threshold and settings (default: carved out of "
                         "--data); with it, all of --data trains and nothing is set aside for certification")

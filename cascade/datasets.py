@@ -52,20 +52,25 @@ def _data_dir() -> Path:
 
 def read_csv(path: str | Path, text_col: str = "text", label_col: str = "category", *,
              max_field_chars: int = DEFAULT_LIMITS.max_csv_field_chars) -> TextDataset:
-    """Read a labelled UTF-8 CSV; errors name the file, the line and the fix (wrong encoding, missing
-    column, missing value, a field longer than ``max_field_chars``). Memory per line is bounded by
-    ``max_field_chars``, whatever the file holds."""
+    """Read a labelled UTF-8 file: CSV, or TSV (``.tsv``/``.tab``), or JSON lines (``.jsonl``/``.ndjson``,
+    one object per line with the text and label fields); a UTF-8 byte-order mark is skipped. Errors name
+    the file, the line and the fix (wrong encoding, missing column, missing value, a field longer than
+    ``max_field_chars``). Memory per line is bounded by ``max_field_chars``, whatever the file holds."""
     path = Path(path)
     if not path.is_file():
         if path.exists():
-            raise ValueError(f"{path} is not a regular file; give a CSV file")
-        raise FileNotFoundError(f"no such CSV file: {path}")
+            raise ValueError(f"{path} is not a regular file; give a CSV, TSV or JSON-lines file")
+        raise FileNotFoundError(f"no such file: {path}")
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return _read_jsonl(path, text_col, label_col, max_field_chars)
     texts, labels = [], []
     limit = csv.field_size_limit()
     csv.field_size_limit(max_field_chars)
     try:
         with path.open("rb") as fh:
-            reader = csv.DictReader(_utf8_lines(fh, path, max_field_chars))
+            reader = csv.DictReader(_utf8_lines(fh, path, max_field_chars),
+                                    delimiter="\t" if suffix in TSV_SUFFIXES else ",")
             try:
                 fields = list(reader.fieldnames or [])
                 for col in (text_col, label_col):
@@ -94,6 +99,45 @@ def read_csv(path: str | Path, text_col: str = "text", label_col: str = "categor
                                  f"{max_field_chars:,} characters)") from None
     finally:
         csv.field_size_limit(limit)
+    if not texts:
+        raise ValueError(f"{path}: no rows")
+    return TextDataset(texts, labels)
+
+
+TSV_SUFFIXES = (".tsv", ".tab")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+
+
+def _read_jsonl(path: Path, text_col: str, label_col: str, max_field_chars: int) -> TextDataset:
+    """JSON lines: one object a line holding ``text_col`` and ``label_col`` strings; blank lines skipped."""
+    texts, labels = [], []
+    with path.open("rb") as fh:
+        for lineno, line in enumerate(_utf8_lines(fh, path, max_field_chars), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object") \
+                    from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: a JSON {type(row).__name__}, not an object; write one object "
+                                 f"a line, e.g. {{\"{text_col}\": \"...\", \"{label_col}\": \"...\"}}")
+            for col in (text_col, label_col):
+                if col not in row:
+                    raise ValueError(f"{path}:{lineno}: field {col!r} not found (fields: {sorted(row)[:10]}); pass "
+                                     "the right --text-col/--label-col")
+            text, label = row[text_col], row[label_col]
+            if isinstance(label, list):
+                raise ValueError(f"{path}:{lineno}: {label_col!r} is a list; give the topics as one string joined "
+                                 "by the separator (e.g. \"grain|wheat\") and pass --multi-label")
+            if not isinstance(text, str) or not isinstance(label, str) or not label.strip():
+                raise ValueError(f"{path}:{lineno}: {text_col!r} and {label_col!r} must be non-empty strings, got "
+                                 f"{type(text).__name__} and {type(label).__name__}")
+            if len(text) > max_field_chars:
+                raise ValueError(f"{path}:{lineno}: text longer than {max_field_chars:,} characters")
+            texts.append(text)
+            labels.append(label.strip())
     if not texts:
         raise ValueError(f"{path}: no rows")
     return TextDataset(texts, labels)

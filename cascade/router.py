@@ -162,6 +162,14 @@ class Cascade:
         # "none of these": a final probability under this means no label fits (None: always answer)
         self.abstain_below = None if abstain_below is None else check_threshold(abstain_below)
 
+    def __repr__(self) -> str:
+        shown = ", ".join(repr(label) for label in self.labels[:3]) + (", ..." if len(self.labels) > 3 else "")
+        neural = "frozen encoder + head" if self.neural.head is not None else "fine-tuned transformer"
+        where = str(self.bundle.path) if self.bundle is not None else "not from a bundle"
+        return (f"Cascade({'multi-label' if self.multi_label else 'single-label'}, {len(self.labels)} labels "
+                f"[{shown}], threshold={self.threshold:.4g} on {self.measure}, stages: cheap TF-IDF + logistic "
+                f"regression -> {neural}, bundle: {where})")
+
     @classmethod
     def load(cls, path: str | Path | None = None, *, threads: int | None = None, batch_size: int = 32,
              providers: Sequence[str] = DEFAULT_PROVIDERS, verify: bool = True, digest: str | None = None,

@@ -24,3 +24,22 @@ def test_quick_benchmark(tmp_path):
     for name, why in results["meta"]["skipped"].items():
         assert why, name  # every skipped system says why
     assert "| cascade |" in (tmp_path / "results.md").read_text()
+
+
+def test_a_quick_run_never_writes_over_the_committed_results(tmp_path):
+    """Issue 12: `cascade bench -- --quick` overwrote benchmarks/results.* with a 200-text smoke run."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", REPO / "benchmarks" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    quick = run.results_folder(None, quick=True)
+    assert quick.is_dir() and quick.resolve() != (REPO / "benchmarks").resolve() and not any(quick.iterdir())
+    assert run.results_folder(None, quick=False).resolve() == (REPO / "benchmarks").resolve()
+    assert run.results_folder(tmp_path, quick=True) == tmp_path
+    quick.rmdir()
+
+
+def test_no_stale_figure_at_the_repository_root():
+    """Issue 12: docs_curve.png at the root was stale and used nowhere."""
+    assert not list(REPO.glob("*.png"))

@@ -60,5 +60,34 @@ def test_read_csv_names_bad_row(tmp_path: Path):
 
 
 def test_read_csv_missing_file(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match="no such CSV"):
+    with pytest.raises(FileNotFoundError, match="no such file"):
         read_csv(tmp_path / "nope.csv")
+
+
+def test_read_csv_takes_tsv_and_json_lines_with_errors_naming_the_line(tmp_path):
+    """Issue 12: training, calibration and evaluation files could only be comma-separated CSV."""
+    import json
+
+    import pytest
+
+    from cascade import read_csv
+
+    tsv = tmp_path / "d.tsv"
+    tsv.write_text("text\tcategory\nhello, world\tgreet\nbye\tleave\n", encoding="utf-8")
+    assert read_csv(tsv).texts == ["hello, world", "bye"]
+    jl = tmp_path / "d.jsonl"
+    jl.write_bytes(b"\xef\xbb\xbf" + "\n".join(json.dumps(r) for r in (
+        {"text": "line one\nstill one", "category": "a", "id": 1}, {"text": "two", "category": "b|c"})).encode()
+        + b"\n\n")
+    got = read_csv(jl)
+    assert got.texts == ["line one\nstill one", "two"] and got.labels == ["a", "b|c"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "x", "category": "a"}\n{"text": "y", category}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
+        read_csv(bad)
+    bad.write_text('{"text": "x", "category": ["a", "b"]}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: 'category' is a list"):
+        read_csv(bad)
+    bad.write_text('{"utterance": "x", "category": "a"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: field 'text' not found"):
+        read_csv(bad)

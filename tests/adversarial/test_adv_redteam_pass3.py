@@ -286,3 +286,19 @@ def test_macro_f1_is_scikit_learns(tiny_bundle, tiny_val):
     guess = np.array([[1, 0, 0], [1, 0, 0]], dtype=bool)
     assert tagging_figures(y, guess)["macro_f1"] == pytest.approx(f1_score(y[:, :2], guess[:, :2], average="macro",
                                                                            zero_division=0))
+
+
+def test_a_model_says_what_it_is_and_load_shows_its_arguments(tiny_bundle, tagger):
+    """Issue 12: repr(model) was `<cascade.router.Cascade object at 0x...>` and help(cascade.load) showed
+    only `**options`."""
+    import inspect
+
+    import cascade
+
+    text = repr(cascade.load(tiny_bundle, threads=1))
+    assert text.startswith("Cascade(single-label, ") and str(tiny_bundle) in text and "threshold=" in text
+    assert "fine-tuned transformer" in text or "frozen encoder + head" in text
+    assert repr(cascade.load(tagger, threads=1)).startswith("Cascade(multi-label, 4 labels ['grain', 'money', 'oil', ...]")
+    params = inspect.signature(cascade.load).parameters
+    assert {"threads", "batch_size", "providers", "verify", "digest", "limits"} <= set(params)
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
