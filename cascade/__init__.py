@@ -62,12 +62,12 @@ def _default() -> Cascade:
 
 
 @overload
-def classify(texts: str, *, threshold: float | None = ..., top_k: int = ...) -> Prediction: ...
+def classify(texts: str, *, threshold: float | None = ..., top_k: int | None = ...) -> Prediction: ...
 @overload
-def classify(texts: Sequence[str], *, threshold: float | None = ..., top_k: int = ...) -> list[Prediction]: ...
+def classify(texts: Sequence[str], *, threshold: float | None = ..., top_k: int | None = ...) -> list[Prediction]: ...
 
 
-def classify(texts: Any, *, threshold: float | None = None, top_k: int = 1) -> Any:
+def classify(texts: Any, *, threshold: float | None = None, top_k: int | None = 1) -> Any:
     """Classify with the shipped bundle (loaded once, then cached). See :meth:`Cascade.classify`."""
     return _default().classify(texts, threshold=threshold, top_k=top_k)
 

@@ -66,7 +66,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "(read as UTF-8). Prints one JSON line per text, in UTF-8.")
     p.add_argument("texts", nargs="+", help="texts to classify, or '-' to read one text per line (UTF-8) from stdin")
     _add_bundle_arg(p)
-    p.add_argument("--threshold", type=float, default=None, help="override the bundle's threshold (0 to 1)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="routing cut-off on the cheap stage's confidence, 0 to 1: texts below it go to the neural "
+                        "stage (0: none, 1: all; default: the bundle's); not a score filter")
     p.add_argument("--top-k", type=int, default=1, help="also list the k most likely labels")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
 

@@ -7,7 +7,10 @@ from typing import Any
 
 
 def check_top_k(top_k: Any, n_labels: int) -> int:
-    """``top_k`` as an int from 1 to ``n_labels`` (numpy integers accepted, bool refused)."""
+    """``top_k`` as an int from 1 to ``n_labels`` (numpy integers accepted, bool refused); None is every
+    label, as in Hugging Face pipelines."""
+    if top_k is None:
+        return n_labels
     if isinstance(top_k, bool) or not isinstance(top_k, Integral) or not 1 <= int(top_k) <= n_labels:
         raise ValueError(f"top_k must be an integer from 1 to {n_labels}, got {top_k!r}")
     return int(top_k)

@@ -261,14 +261,19 @@ class Cascade:
         return probs, to_neural
 
     @overload
-    def classify(self, texts: str, *, threshold: float | None = ..., top_k: int = ...) -> Prediction: ...
+    def classify(self, texts: str, *, threshold: float | None = ..., top_k: int | None = ...) -> Prediction: ...
     @overload
-    def classify(self, texts: Sequence[str], *, threshold: float | None = ..., top_k: int = ...) -> list[Prediction]: ...
+    def classify(self, texts: Sequence[str], *, threshold: float | None = ...,
+                 top_k: int | None = ...) -> list[Prediction]: ...
 
-    def classify(self, texts: Any, *, threshold: float | None = None, top_k: int = 1) -> Any:
+    def classify(self, texts: Any, *, threshold: float | None = None, top_k: int | None = 1) -> Any:
         """Classify a text (returns a Prediction) or a list of texts (a list, in the same order).
 
-        ``threshold`` overrides the bundle's for this call; ``top_k`` asks for the k most likely labels.
+        ``threshold`` is the *routing* cut-off, not a score filter: a text whose cheap-stage confidence
+        (the measure the bundle was calibrated with, e.g. its max probability or margin; for a tagger, the
+        confidence in its whole set) is below it falls through to the neural stage. 0 never sends a text on, 1
+        sends every text; None keeps the bundle's. ``top_k``: the k most likely labels in ``Prediction.top_k``
+        (None: every label, as in Hugging Face pipelines).
         """
         items, single = as_text_list(texts)
         top_k = check_top_k(top_k, len(self.labels))

@@ -302,3 +302,16 @@ def test_a_model_says_what_it_is_and_load_shows_its_arguments(tiny_bundle, tagge
     params = inspect.signature(cascade.load).parameters
     assert {"threads", "batch_size", "providers", "verify", "digest", "limits"} <= set(params)
     assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def test_top_k_none_gives_every_label_as_in_hf_pipelines(tiny_bundle, capsys):
+    """Issue 12: `top_k=None` (every label, as Hugging Face pipelines read it) was refused."""
+    import cascade
+
+    model = cascade.load(tiny_bundle, threads=1)
+    got = model.classify("card not arrived", top_k=None)
+    assert [label for label, _ in got.top_k] == [label for label, _ in model.classify("card not arrived",
+                                                                                       top_k=len(model.labels)).top_k]
+    assert len(got.top_k) == len(model.labels) and got.top_k[0][0] == got.label
+    with pytest.raises(ValueError, match="top_k must be"):
+        model.classify("x", top_k=0)
