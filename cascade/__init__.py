@@ -20,7 +20,6 @@ from .evaluation import coverage_at_accuracy, evaluate, risk_coverage, score_sta
 from .limits import Limits
 from .router import Cascade, Prediction
 from .splits import Splits, carve_splits
-from .stages.neural import DEFAULT_PROVIDERS
 
 if TYPE_CHECKING:
     from .training.cheap import CheapConfig
@@ -34,17 +33,7 @@ __all__ = [
 ]
 
 
-def load(path: str | Path | None = None, *, threads: int | None = None, batch_size: int = 32,
-         providers: Sequence[str] = DEFAULT_PROVIDERS, verify: bool = True, digest: str | None = None,
-         limits: Limits | None = None) -> Cascade:
-    """Load a bundle folder (default: the shipped one) as a :class:`Cascade`, checking its manifest and
-    every file's hash. ``threads``: onnxruntime threads (default: the cores); ``batch_size``: texts per
-    neural batch; ``digest`` (``sha256:...``, as ``cascade info`` prints it) refuses any other bundle;
-    ``limits`` bounds the work one text can cost (:class:`cascade.Limits`)."""
-    from .limits import DEFAULT_LIMITS
-
-    return Cascade.load(path, threads=threads, batch_size=batch_size, providers=providers, verify=verify,
-                        digest=digest, limits=limits if limits is not None else DEFAULT_LIMITS)
+load = Cascade.load  # cascade.load(path=None, *, threads=..., digest=..., limits=...): the real signature in help()
 
 
 _default_model: Cascade | None = None
