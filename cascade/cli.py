@@ -53,10 +53,18 @@ def _label_sep(args: argparse.Namespace) -> str:
     return args.label_sep or "|"
 
 
+EXIT_CODES = """exit codes:
+  0  done
+  1  internal error (a bug: rerun with -v for the traceback and report it)
+  2  usage error, or bad input, file or bundle (the message names it and the fix)
+  3  calibrate: the target cannot be certified on these texts (nothing saved without --allow-uncertified)"""
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="cascade", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cascade", description=__doc__, epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages, show tracebacks")
     parser.add_argument("--version", action="version", version=f"cascade {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,7 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=1, help="also list the k most likely labels")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
 
-    p = sub.add_parser("info", help="show a bundle's metadata and metrics")
+    p = sub.add_parser("info", help="show a bundle's metadata and metrics",
+                       description="Print a bundle's manifest as JSON (checked, hashes verified): its labels count, "
+                                   "threshold and how it was chosen, the figures measured at build and calibration, "
+                                   "and, for a tagger, each topic's cut-offs. --full adds the label list.")
     _add_bundle_arg(p)
     p.add_argument("--full", action="store_true", help="print the whole manifest, labels included")
 

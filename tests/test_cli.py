@@ -91,3 +91,15 @@ def test_version_and_verbose_after_the_command(tiny_bundle, capsys):
 
     with pytest.raises(CascadeError):  # -v after the command shows the traceback, as before it
         main(["info", "--bundle", str(tiny_bundle / "missing"), "-v"])
+
+
+def test_help_documents_the_exit_codes_and_info_has_a_description(capsys):
+    """Issue 12: exit codes were undocumented and `cascade info --help` had no description."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for code in ("0  done", "1  internal error", "2  usage error", "3  calibrate"):
+        assert code in out
+    with pytest.raises(SystemExit):
+        main(["info", "--help"])
+    assert "Print a bundle's manifest" in capsys.readouterr().out
