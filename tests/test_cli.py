@@ -103,3 +103,15 @@ def test_help_documents_the_exit_codes_and_info_has_a_description(capsys):
     with pytest.raises(SystemExit):
         main(["info", "--help"])
     assert "Print a bundle's manifest" in capsys.readouterr().out
+
+
+def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path, tiny_bundle, tiny_train, tiny_val, capsys):
+    """Issue 12: progress bars went to logs and pipes (a fine-tune's log filled with carriage returns)."""
+    from cascade.progress import progress_bar
+
+    data = _write_csv(tmp_path / "train.csv", tiny_train.texts, tiny_train.labels)
+    val = _write_csv(tmp_path / "val.csv", tiny_val.texts, tiny_val.labels)
+    assert main(["train-cheap", "--data", str(data), "--val", str(val), "--text-col", "utterance",
+                 "--label-col", "intent", "--base", str(tiny_bundle), "--out", str(tmp_path / "o"), "--no-char"]) == 0
+    assert "\r" not in capsys.readouterr().err  # pytest's stderr is not a terminal
+    assert progress_bar(range(3), progress=True).disable and progress_bar(range(3), progress=False).disable

@@ -205,11 +205,9 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
 
 
 def _step_bar(total: int, desc: str, progress: bool) -> Any:
-    from tqdm import (
-        tqdm,  # text bars everywhere: tqdm.auto warns in notebooks without ipywidgets
-    )
+    from ..progress import progress_bar
 
-    return tqdm(total=total, desc=desc, disable=not progress, bar_format="{desc} [{n}/{total} done]")
+    return progress_bar(total=total, desc=desc, progress=progress, bar_format="{desc} [{n}/{total} done]")
 
 
 def _train_hashes(base: Bundle) -> set[str]:

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm  # text bars everywhere: tqdm.auto warns in notebooks without ipywidgets
 
 from .._optional import require
+from ..progress import progress_bar
 from ..datasets import TextDataset
 from ..stages.tokenization import TextEncoder
 
@@ -160,7 +160,7 @@ def finetune(
         epoch_start = time.perf_counter()
         losses = []
         batches = length_bucketed_batches([len(r) for r in train_rows], config.batch_size, rng)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, leave=False)
+        bar = progress_bar(batches, desc=f"epoch {epoch}/{config.epochs}", progress=progress, leave=False)
         for batch in bar:
             ids, mask = encoder.pad([train_rows[i] for i in batch])
             out = model(

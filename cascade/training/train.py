@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm  # text bars everywhere: tqdm.auto warns in notebooks without ipywidgets
 
 from ..bundle import Bundle, atomic, check_output_folder, default_bundle_path, read_bundle, text_hash
 from ..datasets import TextDataset
@@ -26,6 +25,7 @@ from ..errors import CascadeError
 from ..evaluation import label_indices
 from ..stages.head import FILE as HEAD_FILE
 from ..multilabel import label_matrix, split_labels
+from ..progress import progress_bar
 from ..splits import CERTIFICATION_SHARE, SELECTION_SHARE, build_splits
 from ..stages.neural import NeuralStage
 from .build import _fit_and_export_cheap, _step_bar, assemble
@@ -169,7 +169,7 @@ def embed_with_progress(stage: NeuralStage, texts: list[str], desc: str, progres
     """Sentence embeddings of ``texts``, chunk by chunk behind a progress bar (the same numbers as one
     call: an embedding depends on its text only)."""
     out = np.empty((len(texts), stage.embedding_dim or 0), dtype=np.float32)
-    with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
+    with progress_bar(total=len(texts), desc=desc, unit="text", progress=progress) as bar:
         for start in range(0, len(texts), EMBED_CHUNK):
             out[start : start + EMBED_CHUNK] = stage.embed(texts[start : start + EMBED_CHUNK])
             bar.update(min(EMBED_CHUNK, len(texts) - start))
