@@ -144,6 +144,13 @@ def choose_cutoffs(probs: np.ndarray, y: np.ndarray, min_support: int = MIN_SUPP
     return cutoffs, info
 
 
+def tuned_micro_f1(probs: np.ndarray, y: np.ndarray, at_least_one: bool) -> float:
+    """micro-F1 of the sets at the cut-offs :func:`choose_cutoffs` picks on these very texts: how a
+    stage compares with another (an epoch, a quantization) when both are judged as a bundle would decide."""
+    cutoffs, _ = choose_cutoffs(probs, y)
+    return tagging_figures(y, assign(probs, cutoffs, at_least_one))["micro_f1"]
+
+
 def per_text_f1(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Each text's F1 between its true and predicted sets (1 when both are empty)."""
     y, pred = y.astype(bool), pred.astype(bool)

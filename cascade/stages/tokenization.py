@@ -9,6 +9,7 @@ so the model sees exactly the same ids in both.
 from __future__ import annotations
 
 import json
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,13 @@ def _check_spec(spec: Any) -> None:
 
 
 
+
+def check_windows(windows: object) -> int:
+    """How many windows of a text are read: an integer from 1 to ``MAX_WINDOWS`` (bool refused)."""
+    if isinstance(windows, bool) or not isinstance(windows, Integral) or not 1 <= int(windows) <= MAX_WINDOWS:
+        raise ValueError(f"windows must be an integer from 1 to {MAX_WINDOWS}, got {windows!r}")
+    return int(windows)
+
 class TextEncoder:
     """Turns texts into padded ``input_ids``/``attention_mask`` int64 arrays."""
 
@@ -110,10 +118,9 @@ class TextEncoder:
         ``max_length`` tokens of a text are read (:meth:`windows_of`); 1 reads its head only."""
         if isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 <= max_length <= 512:
             raise ValueError(f"max_length must be an integer from 2 to 512, got {max_length!r}")
-        if isinstance(windows, bool) or not isinstance(windows, int) or not 1 <= windows <= MAX_WINDOWS \
-                or (windows > 1 and max_length < 3):
-            raise ValueError(f"windows must be an integer from 1 to {MAX_WINDOWS} (above 1 only with max_length 3 or "
-                             f"more), got {windows!r}")
+        if check_windows(windows) > 1 and max_length < 3:
+            raise ValueError(f"windows above 1 need max_length 3 or more, got windows={windows!r} with max_length "
+                             f"{max_length}")
         self.windows = windows
         self.max_length = max_length
         self._total = windows * (max_length - 2) + 2  # tokens read per text, two special tokens included

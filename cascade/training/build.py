@@ -41,6 +41,7 @@ from ..stages.cheap import CheapStage
 from ..stages.head import FILE as HEAD_FILE
 from ..stages.head import LinearHead
 from ..stages.neural import NeuralStage
+from ..stages.tokenization import check_windows
 from .cheap import CheapConfig, check_parity, export_cheap, fit_cheap
 from .mixing import fit_cheap_weight
 
@@ -300,8 +301,7 @@ def finetune_bundle(data: TextDataset, selection: TextDataset | None, labels: li
     multi = label_sep is not None
     config = finetune_config or (MULTI_LABEL_FINETUNE if multi else FinetuneConfig())
     cheap_config = cheap_config or (MULTI_LABEL_CHEAP if multi else CheapConfig())
-    if isinstance(windows, bool) or not isinstance(windows, int) or not 1 <= windows <= 16:
-        raise ValueError(f"windows must be an integer from 1 to 16, got {windows!r}")
+    check_windows(windows)
     check_output_folder(out)
     splits = build_splits(data, selection, selection_share=selection_share, certification_share=certification_share,
                           label_sep=label_sep)
@@ -341,11 +341,9 @@ def finetune_bundle(data: TextDataset, selection: TextDataset | None, labels: li
         probs = stage.predict_proba(selection.texts)
         if label_sep is None:
             return float((probs.argmax(1) == label_indices(labels, selection.labels)).mean())
-        from ..multilabel import assign, choose_cutoffs, label_matrix, tagging_figures
+        from ..multilabel import label_matrix, tuned_micro_f1
 
-        y = label_matrix(selection.labels, labels, label_sep)
-        cutoffs, _ = choose_cutoffs(probs, y)
-        return tagging_figures(y, assign(probs, cutoffs, at_least_one))["micro_f1"]
+        return tuned_micro_f1(probs, label_matrix(selection.labels, labels, label_sep), at_least_one)
 
     bar = _step_bar(3, "build: starting", progress)
     bar.set_description_str("exporting, fusing and quantizing the neural stage")

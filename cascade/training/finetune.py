@@ -250,11 +250,9 @@ def _score(logits: np.ndarray, y: np.ndarray, multi_label: bool, at_least_one: b
     """Validation accuracy, or a tagger's micro-F1 at the per-topic cut-offs chosen on these texts."""
     if not multi_label:
         return float((logits.argmax(1) == y).mean())
-    from ..multilabel import assign, choose_cutoffs, sigmoid, tagging_figures
+    from ..multilabel import sigmoid, tuned_micro_f1
 
-    probs = sigmoid(logits)
-    cutoffs, _ = choose_cutoffs(probs, y)
-    return float(tagging_figures(y, assign(probs, cutoffs, at_least_one))["micro_f1"])
+    return tuned_micro_f1(sigmoid(logits), y, at_least_one)
 
 
 def predict_logits(model: Any, encoder: TextEncoder, texts: list[str], torch: Any, batch_size: int = 128) -> np.ndarray:

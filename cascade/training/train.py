@@ -28,6 +28,7 @@ from ..multilabel import label_matrix, split_labels
 from ..progress import progress_bar
 from ..splits import CERTIFICATION_SHARE, SELECTION_SHARE, build_splits
 from ..stages.neural import NeuralStage
+from ..stages.tokenization import check_windows
 from .build import _fit_and_export_cheap, _step_bar, assemble
 from .cheap import CheapConfig
 from .head import DEFAULT_C, fit_head, fit_multi_label_head
@@ -82,8 +83,7 @@ class TrainConfig:
         if self.label_sep is not None and (not isinstance(self.label_sep, str) or not self.label_sep.strip()
                                            or len(self.label_sep) > 8):
             raise ValueError(f"label_sep must be a short non-blank string such as '|', got {self.label_sep!r}")
-        if isinstance(self.windows, bool) or not isinstance(self.windows, Integral) or not 1 <= self.windows <= 16:
-            raise ValueError(f"windows must be an integer from 1 to 16, got {self.windows!r}")
+        check_windows(self.windows)
         if self.label_sep is not None and self.abstain is not None:
             raise ValueError("abstain ('none of these') is for single-label bundles: a multi-label bundle assigns "
                              "no topic whose probability misses its cut-off")
