@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tqdm import tqdm  # text bars everywhere: tqdm.auto warns in notebooks without ipywidgets
+from tqdm import (
+    tqdm,  # text bars everywhere: tqdm.auto warns in notebooks without ipywidgets
+)
 
 
 def progress_bar(iterable: Any = None, *, progress: bool, **options: Any) -> Any:
