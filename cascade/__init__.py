@@ -87,7 +87,7 @@ def train(data: TextDataset, selection: TextDataset | None, out: str | Path, *,
 
 def finetune(data: TextDataset, selection: TextDataset | None, labels: list[str] | None, out: str | Path, *,
              work_dir: str | Path, **options: Any) -> Bundle:
-    """Fine-tune the transformer and build a whole bundle (needs ``pip install 'cascade[train]'``);
+    """Fine-tune the transformer and build a whole bundle (needs ``pip install 'cascade-text[train]'``);
     ``selection`` None: ``data`` is carved three ways, as for :func:`train`; ``labels`` None: the training
     texts'; ``label_sep="|"`` builds a tagger (options: see :func:`cascade.training.build.finetune_bundle`)."""
     from .training.build import finetune_bundle

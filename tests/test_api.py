@@ -40,5 +40,5 @@ def test_missing_extra_names_the_extra(monkeypatch):
 
     from cascade._optional import require
 
-    with pytest.raises(ImportError, match=r"pip install 'cascade\[train\]'"):
+    with pytest.raises(ImportError, match=r"pip install .cascade-text\[train\]."):
         require("surely_not_an_installed_module_xyz", "train")

@@ -8,14 +8,15 @@
 from .manifest import (FORMAT_VERSION, MANIFEST, REQUIRED_FILES, TRAIN_HASHES_FILE, check_file_name,
                        manifest_digest, normalize_digest, validate_manifest)
 from . import atomic
-from .store import (Bundle, TrainHashes, bundle_problem, check_output_folder, default_bundle_path, is_bundle, library_versions,
-                    read_bundle, sha256_file, update_manifest, write_bundle, write_train_hashes)
+from .store import (Bundle, TrainHashes, bundle_problem, check_output_folder, default_bundle_path, is_bundle,
+                    library_versions, read_bundle, sha256_file, shipped_bundle_path, update_manifest, write_bundle,
+                    write_train_hashes)
 from ..text import text_hash
 
 __all__ = [
     "FORMAT_VERSION", "MANIFEST", "REQUIRED_FILES", "TRAIN_HASHES_FILE", "Bundle", "TrainHashes", "atomic",
     "bundle_problem", "check_output_folder",
     "check_file_name", "default_bundle_path", "is_bundle", "library_versions", "manifest_digest", "normalize_digest",
-    "read_bundle", "sha256_file", "text_hash", "update_manifest", "validate_manifest", "write_bundle",
+    "read_bundle", "sha256_file", "shipped_bundle_path", "text_hash", "update_manifest", "validate_manifest", "write_bundle",
     "write_train_hashes",
 ]

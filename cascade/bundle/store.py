@@ -29,23 +29,30 @@ from .manifest import (FORMAT_VERSION, MANIFEST, MAX_MANIFEST_BYTES, REQUIRED_FI
 
 log = logging.getLogger(__name__)
 
-_VERSIONED = ("cascade", "numpy", "scipy", "scikit-learn", "onnx", "onnxruntime", "skl2onnx", "tokenizers",
+_VERSIONED = ("numpy", "scipy", "scikit-learn", "onnx", "onnxruntime", "skl2onnx", "tokenizers",
               "torch", "transformers")
 _READ_RETRIES = 8
 HASHES_FORMAT = "cascade.text-hashes/2"
 _HASH_FORMATS = {"cascade.text-hashes/1": text_hash_v1, HASHES_FORMAT: text_hash}
 
 
-SHIPPED_BUNDLE = Path(__file__).resolve().parent.parent.parent / "artifacts"
+PACKAGED_BUNDLE = Path(__file__).resolve().parent.parent / "default_bundle"  # where a wheel puts it
+CHECKOUT_BUNDLE = Path(__file__).resolve().parent.parent.parent / "artifacts"  # a clone (editable install)
 REBUILD_SHIPPED_ENV = "CASCADE_REBUILD_SHIPPED"  # set to 1 to let a build replace the shipped bundle
 
 
+def shipped_bundle_path() -> Path:
+    """The default bundle that came with the package: inside it when installed from a wheel, the
+    repository's ``artifacts/`` folder in a clone."""
+    return PACKAGED_BUNDLE if PACKAGED_BUNDLE.is_dir() else CHECKOUT_BUNDLE
+
+
 def default_bundle_path() -> Path:
-    """The bundle shipped in the repository's ``artifacts/`` folder (overridable with CASCADE_BUNDLE)."""
+    """The bundle used when none is named: $CASCADE_BUNDLE if set, else the shipped one."""
     env = os.environ.get("CASCADE_BUNDLE")
     if env:
         return Path(env)
-    return SHIPPED_BUNDLE
+    return shipped_bundle_path()
 
 
 def sha256_file(path: Path) -> str:
@@ -65,8 +72,10 @@ def write_train_hashes(path: Path, hashes: Iterable[str], selection: Iterable[st
 
 
 def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries a bundle depends on (those present)."""
-    versions = {}
+    """This package's version and the installed versions of the libraries a bundle depends on (those present)."""
+    from .. import __version__
+
+    versions = {"cascade": __version__}
     for name in _VERSIONED:
         try:
             versions[name] = metadata.version(name)
@@ -318,9 +327,12 @@ def check_output_folder(path: str | Path) -> Path:
     path = Path(path).absolute()
     if path.is_symlink():
         raise BundleError(f"{path} is a symlink; refusing to replace it: write to the folder it points to")
-    if path.resolve() == SHIPPED_BUNDLE and os.environ.get(REBUILD_SHIPPED_ENV) != "1":
-        raise BundleError(f"{path} is the shipped default bundle; write your bundle elsewhere (to rebuild the shipped "
-                          f"one on purpose, set {REBUILD_SHIPPED_ENV}=1)")
+    if path.resolve() == PACKAGED_BUNDLE:
+        raise BundleError(f"{path} is the default bundle inside the installed package, which is never modified in "
+                          "place: write your bundle to a folder of your own (e.g. --out my-bundle)")
+    if path.resolve() == CHECKOUT_BUNDLE and os.environ.get(REBUILD_SHIPPED_ENV) != "1":
+        raise BundleError(f"{path} is the shipped default bundle; write your bundle to a folder of your own (e.g. "
+                          f"--out my-bundle; to rebuild the shipped one on purpose, set {REBUILD_SHIPPED_ENV}=1)")
     if path.exists():
         problem = bundle_problem(path)
         if problem is not None:

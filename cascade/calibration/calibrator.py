@@ -450,7 +450,7 @@ class Calibrator:
     def plot(self, path: str | Path | None = None, choice: ThresholdChoice | None = None) -> Any:
         """The trade-off curve (accuracy against fall-through rate and against ms per text), the chosen
         point marked: saved at ``path`` (returned; ``.png`` added to a name without a suffix), or returned
-        as a matplotlib Figure (shown inline in a notebook). Needs matplotlib (``pip install 'cascade[plot]'``)."""
+        as a matplotlib Figure (shown inline in a notebook). Needs matplotlib (``pip install 'cascade-text[plot]'``)."""
         from .plot import draw
 
         return draw(self, path, choice or self.choice_)

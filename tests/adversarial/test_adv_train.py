@@ -46,13 +46,28 @@ def test_train_cheap_keeps_abstention_and_records_its_own_training(abstaining, t
 
 def test_the_shipped_bundle_is_not_replaced_by_accident(tiny_encoder_bundle, monkeypatch):
     from cascade.bundle import check_output_folder
-    from cascade.bundle.store import SHIPPED_BUNDLE
+    from cascade.bundle.store import CHECKOUT_BUNDLE
 
     monkeypatch.delenv("CASCADE_REBUILD_SHIPPED", raising=False)
     with pytest.raises(BundleError, match="is the shipped default bundle"):
-        check_output_folder(SHIPPED_BUNDLE)
+        check_output_folder(CHECKOUT_BUNDLE)
     monkeypatch.setenv("CASCADE_REBUILD_SHIPPED", "1")
-    assert check_output_folder(SHIPPED_BUNDLE) == SHIPPED_BUNDLE
+    assert check_output_folder(CHECKOUT_BUNDLE) == CHECKOUT_BUNDLE
+
+
+def test_the_bundle_inside_an_installed_package_is_never_written(tmp_path, monkeypatch):
+    """Issue 12: `cascade calibrate --save` with no path must not rewrite the bundle a wheel installed,
+    even with the rebuild switch on."""
+    from cascade.bundle import check_output_folder
+    from cascade.bundle import store
+
+    packaged = tmp_path / "site-packages" / "cascade" / "default_bundle"
+    packaged.mkdir(parents=True)
+    monkeypatch.setattr(store, "PACKAGED_BUNDLE", packaged)
+    monkeypatch.setenv("CASCADE_REBUILD_SHIPPED", "1")
+    assert store.shipped_bundle_path() == packaged
+    with pytest.raises(BundleError, match="inside the installed package.*--out"):
+        check_output_folder(packaged)
 
 
 def test_training_data_problems_are_named_in_cascade_words(tmp_path, tiny_encoder_bundle, caplog):
