@@ -217,7 +217,7 @@ def test_a_huge_csv_line_is_refused_with_bounded_memory(tmp_path):
 
 
 def test_a_huge_stdin_line_is_cut_with_bounded_memory(monkeypatch):
-    from cascade.cli import _read_stdin_chunks
+    from cascade.cli.streams import read_stdin_chunks as _read_stdin_chunks
 
     data = "é".encode() * (10 << 20) + b"\nnext\n" + b" " * 500_000 + "\u200b".encode() * 1000 + b"hidden at the end\n"
 

@@ -1,0 +1,114 @@
+"""Commands that build a bundle: train-cheap, train, finetune."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..datasets import TextDataset, banking77_labels, load_banking77, read_csv
+from .parser import label_sep
+
+BUNDLED_NAME = "BANKING77 (bundled)"
+
+
+def _load_training_data(args: argparse.Namespace) -> tuple[TextDataset, TextDataset | None, list[str], str]:
+    """(data, selection texts or None to carve them, labels, name) of a build command."""
+    if args.data is None:
+        if args.val is not None:
+            raise SystemExit("--val needs --data (the bundled BANKING77 is carved by the package's own rule)")
+        return load_banking77("train_full"), None, banking77_labels(), BUNDLED_NAME
+    data = read_csv(args.data, args.text_col, args.label_col)
+    selection = read_csv(args.val, args.text_col, args.label_col) if args.val is not None else None
+    return data, selection, sorted(set(data.labels)), str(args.data)
+
+
+
+def cmd_train_cheap(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ..training.build import train_cheap
+    from ..training.cheap import CheapConfig
+    from ..training.train import MULTI_LABEL_CHEAP
+
+    sep = label_sep(args)
+    train, val, _, name = _load_training_data(args)
+    config = None  # the task's default
+    if args.C is not None or args.no_char:
+        config = MULTI_LABEL_CHEAP if args.multi_label else CheapConfig()
+        config = replace(config, C=args.C if args.C is not None else config.C,
+                         char_ngrams=None if args.no_char else config.char_ngrams)
+    bundle = train_cheap(train, val, args.out, base=args.base, config=config, data_name=name,
+                         label_sep=sep if args.multi_label else None,
+                         selection_share=args.selection_share, certification_share=args.certification_share)
+    _print_summary(bundle.path, bundle.manifest)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ..training.train import TrainConfig, train_bundle
+
+    train, val, _, name = _load_training_data(args)
+    config = TrainConfig()
+    if args.head_C is not None:
+        config = replace(config, head_C=args.head_C)
+
+    if args.max_length is not None:
+        config = replace(config, max_length=args.max_length)
+    if args.abstain is not None:
+        config = replace(config, abstain=args.abstain)
+    sep = label_sep(args)
+    if args.multi_label:
+        config = replace(config, label_sep=sep)
+    if args.C is not None:
+        config = replace(config, cheap=replace(config.cheap_config, C=args.C))
+    if args.windows is not None:
+        config = replace(config, windows=args.windows)
+    config = replace(config, selection_share=args.selection_share, certification_share=args.certification_share)
+    bundle = train_bundle(train, val, args.out, encoder_from=args.encoder_from, config=config, data_name=name)
+    _print_summary(bundle.path, bundle.manifest)
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ..stages.neural import check_threads
+    from ..training.build import finetune_bundle
+    from ..training.finetune import MULTI_LABEL_FINETUNE, FinetuneConfig
+
+    check_threads(args.threads)
+    sep = label_sep(args) if args.multi_label or args.label_sep is not None else None
+    train, val, labels, name = _load_training_data(args)
+    overrides = {k: v for k, v in {
+        "epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
+        "max_length": args.max_length, "threads": args.threads, "seed": args.seed,
+    }.items() if v is not None}
+    base = MULTI_LABEL_FINETUNE if sep is not None else FinetuneConfig()
+    bundle = finetune_bundle(train, val, None if sep is not None else labels, args.out, work_dir=args.work_dir,
+                             checkpoint=args.checkpoint, finetune_config=replace(base, **overrides), data_name=name,
+                             selection_share=args.selection_share, certification_share=args.certification_share,
+                             label_sep=sep, windows=args.windows)
+    _print_summary(bundle.path, bundle.manifest)
+    return 0
+
+
+def _print_summary(path: Path, manifest: dict[str, Any]) -> None:
+    sel = manifest["metrics"]["selection"]
+    sizes = manifest["training"]["splits"].get("sizes")
+    abstain = (f"; 'none of these' under {sel['abstain_below']:.3f} ({sel['abstained_share']:.1%} of selection)"
+               if "abstain_below" in sel else "")
+    kept = ("(untouched: `cascade calibrate --data` certifies on them)" if sizes and sizes["certification"]
+            else "(none: certify on held-out texts with `cascade calibrate --val`)")
+    split_line = (f"splits: {sizes['train']:,} train, {sizes['selection']:,} selection, {sizes['certification']:,} "
+                  f"certification {kept}\n" if sizes else "")
+    measure = "micro_f1" if manifest.get("task") == "multi-label" else "accuracy"
+    name = "micro-F1" if measure == "micro_f1" else "accuracy"
+    sys.stdout.write(
+        f"wrote {path}: threshold {manifest['threshold']:.4f}; {name} on the selection texts: cheap "
+        f"{sel[f'cheap_{measure}']:.2%}, neural {sel[f'neural_{measure}']:.2%}, cascade "
+        f"{sel[f'cascade_{measure}']:.2%} with {sel['fall_through_rate']:.1%} falling through{abstain}\n{split_line}"
+    )

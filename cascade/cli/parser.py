@@ -1,0 +1,189 @@
+"""The ``cascade`` command line: its arguments, help texts and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DESCRIPTION = """Fast, cheap text classification: a bag-of-words stage answers the texts it is sure of,
+an INT8 transformer the rest. `cascade COMMAND --help` tells more of each command."""
+DEFAULT_WORK_DIR = Path.home() / ".cache" / "cascade" / "finetune"
+
+
+def add_bundle_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", type=Path, default=None,
+                   help="bundle folder (default: the shipped one, or $CASCADE_BUNDLE)")
+    p.add_argument("--digest", default=None,
+                   help="refuse any bundle but the one with this digest (sha256:..., as `cascade info` prints)")
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=None,
+                   help="labelled CSV (or .tsv, .jsonl), carved into train / selection / certification (default: "
+                        "the bundled BANKING77 train.csv)")
+    p.add_argument("--text-col", default="text", help="text column (or JSON field) of the files (default: text)")
+    p.add_argument("--label-col", default="category",
+                   help="label column (or JSON field) of the files (default: category)")
+    p.add_argument("--val", type=Path, default=None,
+                   help="selection CSV: the texts that choose the threshold and settings (default: carved out of "
+                        "--data); with it, all of --data trains and nothing is set aside for certification")
+    p.add_argument("--selection-share", type=float, default=0.1,
+                   help="share of --data carved out as selection texts (default: 0.1)")
+    p.add_argument("--certification-share", type=float, default=0.1,
+                   help="share of --data set aside, untouched, for `cascade calibrate --data` (default: 0.1)")
+
+
+def add_multi_label_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--multi-label", action="store_true",
+                   help="several topics per text: the label column holds topics joined by --label-sep")
+    p.add_argument("--label-sep", default=None, help="separator of the topics in a label cell (default: |)")
+
+
+def label_sep(args: argparse.Namespace) -> str:
+    """A build command's topic separator: --label-sep needs --multi-label (without it, it would be ignored)."""
+    if args.label_sep is not None and not args.multi_label:
+        raise ValueError("--label-sep needs --multi-label (several topics per text)")
+    return args.label_sep or "|"
+
+
+EXIT_CODES = """exit codes:
+  0  done
+  1  internal error (a bug: rerun with -v for the traceback and report it)
+  2  usage error, or bad input, file or bundle (the message names it and the fix)
+  3  calibrate: the target cannot be certified on these texts (nothing saved without --allow-uncertified)"""
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="cascade", description=DESCRIPTION, epilog=EXIT_CODES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages, show tracebacks")
+    parser.add_argument("--version", action="version", version=f"cascade {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("classify", help="classify texts; prints one JSON line per text",
+                       description="Classify texts given as arguments, or one per line from stdin with '-' "
+                                   "(read as UTF-8). Prints one JSON line per text, in UTF-8.")
+    p.add_argument("texts", nargs="+", help="texts to classify, or '-' to read one text per line (UTF-8) from stdin")
+    add_bundle_arg(p)
+    p.add_argument("--threshold", type=float, default=None,
+                   help="routing cut-off on the cheap stage's confidence, 0 to 1: texts below it go to the neural "
+                        "stage (0: none, 1: all; default: the bundle's); not a score filter")
+    p.add_argument("--top-k", type=int, default=1, help="also list the k most likely labels")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+
+    p = sub.add_parser("info", help="show a bundle's metadata and metrics",
+                       description="Print a bundle's manifest as JSON (checked, hashes verified): its labels count, "
+                                   "threshold and how it was chosen, the figures measured at build and calibration, "
+                                   "and, for a tagger, each topic's cut-offs. --full adds the label list.")
+    add_bundle_arg(p)
+    p.add_argument("--full", action="store_true", help="print the whole manifest, labels included")
+
+    p = sub.add_parser("calibrate", help="choose the threshold from labelled texts the build never saw",
+                       description="Fit calibrated scores on labelled texts the bundle's build never saw (its "
+                                   "certification split, or a held-out CSV) and choose the threshold by one rule; "
+                                   "prints the choice and what it promises. --save writes it into the bundle.")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--data", type=Path, default=None,
+                        help="the CSV the bundle was built from: certify on the split its build set aside")
+    source.add_argument("--val", type=Path, default=None,
+                        help="a labelled CSV of held-out texts (neither training nor selection texts)")
+    p.add_argument("--text-col", default="text", help="text column (default: text)")
+    p.add_argument("--label-col", default="category", help="label column (default: category)")
+    add_bundle_arg(p)
+    rule = p.add_mutually_exclusive_group(required=True)
+    rule.add_argument("--target-accuracy", type=float, help="promise at least this accuracy on unseen data")
+    rule.add_argument("--fallthrough", type=float, help="send at most this share of texts to the neural stage")
+    rule.add_argument("--latency-ms", type=float, help="expected ms per text within this budget")
+    rule.add_argument("--match-neural", type=float, help="within this many accuracy points of the neural stage")
+    rule.add_argument("--target-f1", type=float,
+                      help="multi-label bundles: promise at least this mean per-text F1 on unseen data")
+    p.add_argument("--label-sep", default=None,
+                   help="multi-label bundles: the topic separator of a label cell (default: the bundle's)")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="probability that the --target-accuracy (or --target-f1) promise holds (default: 0.95)")
+    p.add_argument("--per-class", action="store_true",
+                   help="send classes whose cheap-stage answers are much worse than the rest to the neural stage")
+    p.add_argument("--plot", type=Path, default=None, help="save the trade-off curve to this PNG")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--save", action="store_true", help="write the threshold and calibration into the bundle")
+    out.add_argument("--out", type=Path, default=None, help="write a calibrated copy of the bundle here")
+    p.add_argument("--allow-uncertified", action="store_true",
+                   help="with --save/--out, write the closest threshold even when the --target-accuracy promise "
+                        "cannot be certified (default: write nothing then)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+
+    p = sub.add_parser("evaluate", help="figures of a bundle on a labelled CSV",
+                       description="Score a labelled CSV with each stage alone and with the cascade: accuracy and "
+                                   "macro-F1 for a single-label bundle; micro-F1, macro-F1, exact match and Hamming "
+                                   "loss for a multi-label one (label cells: topics joined by --label-sep); and the "
+                                   "fall-through rate. Prints JSON.")
+    p.add_argument("--data", type=Path, required=True, help="labelled CSV (never one the bundle was built from)")
+    p.add_argument("--text-col", default="text", help="text column (default: text)")
+    p.add_argument("--label-col", default="category", help="label column (default: category)")
+    p.add_argument("--label-sep", default=None, help="topic separator for a multi-label bundle (default: the bundle's)")
+    p.add_argument("--threshold", type=float, default=None, help="evaluate at this threshold instead of the bundle's")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    add_bundle_arg(p)
+
+    p = sub.add_parser("bench", help="run benchmarks/run.py (from a clone): every system side by side",
+                       description="Runs the repository's benchmarks/run.py with the arguments given after "
+                                   "`--`, e.g. `cascade bench -- --quick`.", add_help=True)
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for benchmarks/run.py")
+
+    p = sub.add_parser("train-cheap", help="retrain the cheap stage and write a new bundle",
+                       description="Fit the TF-IDF + logistic regression stage on a CSV, check its ONNX export "
+                                   "against scikit-learn, choose the threshold on the selection texts and write a bundle "
+                                   "that keeps the base bundle's neural stage.")
+    add_data_args(p)
+    p.add_argument("--base", type=Path, default=None, help="bundle whose neural stage is kept (default: shipped)")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
+    p.add_argument("--C", type=float, default=None,
+                   help="inverse regularisation strength (default: 20; 100 with --multi-label)")
+    p.add_argument("--no-char", action="store_true", help="word n-grams only (smaller, less accurate)")
+    add_multi_label_args(p)
+
+    p = sub.add_parser("train", help="build a whole bundle on your own labels in minutes (no torch)",
+                       description="Fit the cheap stage and a linear head on a frozen INT8 sentence encoder (the "
+                                   "shipped one), choose the threshold and the stages' mix on the selection texts, and "
+                                   "write a bundle. Any label set; core install only.")
+    add_data_args(p)
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
+    p.add_argument("--encoder-from", type=Path, default=None,
+                   help="bundle whose frozen encoder is reused (default: the shipped one)")
+    p.add_argument("--head-C", type=float, default=None, help="inverse regularisation of the head (default: 10)")
+    p.add_argument("--C", type=float, default=None,
+                   help="inverse regularisation of the cheap stage (default: 20; 100 with --multi-label)")
+    p.add_argument("--max-length", type=int, default=None, help="tokens read per text (default: the encoder's)")
+    add_multi_label_args(p)
+    p.add_argument("--windows", type=int, default=None,
+                   help="read long texts as up to this many windows of --max-length tokens, their embeddings averaged "
+                        "(default: 1, the first --max-length tokens only)")
+    p.add_argument("--abstain", type=float, default=None, metavar="SHARE",
+                   help="answer 'none of these' (label null) to texts that fit no label, rejecting at most this "
+                        "share of in-scope selection texts (e.g. 0.05)")
+
+    p = sub.add_parser("finetune", help="fine-tune the transformer and build a whole bundle (needs [train])",
+                       description="Fine-tune all-MiniLM-L6-v2, export it to ONNX, fuse and quantize it to INT8, "
+                                   "train the cheap stage, choose the threshold on the selection texts, write a bundle.")
+    add_data_args(p)
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
+    p.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
+                   help=f"where checkpoints and fp32 ONNX files go (default: {DEFAULT_WORK_DIR})")
+    p.add_argument("--checkpoint", type=Path, default=None, help="reuse a fine-tuned checkpoint; skip training")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="passes over the training texts; the best on the selection texts is kept (default: 8)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="AdamW learning rate of the encoder (default: 0.0001; a tagger's new output layer: 0.001)")
+    p.add_argument("--batch-size", type=int, default=None, help="texts per step (default: 32)")
+    p.add_argument("--max-length", type=int, default=None, help="tokens kept per text (default: 128)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the initialisation and batch order (default: 0)")
+    add_multi_label_args(p)
+    p.add_argument("--windows", type=int, default=1,
+                   help="read long texts as up to this many windows of --max-length tokens, their logits averaged "
+                        "(default: 1, the first --max-length tokens only)")
+    for command in sub.choices.values():  # -v after the command too (`cascade train ... -v`)
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="log debug messages, show tracebacks")
+    return parser

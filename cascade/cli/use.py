@@ -1,0 +1,137 @@
+"""Commands that use a bundle: classify, info, calibrate, evaluate, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..datasets import TextDataset, load_banking77, read_csv
+from .build import BUNDLED_NAME
+from .streams import read_stdin_chunks, utf8_stdout, write_json_line
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from ..router import Cascade
+
+    model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
+    if args.texts == ["-"]:
+        chunks: Iterator[list[str]] = read_stdin_chunks(model.cheap.limits.max_text_chars)
+    elif "-" in args.texts:
+        raise SystemExit("cascade classify: '-' (stdin) cannot be mixed with texts given as arguments")
+    else:
+        chunks = iter([args.texts])
+    out = utf8_stdout()
+    for chunk in chunks:
+        for pred in model.classify(chunk, threshold=args.threshold, top_k=args.top_k):
+            write_json_line(out, pred.to_dict())
+        out.flush()
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..bundle import default_bundle_path, read_bundle
+
+    bundle = read_bundle(args.bundle if args.bundle is not None else default_bundle_path(), digest=args.digest)
+    manifest: dict[str, Any] = dict(bundle.manifest)
+    if not args.full:
+        labels = manifest.pop("labels")
+        shown = os.fsencode(bundle.path).decode("utf-8", "replace")  # a folder name need not be UTF-8
+        manifest = {"path": shown, "digest": bundle.digest, "n_labels": len(labels), **manifest}
+        if "decisions" in manifest:  # a tagger's cut-offs, named by topic
+            cuts = manifest["decisions"]
+            manifest["decisions"] = {**cuts, **{k: dict(zip(labels, cuts[k])) for k in ("cheap", "fallen", "neural")
+                                                if k in cuts}}
+    else:
+        manifest = {"digest": bundle.digest, **manifest}
+    utf8_stdout().write(json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import warnings
+
+    from ..bundle import check_output_folder
+    from ..calibration import CalibrationWarning, calibrate, plot_path
+    from ..router import Cascade
+
+    # Everything that could fail at the end is checked before the long work.
+    plot = plot_path(args.plot) if args.plot is not None else None
+    model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
+    data = _certification_data(args, model.bundle.manifest if model.bundle is not None else {})
+    if args.out is not None:
+        check_output_folder(args.out)
+    elif args.save and model.bundle is not None:
+        check_output_folder(model.bundle.path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)  # reported in the JSON below
+        cal = calibrate(model, data.texts, data.labels, label_sep=args.label_sep)
+        choice = cal.choose(target_accuracy=args.target_accuracy, confidence=args.confidence,
+                            fallthrough=args.fallthrough, latency_ms=args.latency_ms,
+                            match_neural=args.match_neural, per_class=args.per_class, target_f1=args.target_f1)
+    result: dict[str, Any] = {"choice": choice.to_json(), "calibration": cal.report()}
+    if args.save or args.out is not None:
+        if choice.mode in ("target_accuracy", "target_f1") and not choice.feasible and not args.allow_uncertified:
+            result["saved"] = None
+            result["not_saved"] = "the target cannot be certified; nothing written (--allow-uncertified writes it)"
+        else:
+            result["saved"] = str(cal.save(args.out, choice, allow_uncertified=args.allow_uncertified).path)
+    plot_error = None
+    if plot is not None:  # after the save, and reported without losing the result if it fails
+        try:
+            result["plot"] = str(cal.plot(plot, choice))
+        except OSError as exc:
+            plot_error = f"cannot write the plot {plot}: {exc.strerror or exc}"
+            result["plot_error"] = plot_error
+    out = utf8_stdout()
+    out.write(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    for message in cal.warnings_:
+        sys.stderr.write(f"warning: {message}\n")
+    if plot_error is not None:
+        sys.stderr.write(f"cascade calibrate: error: {plot_error}\n")
+        return 2
+    return 0 if choice.feasible else 3
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluation import evaluate
+    from ..router import Cascade, check_threshold
+
+    threshold = check_threshold(args.threshold) if args.threshold is not None else None
+    model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
+    data = read_csv(args.data, args.text_col, args.label_col)
+    figures = evaluate(model, data, threshold, label_sep=args.label_sep)
+    task = "multi-label" if model.multi_label else "single-label"
+    utf8_stdout().write(json.dumps({"task": task, "data": str(args.data), **figures}, indent=2, allow_nan=False) + "\n")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "run.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"{script} not found: `cascade bench` runs from a clone of the repository")
+    sys.argv = [str(script), *[a for a in args.rest if a != "--"]]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+def _certification_data(args: argparse.Namespace, manifest: dict[str, Any]) -> TextDataset:
+    """What ``cascade calibrate`` certifies on: --val as given, or the certification split of --data (or of
+    the bundled BANKING77, for a bundle built from it)."""
+    from ..splits import certification_split
+
+    if args.val is not None:
+        return read_csv(args.val, args.text_col, args.label_col)
+    training = manifest.get("training", {})
+    recorded = training.get("splits", {})
+    if args.data is not None:
+        return certification_split(read_csv(args.data, args.text_col, args.label_col), recorded, str(args.data))
+    if training.get("data") == BUNDLED_NAME:
+        return certification_split(load_banking77("train_full"), recorded, BUNDLED_NAME)
+    raise ValueError("give --data (the CSV the bundle was built from: its certification split is used) or --val "
+                     "(a CSV of held-out labelled texts)")
