@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence, overload
+from typing import TYPE_CHECKING, Any, Iterable, overload
 
 from .bundle import Bundle, read_bundle
 from .calibration import CalibrationWarning, Calibrator, ThresholdChoice, calibrate
@@ -53,7 +53,7 @@ def _default() -> Cascade:
 @overload
 def classify(texts: str, *, threshold: float | None = ..., top_k: int | None = ...) -> Prediction: ...
 @overload
-def classify(texts: Sequence[str], *, threshold: float | None = ..., top_k: int | None = ...) -> list[Prediction]: ...
+def classify(texts: Iterable[str], *, threshold: float | None = ..., top_k: int | None = ...) -> list[Prediction]: ...
 
 
 def classify(texts: Any, *, threshold: float | None = None, top_k: int | None = 1) -> Any:

@@ -69,7 +69,7 @@ def read_csv(path: str | Path, text_col: str = "text", label_col: str = "categor
     csv.field_size_limit(max_field_chars)
     try:
         with path.open("rb") as fh:
-            reader = csv.DictReader(_utf8_lines(fh, path, max_field_chars),
+            reader = csv.DictReader(utf8_lines(fh, path, max_field_chars),
                                     delimiter="\t" if suffix in TSV_SUFFIXES else ",")
             try:
                 fields = list(reader.fieldnames or [])
@@ -112,7 +112,7 @@ def _read_jsonl(path: Path, text_col: str, label_col: str, max_field_chars: int)
     """JSON lines: one object a line holding ``text_col`` and ``label_col`` strings; blank lines skipped."""
     texts, labels = [], []
     with path.open("rb") as fh:
-        for lineno, line in enumerate(_utf8_lines(fh, path, max_field_chars), start=1):
+        for lineno, line in enumerate(utf8_lines(fh, path, max_field_chars), start=1):
             if not line.strip():
                 continue
             try:
@@ -143,7 +143,7 @@ def _read_jsonl(path: Path, text_col: str, label_col: str, max_field_chars: int)
     return TextDataset(texts, labels)
 
 
-def _utf8_lines(fh: BinaryIO, path: Path, max_field_chars: int) -> Iterator[str]:
+def utf8_lines(fh: BinaryIO, path: Path, max_field_chars: int) -> Iterator[str]:
     """The file's lines, decoded as UTF-8 one by one (so an error names its line), none longer than a
     field may be (4 bytes a character, plus room for the other fields)."""
     max_bytes = 4 * max_field_chars + (1 << 16)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sized
 from numbers import Integral
 from typing import Any
 
@@ -25,10 +26,8 @@ def _is_missing(item: Any) -> bool:
         return True
 
 
-def as_text_list(texts: Any) -> tuple[list[str], bool]:
-    """Return (list of texts, whether a single str was given); raise TypeError naming a bad item."""
-    if isinstance(texts, str):
-        return [texts], True
+def _refuse_ambiguous(texts: Any) -> None:
+    """Refuse inputs whose texts would be ambiguous or are not text at all, saying what to pass instead."""
     if texts is None or isinstance(texts, (bytes, bytearray, memoryview)):
         kind = "None" if texts is None else type(texts).__name__
         raise TypeError(f"texts must be a str or a list of str, got {kind}; decode bytes with .decode('utf-8')")
@@ -40,12 +39,43 @@ def as_text_list(texts: Any) -> tuple[list[str], bool]:
     if ndim != 1:
         raise TypeError(f"texts must be one-dimensional, got an array of shape {getattr(texts, 'shape', '?')}; "
                         "pass a flat list of str (e.g. array.ravel().tolist())")
-    try:
-        items = list(texts)
-    except TypeError:
-        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}") from None
-    for i, item in enumerate(items):
-        if not isinstance(item, str):
-            hint = " (a missing value?)" if _is_missing(item) else ""
-            raise TypeError(f"texts[{i}] is {type(item).__name__}{hint}, not str; pass only strings")
-    return items, False
+    if not isinstance(texts, Iterable):
+        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+
+
+def _check_item(i: int, item: Any) -> str:
+    if not isinstance(item, str):
+        hint = " (a missing value?)" if _is_missing(item) else ""
+        raise TypeError(f"texts[{i}] is {type(item).__name__}{hint}, not str; pass only strings")
+    return item
+
+
+def is_stream(texts: Any) -> bool:
+    """Whether ``texts`` is read once, item by item (a generator, an iterator, any iterable without a
+    length): such input is classified chunk by chunk, never held whole."""
+    return not isinstance(texts, (str, Sized)) and isinstance(texts, Iterable)
+
+
+def as_text_list(texts: Any) -> tuple[list[str], bool]:
+    """Return (list of texts, whether a single str was given); raise TypeError naming a bad item."""
+    if isinstance(texts, str):
+        return [texts], True
+    _refuse_ambiguous(texts)
+    return [_check_item(i, item) for i, item in enumerate(texts)], False
+
+
+def text_chunks(texts: Iterable[Any], size: int) -> Iterator[list[str]]:
+    """The texts of any iterable, ``size`` at a time, pulled lazily; a bad item is named by its position
+    in the whole stream."""
+    if isinstance(texts, str):
+        yield [texts]
+        return
+    _refuse_ambiguous(texts)
+    chunk: list[str] = []
+    for i, item in enumerate(texts):
+        chunk.append(_check_item(i, item))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

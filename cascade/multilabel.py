@@ -198,13 +198,13 @@ class Decisions:
         """The cut-offs of the neural stage answering alone."""
         return self.fallen if self.neural is None else self.neural
 
-    def to_json(self, info: dict[str, Any]) -> dict[str, Any]:
+    def to_dict(self, info: dict[str, Any]) -> dict[str, Any]:
         return {"cheap": [float(c) for c in self.cheap], "fallen": [float(c) for c in self.fallen],
                 **({"neural": [float(c) for c in self.neural]} if self.neural is not None else {}),
                 "at_least_one": self.at_least_one, **info}
 
     @classmethod
-    def from_json(cls, node: dict[str, Any]) -> Decisions:
+    def from_dict(cls, node: dict[str, Any]) -> Decisions:
         return cls(np.asarray(node["cheap"], dtype=np.float64), np.asarray(node["fallen"], dtype=np.float64),
                    bool(node["at_least_one"]),
                    np.asarray(node["neural"], dtype=np.float64) if "neural" in node else None)

@@ -11,15 +11,15 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence, overload
+from typing import Any, Iterable, Iterator, Literal, Sequence, overload
 
 import numpy as np
 
 from .bundle import Bundle, default_bundle_path, read_bundle
 from .bundle.manifest import MEASURES
 from .errors import BundleError, CascadeError
-from .inputs import as_text_list, check_top_k
-from .limits import DEFAULT_LIMITS, Limits
+from .inputs import as_text_list, check_top_k, is_stream, text_chunks
+from .limits import DEFAULT_LIMITS, Limits, chunks
 from .multilabel import DEFAULT_SEP, SET_MEASURES, Decisions, assign, set_confidence
 from .stages.cheap import CheapStage
 from .stages.head import FILE as HEAD_FILE
@@ -218,7 +218,7 @@ class Cascade:
                    always_neural=calibration.get("always_neural", ()),
                    cheap_weight=float(manifest.get("mix", {}).get("cheap_weight", 0.0)),
                    abstain_below=manifest.get("abstain", {}).get("below"),
-                   decisions=Decisions.from_json(manifest["decisions"]) if multi_label else None)
+                   decisions=Decisions.from_dict(manifest["decisions"]) if multi_label else None)
 
     @property
     def multi_label(self) -> bool:
@@ -263,7 +263,7 @@ class Cascade:
     @overload
     def classify(self, texts: str, *, threshold: float | None = ..., top_k: int | None = ...) -> Prediction: ...
     @overload
-    def classify(self, texts: Sequence[str], *, threshold: float | None = ...,
+    def classify(self, texts: Iterable[str], *, threshold: float | None = ...,
                  top_k: int | None = ...) -> list[Prediction]: ...
 
     def classify(self, texts: Any, *, threshold: float | None = None, top_k: int | None = 1) -> Any:
@@ -273,23 +273,41 @@ class Cascade:
         (the measure the bundle was calibrated with, e.g. its max probability or margin; for a tagger, the
         confidence in its whole set) is below it falls through to the neural stage. 0 never sends a text on, 1
         sends every text; None keeps the bundle's. ``top_k``: the k most likely labels in ``Prediction.top_k``
-        (None: every label, as in Hugging Face pipelines).
+        (None: every label, as in Hugging Face pipelines). A generator or other one-pass iterable is read
+        chunk by chunk (see :meth:`classify_iter`); the answers still come back as one list.
         """
+        if is_stream(texts):
+            return list(self.classify_iter(texts, threshold=threshold, top_k=top_k))
         items, single = as_text_list(texts)
         top_k = check_top_k(top_k, len(self.labels))
+        t = self.threshold if threshold is None else check_threshold(threshold)
         if not items:
             return []
+        predictions = [p for start, end in chunks(items, self.cheap.limits)
+                       for p in self._predict(items[start:end], t, top_k)]
+        return predictions[0] if single else predictions
+
+    def classify_iter(self, texts: Iterable[str], *, threshold: float | None = None,
+                      top_k: int | None = 1) -> Iterator[Prediction]:
+        """Answers for any iterable of texts, in order, as they are ready: texts are pulled
+        ``limits.chunk_size`` at a time, so memory stays bounded however long the stream (a file's lines,
+        a database cursor). Each answer is the one :meth:`classify` gives the text alone."""
+        top_k = check_top_k(top_k, len(self.labels))
+        t = self.threshold if threshold is None else check_threshold(threshold)
+        return (p for chunk in text_chunks(texts, self.cheap.limits.chunk_size) for p in self._predict(chunk, t, top_k))
+
+    def _predict(self, items: list[str], threshold: float, top_k: int) -> list[Prediction]:
         probs, to_neural = self.route(items, threshold)
         if top_k == 1:
             best = probs.argmax(axis=1)[:, None]
         else:
             best = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
         if self.decisions is not None:
-            return self._tag(probs, to_neural, best, single)
+            return self._tag(probs, to_neural, best)
         none = abstains(probs, self.abstain_below)
         reason = (f"none of these: no label reaches probability {self.abstain_below:.3f}"
                   if self.abstain_below is not None else "")
-        predictions = [
+        return [
             Prediction(
                 label=None if abstain else self.labels[row[0]],
                 score=float(p[row[0]]),
@@ -299,7 +317,6 @@ class Cascade:
             )
             for p, row, neural, abstain in zip(probs, best, to_neural, none)
         ]
-        return predictions[0] if single else predictions
 
     def assigned(self, probs: np.ndarray, to_neural: np.ndarray) -> np.ndarray:
         """A multi-label bundle's topic sets, (texts, topics) bool: each row's probabilities against the
@@ -309,7 +326,7 @@ class Cascade:
         cutoffs = np.where(to_neural[:, None], self.decisions.fallen, self.decisions.cheap)
         return assign(probs, cutoffs, self.decisions.at_least_one)
 
-    def _tag(self, probs: np.ndarray, to_neural: np.ndarray, best: np.ndarray, single: bool) -> Any:
+    def _tag(self, probs: np.ndarray, to_neural: np.ndarray, best: np.ndarray) -> list[Prediction]:
         chosen = self.assigned(probs, to_neural)
         predictions = []
         for p, row, neural, mask in zip(probs, best, to_neural, chosen):
@@ -319,4 +336,4 @@ class Cascade:
                 stage="neural" if neural else "cheap", top_k=tuple((self.labels[j], float(p[j])) for j in row),
                 reason="" if topics else "no topic reaches its cut-off",
                 labels=tuple(self.labels[j] for j in topics), scores=tuple(float(p[j]) for j in topics)))
-        return predictions[0] if single else predictions
+        return predictions

@@ -74,9 +74,9 @@ def test_only_a_certified_choice_carries_a_lower_bound(cal):
     """fallthrough, latency and match-neural choices are estimates: nothing reads like a promise."""
     for choice in (cal.choose(fallthrough=0.3), cal.choose(latency_ms=100.0), cal.choose(match_neural=5.0)):
         assert not choice.certified and choice.expected["kind"] == "estimate"
-        assert not any(key.endswith("_lower_bound") for key in choice.to_json()["expected"])
+        assert not any(key.endswith("_lower_bound") for key in choice.to_dict()["expected"])
     certified = cal.choose(target_accuracy=round(cal.curve.accuracy[0] - 0.15, 2), confidence=0.9)
-    assert certified.certified and certified.to_json()["certified"] and "accuracy_lower_bound" in certified.expected
+    assert certified.certified and certified.to_dict()["certified"] and "accuracy_lower_bound" in certified.expected
 
 
 def test_an_infeasible_target_writes_nothing_unless_asked(cal, tiny_bundle, tiny_val, tmp_path):

@@ -63,7 +63,7 @@ def test_bad_specs_are_refused():
     with pytest.raises(ValueError, match="2 terms and 1 idf weights"):
         FeatureBlock("word", (1, 1), ["a", "b"], np.ones(1))
     with pytest.raises(ValueError, match="unknown featurizer format"):
-        Featurizer.from_json({"format": "other/9", "blocks": []})
+        Featurizer.from_dict({"format": "other/9", "blocks": []})
 
 
 def test_text_with_no_known_ngram_is_all_zero():

@@ -264,7 +264,7 @@ def test_a_taggers_fall_through_texts_get_the_mixed_answer(tagger):
     m = model.bundle.manifest
     w = m["mix"]["cheap_weight"]
     assert 0.0 < w < 1.0 and "binary log-loss" in m["mix"]["rule"]  # the tiny stages both know something
-    decisions = Decisions.from_json(m["decisions"])
+    decisions = Decisions.from_dict(m["decisions"])
     assert (decisions.neural is not None) == (w > 0) and m["metrics"]["selection"]["cheap_weight"] == w
     texts = tagging_data(40, seed=31).texts
     mixed = w * model.cheap.predict_proba(texts) + (1 - w) * model.neural.predict_proba(texts)

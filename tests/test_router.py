@@ -105,3 +105,17 @@ def test_missing_default_bundle_says_where_to_get_one(monkeypatch, tmp_path):
     monkeypatch.setenv("CASCADE_BUNDLE", str(tmp_path / "absent"))
     with pytest.raises(cascade.BundleError, match="set CASCADE_BUNDLE"):
         cascade.load()
+
+
+def test_to_dict_is_json_ready_and_shaped_like_a_hugging_face_answer(tiny_model):
+    """Issue 12: the documented output: label and score at the top, top_k as HF's [{label, score}] list."""
+    import json
+
+    one = tiny_model.classify("my card is lost").to_dict()
+    assert set(one) == {"label", "score", "stage"} and isinstance(one["score"], float)
+    many = tiny_model.classify("my card is lost", top_k=None).to_dict()
+    assert [set(d) for d in many["top_k"]] == [{"label", "score"}] * len(tiny_model.labels)
+    assert many["top_k"][0] == {"label": many["label"], "score": many["score"]}
+    scores = [d["score"] for d in many["top_k"]]
+    assert scores == sorted(scores, reverse=True)
+    assert json.loads(json.dumps(many, allow_nan=False)) == many

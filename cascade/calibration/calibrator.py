@@ -417,7 +417,7 @@ class Calibrator:
         manifest = {k: v for k, v in bundle.manifest.items() if k not in ("files", "format_version")}
         manifest["threshold"] = choice.threshold
         manifest["calibration"] = {**self.report(), "always_neural": list(choice.always_neural),
-                                   "choice": choice.to_json()}
+                                   "choice": choice.to_dict()}
         manifest["threshold_rule"] = f"cascade calibrate: {choice.mode} {choice.request}"
         manifest["confidence"] = MEASURE_NAMES[self.measure_]
         # earlier figures keep the threshold they were measured at; these are the calibrated threshold's
@@ -426,7 +426,7 @@ class Calibrator:
                                                **choice.expected}}
         decisions = self._require_scored().decisions
         if decisions is not None:  # the cut-offs, moved to the calibrated scale
-            manifest["decisions"] = {**manifest["decisions"], **decisions.to_json({}),
+            manifest["decisions"] = {**manifest["decisions"], **decisions.to_dict({}),
                                      "moved_by": "cascade calibrate (the same sets, on the calibrated probabilities)"}
         cut = self.abstain_cut(choice)
         if cut is not None:

@@ -73,7 +73,7 @@ class RuleChoice:
     only_chosen_right: int
     p_value: float  # one-sided exact McNemar: P(at least only_best_right of the discordant texts | no difference)
 
-    def to_json(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.__dict__.items()}
 
 

@@ -48,7 +48,7 @@ class ThresholdChoice:
         anything."""
         return self.feasible and ("accuracy_lower_bound" in self.expected or "f1_lower_bound" in self.expected)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "certified": self.certified}
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..records import FORMATS
+
 DESCRIPTION = """Fast, cheap text classification: a bag-of-words stage answers the texts it is sure of,
 an INT8 transformer the rest. `cascade COMMAND --help` tells more of each command."""
 DEFAULT_WORK_DIR = Path.home() / ".cache" / "cascade" / "finetune"
@@ -62,9 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("classify", help="classify texts; prints one JSON line per text",
-                       description="Classify texts given as arguments, or one per line from stdin with '-' "
-                                   "(read as UTF-8). Prints one JSON line per text, in UTF-8.")
-    p.add_argument("texts", nargs="+", help="texts to classify, or '-' to read one text per line (UTF-8) from stdin")
+                       description="Classify texts given as arguments; or, with '-', one text per line of stdin "
+                                   "(line n of the output answers line n of the input, blank lines included); or, "
+                                   "with --input, the rows of a CSV, TSV or JSON-lines file (or of stdin: --input -), "
+                                   "each answer carrying its row's id. Reads and prints UTF-8, one JSON line per "
+                                   "text.",
+                       epilog="With --input, a row whose text is missing, null, not a string or empty is answered "
+                              "with {\"id\": ..., \"error\": ...}, never dropped; a count goes to stderr.")
+    p.add_argument("texts", nargs="*", help="texts to classify, or '-' to read one text per line (UTF-8) from stdin")
+    p.add_argument("--input", default=None, metavar="FILE",
+                   help="classify the rows of this CSV, TSV or JSON-lines file ('-': JSON lines on stdin); answers "
+                        "carry each row's id")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="format of --input (default: by suffix: .tsv/.tab, .jsonl/.ndjson, else CSV; stdin: jsonl)")
+    p.add_argument("--text-col", default="text", help="with --input: the text column or JSON field (default: text)")
+    p.add_argument("--id-col", default=None,
+                   help="with --input: the column or field answers carry as \"id\" (default: the row's 0-based index)")
     add_bundle_arg(p)
     p.add_argument("--threshold", type=float, default=None,
                    help="routing cut-off on the cheap stage's confidence, 0 to 1: texts below it go to the neural "

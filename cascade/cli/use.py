@@ -18,11 +18,19 @@ from .streams import read_stdin_chunks, utf8_stdout, write_json_line
 def cmd_classify(args: argparse.Namespace) -> int:
     from ..router import Cascade
 
+    if args.input is not None and args.texts:
+        raise ValueError("give texts as arguments or --input FILE, not both")
+    if args.input is None and not args.texts:
+        raise ValueError("nothing to classify: give texts, '-' (one text per line on stdin) or --input FILE")
+    if args.input is None and (args.format is not None or args.id_col is not None or args.text_col != "text"):
+        raise ValueError("--format, --text-col and --id-col apply to --input FILE")
     model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
+    if args.input is not None:
+        return _classify_rows(model, args)
     if args.texts == ["-"]:
         chunks: Iterator[list[str]] = read_stdin_chunks(model.cheap.limits.max_text_chars)
     elif "-" in args.texts:
-        raise SystemExit("cascade classify: '-' (stdin) cannot be mixed with texts given as arguments")
+        raise ValueError("'-' (stdin) cannot be mixed with texts given as arguments")
     else:
         chunks = iter([args.texts])
     out = utf8_stdout()
@@ -30,6 +38,39 @@ def cmd_classify(args: argparse.Namespace) -> int:
         for pred in model.classify(chunk, threshold=args.threshold, top_k=args.top_k):
             write_json_line(out, pred.to_dict())
         out.flush()
+    return 0
+
+
+def _classify_rows(model: Any, args: argparse.Namespace) -> int:
+    """``classify --input``: rows streamed in chunks; each answer (or error) carries its row's id."""
+    from itertools import islice
+
+    from ..records import format_of, read_rows
+
+    stdin = args.input == "-"
+    path = None if stdin else Path(args.input)
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}") if not path.exists() else ValueError(
+            f"{path} is not a regular file")
+    fmt = format_of(path, args.format)
+    limits = model.cheap.limits
+    out = utf8_stdout()
+    bad = 0
+    with (open(sys.stdin.fileno(), "rb", closefd=False) if stdin else path.open("rb")) as fh:  # type: ignore[union-attr]
+        rows = read_rows(fh, "stdin" if stdin else str(path), fmt, args.text_col, args.id_col,
+                         max_field_chars=limits.max_csv_field_chars)
+        while chunk := list(islice(rows, limits.chunk_size)):
+            good = [row for row in chunk if not row.error]
+            answers = iter(model.classify([row.text for row in good], threshold=args.threshold, top_k=args.top_k))
+            for row in chunk:
+                if row.error:
+                    bad += 1
+                    write_json_line(out, {"id": row.id, "error": row.error})
+                else:
+                    write_json_line(out, {"id": row.id, **next(answers).to_dict()})
+            out.flush()
+    if bad:
+        sys.stderr.write(f"cascade classify: {bad:,} row(s) could not be classified; their lines hold \"error\"\n")
     return 0
 
 
@@ -73,7 +114,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         choice = cal.choose(target_accuracy=args.target_accuracy, confidence=args.confidence,
                             fallthrough=args.fallthrough, latency_ms=args.latency_ms,
                             match_neural=args.match_neural, per_class=args.per_class, target_f1=args.target_f1)
-    result: dict[str, Any] = {"choice": choice.to_json(), "calibration": cal.report()}
+    result: dict[str, Any] = {"choice": choice.to_dict(), "calibration": cal.report()}
     if args.save or args.out is not None:
         if choice.mode in ("target_accuracy", "target_f1") and not choice.feasible and not args.allow_uncertified:
             result["saved"] = None

@@ -100,7 +100,7 @@ class FeatureBlock:
             grams.append(padded)
         return grams
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "analyzer": self.analyzer,
             "ngram_range": list(self.ngram_range),
@@ -111,7 +111,7 @@ class FeatureBlock:
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> "FeatureBlock":
+    def from_dict(cls, data: Any) -> "FeatureBlock":
         """A block from its JSON form; every field is type-checked (ValueError names the field)."""
         if not isinstance(data, dict):
             raise ValueError(f"a block must be an object, got {type(data).__name__}")
@@ -242,11 +242,11 @@ class Featurizer:
         indptr = np.searchsorted(rows, np.arange(n + 1))
         return csr_matrix((self._tfidf(idx, counts, rows, n), idx, indptr), shape=(n, self.n_features))
 
-    def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "blocks": [b.to_json() for b in self.blocks]}
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "blocks": [b.to_dict() for b in self.blocks]}
 
     @classmethod
-    def from_json(cls, data: Any, cache_bytes: int = 64 << 20) -> "Featurizer":
+    def from_dict(cls, data: Any, cache_bytes: int = 64 << 20) -> "Featurizer":
         """A featurizer from its JSON spec, every field checked (ValueError says which block and why)."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
@@ -257,17 +257,17 @@ class Featurizer:
         parsed = []
         for i, block in enumerate(blocks):
             try:
-                parsed.append(FeatureBlock.from_json(block))
+                parsed.append(FeatureBlock.from_dict(block))
             except ValueError as exc:
                 raise ValueError(f"blocks[{i}]: {exc}") from None
         return cls(parsed, cache_bytes)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> "Featurizer":
-        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     @classmethod
     def from_bytes(cls, data: bytes, cache_bytes: int = 64 << 20) -> "Featurizer":
@@ -275,4 +275,4 @@ class Featurizer:
             spec = json.loads(data.decode("utf-8"))
         except RecursionError:
             raise ValueError("the featurizer spec is nested too deeply") from None
-        return cls.from_json(spec, cache_bytes)
+        return cls.from_dict(spec, cache_bytes)

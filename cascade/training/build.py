@@ -74,7 +74,7 @@ def _choose_threshold(cheap: CheapStage, neural: NeuralStage, labels: list[str],
     scores = StageScores(cheap_p, neural_p, y, cheap_weight)
     rule = cheapest_same_as_best(confidence(scores.cheap), scores.cheap.argmax(1) == y, scores.fallen.argmax(1) == y)
     threshold = rule.threshold
-    metrics = {**summarize(scores, threshold), "rule": rule.to_json()}
+    metrics = {**summarize(scores, threshold), "rule": rule.to_dict()}
     log.info("threshold %.4f: selection accuracy %.4f with %.1f%% falling through (the most accurate, %.4f, "
              "sent %.1f%%; McNemar p=%.3f)", threshold, metrics["cascade_accuracy"],
              100 * metrics["fall_through_rate"], rule.best_accuracy, 100 * rule.best_fall_through_rate, rule.p_value)
@@ -139,10 +139,10 @@ def _choose_multi_label(cheap: CheapStage, neural: NeuralStage, labels: list[str
     sets = {"cheap": cheap_sets, "neural": assign(neural_p, neural_cut, at_least_one),
             **({"fallen": fallen_sets} if weight else {}), "cascade": cascade_sets}
     metrics: dict[str, Any] = {"n_texts": len(y), "threshold": rule.threshold, "fall_through_rate": float(fell.mean()),
-                               "cheap_weight": weight, **stage_figures(y, sets), "rule": rule.to_json()}
+                               "cheap_weight": weight, **stage_figures(y, sets), "rule": rule.to_dict()}
     log.info("threshold %.4f: selection micro-F1 %.4f (exact match %.4f) with %.1f%% falling through",
              rule.threshold, metrics["cascade_micro_f1"], metrics["cascade_exact_match"], 100 * metrics["fall_through_rate"])
-    return rule.threshold, metrics, decisions.to_json(cut_info)
+    return rule.threshold, metrics, decisions.to_dict(cut_info)
 
 
 def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_model: Path, tokenizer: Path,
@@ -318,7 +318,7 @@ def finetune_bundle(data: TextDataset, selection: TextDataset | None, labels: li
     if checkpoint is None:
         result = finetune(train, selection, labels, work / "checkpoint", config, progress=progress,
                           label_sep=label_sep)
-        checkpoint_dir, finetune_info = result.checkpoint_dir, result.to_json()
+        checkpoint_dir, finetune_info = result.checkpoint_dir, result.to_dict()
     else:
         checkpoint_dir = Path(checkpoint)
         info_file = checkpoint_dir / TRAINING_INFO_FILE

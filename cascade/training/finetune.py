@@ -68,7 +68,7 @@ class FinetuneResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "config": asdict(self.config),
             "metric": self.metric,
@@ -192,7 +192,7 @@ def finetune(
     result.seconds = time.perf_counter() - started
     log.info("kept epoch %d of %d (validation %s %.4f); %.0f s in all", result.best_epoch, config.epochs, metric,
              result.best_val_score, result.seconds)
-    (output_dir / TRAINING_INFO_FILE).write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
+    (output_dir / TRAINING_INFO_FILE).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
     return result
 
 

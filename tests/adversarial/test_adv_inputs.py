@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import tracemalloc
@@ -260,3 +261,76 @@ def test_near_duplicates_of_training_texts_are_spotted(tiny_model, tiny_train, t
     texts = [variant(t) for t in tiny_train.texts[:20]] + tiny_val.texts
     with pytest.warns(cascade.CalibrationWarning, match="20 of .* are training texts"):
         cascade.calibrate(tiny_model, texts, tiny_train.labels[:20] + tiny_val.labels)
+
+
+def test_a_generator_is_classified_lazily_in_bounded_chunks(tiny_model, tiny_val):
+    """Issue 12: a generator was materialised and featurised at once; it is pulled a chunk at a time."""
+    pulled = 0
+
+    def texts():
+        nonlocal pulled
+        for i in range(100_000):
+            pulled += 1
+            yield tiny_val.texts[i % len(tiny_val)]
+
+    stream = tiny_model.classify_iter(texts())
+    first = next(stream)
+    assert pulled <= tiny_model.cheap.limits.chunk_size
+    assert first == tiny_model.classify(tiny_val.texts[0])
+    gen = (t for t in tiny_val.texts)
+    assert tiny_model.classify(gen) == tiny_model.classify(tiny_val.texts)
+
+
+def test_a_bad_item_deep_in_a_stream_is_named_by_its_position(tiny_model):
+    def texts():
+        yield from ["fine"] * 2500
+        yield None
+
+    with pytest.raises(TypeError, match=r"texts\[2500\] is NoneType \(a missing value\?\)"):
+        tiny_model.classify(texts())
+    with pytest.raises(TypeError, match="DataFrame|dict"):
+        list(tiny_model.classify_iter({"a": 1}))
+    with pytest.raises(ValueError, match="top_k"):
+        tiny_model.classify_iter(iter(["x"]), top_k=0)  # checked at the call, not at the first answer
+
+
+def test_classify_input_keeps_every_row_and_its_id(tiny_bundle, tmp_path):
+    """Issue 12: `cascade classify -` split texts holding newlines and gave no id; --input reads rows."""
+    from cascade.cli import main as cli
+
+    rows = [("a1", "my card is lost"), ("a2", ""), ("a3", "two\nlines of a top up question"), ("a4", "refund")]
+    (tmp_path / "in.csv").write_text("id,text\n" + "".join(f'{i},"{t}"\n' for i, t in rows), encoding="utf-8")
+    (tmp_path / "in.tsv").write_text("text\tid\n" + "".join(f"{t.replace(chr(10), ' ')}\t{i}\n" for i, t in rows))
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in rows)
+                                       + json.dumps({"id": "a5", "text": None}) + "\n")
+    for name in ("in.csv", "in.tsv", "in.jsonl"):
+        run = _cli("classify", "--input", str(tmp_path / name), "--id-col", "id", "--bundle",
+                                  str(tiny_bundle))
+        assert run.returncode == 0, run.stderr
+        out = [json.loads(line) for line in run.stdout.splitlines()]
+        assert [d["id"] for d in out][:4] == ["a1", "a2", "a3", "a4"]
+        assert out[1] == {"id": "a2", "error": "empty text"} and "row(s) could not be classified" in run.stderr
+        assert out[0]["label"] == cli_free_label(tiny_bundle, "my card is lost")
+    run = _cli("classify", "--input", "-", "--bundle", str(tiny_bundle),
+                              stdin='{"text": "refund"}\n\n{"text": 5}\n')
+    out = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [d["id"] for d in out] == [0, 1] and out[1]["error"].startswith("the text is not a string")
+    for bad, message in ((["x", "--input", "f.csv"], "not both"), ([], "nothing to classify"),
+                         (["x", "--id-col", "id"], "apply to --input"),
+                         (["--input", str(tmp_path / "in.csv"), "--text-col", "body"], "column 'body' not found")):
+        assert cli(["classify", *bad, "--bundle", str(tiny_bundle)]) == 2, bad
+    bad_json = tmp_path / "bad.jsonl"
+    bad_json.write_text('{"text": "ok"}\n[1, 2]\n')
+    run = _cli("classify", "--input", str(bad_json), "--bundle", str(tiny_bundle))
+    assert run.returncode == 2 and "bad.jsonl:2: a JSON list, not an object" in run.stderr
+
+
+def _cli(*args: str, stdin: str | None = None):
+    run = cascade_cli(*args, stdin=stdin.encode() if stdin is not None else None)
+    return type("Run", (), {"returncode": run.returncode, "stdout": run.stdout.decode(), "stderr": run.stderr.decode()})
+
+
+def cli_free_label(bundle, text):
+    import cascade
+
+    return cascade.load(bundle).classify(text).label
