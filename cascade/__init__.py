@@ -22,15 +22,25 @@ from .router import Cascade, Prediction
 from .splits import Splits, carve_splits
 
 if TYPE_CHECKING:
+    from .integrations.sklearn import CascadeClassifier
     from .training.cheap import CheapConfig
 
 __version__ = "0.1.0"
 __all__ = [
-    "Bundle", "BundleError", "CalibrationWarning", "Calibrator", "Cascade", "CascadeError", "Limits", "Prediction",
+    "Bundle", "BundleError", "CalibrationWarning", "Calibrator", "Cascade", "CascadeClassifier", "CascadeError", "Limits", "Prediction",
     "Splits", "TextDataset", "carve_splits", "ThresholdChoice", "calibrate", "classify", "coverage_at_accuracy", "distill", "evaluate",
     "pseudo_label", "risk_coverage", "score_stages", "stratified_split",
     "load", "load_banking77", "read_bundle", "read_csv", "train", "train_cheap", "finetune",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # scikit-learn loads only when the estimator is asked for: `import cascade` stays light.
+    if name == "CascadeClassifier":
+        from .integrations.sklearn import CascadeClassifier
+
+        return CascadeClassifier
+    raise AttributeError(f"module 'cascade' has no attribute {name!r}")
 
 
 load = Cascade.load  # cascade.load(path=None, *, threads=..., digest=..., limits=...): the real signature in help()

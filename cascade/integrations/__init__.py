@@ -1,0 +1,1 @@
+"""Adapters to other libraries' interfaces: :mod:`~cascade.integrations.sklearn` (an estimator)."""
