@@ -26,7 +26,8 @@ def test_manifest_describes_every_file(tiny_bundle):
     b = read_bundle(tiny_bundle)
     m = b.manifest
     assert m["format_version"] == FORMAT_VERSION
-    assert set(m["files"]) == {"cheap.onnx", "cheap_features.json", "neural.onnx", "tokenizer.json", "train_hashes.json"}
+    assert set(m["files"]) == {"cheap.onnx", "cheap_features.json", "neural.onnx", "tokenizer.json", "train_hashes.json",
+                               "MODEL_CARD.md"}
     assert all(len(e["sha256"]) == 64 and e["bytes"] > 0 for e in m["files"].values())
     assert {"numpy", "onnxruntime", "scikit-learn"} <= set(m["versions"])
     assert 0.0 <= b.threshold <= 1.0 and len(b.labels) == 77
@@ -113,3 +114,24 @@ def test_refuses_to_replace_a_folder_that_is_not_a_bundle(bundle_copy, tmp_path)
     with pytest.raises(BundleError, match=r"is not a cascade bundle \(it has no manifest.json\); refusing"):
         write_bundle(other, _files(bundle_copy), read_bundle(bundle_copy).manifest)
     assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_every_save_writes_a_model_card_that_agrees_with_the_manifest(tiny_bundle, tiny_val, tmp_path):
+    """Issue 12: a bundle carries a model card (labels, data, metrics with their threshold, use, licence)."""
+    import cascade
+    from cascade.bundle import read_bundle, update_manifest
+
+    bundle = read_bundle(tiny_bundle)
+    card = bundle.file("MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "MODEL_CARD.md" in bundle.manifest["files"]  # hashed and verified like every file
+    for needle in ("## Training data", "## Intended use", "## Licences", "Apache-2.0",
+                   f"{bundle.manifest['threshold']:.4f}", bundle.labels[0]):
+        assert needle in card, needle
+    model = cascade.load(tiny_bundle)
+    cal = cascade.calibrate(model, tiny_val.texts, tiny_val.labels)
+    choice = cal.choose(fallthrough=0.5)
+    saved = cal.save(tmp_path / "calibrated", choice)
+    new_card = saved.file("MODEL_CARD.md").read_text(encoding="utf-8")
+    assert f"Routing threshold: {choice.threshold:.4f}" in new_card and "Calibration (`cascade calibrate`" in new_card
+    renamed = update_manifest(tmp_path / "calibrated", {"threshold_rule": "set by hand"})
+    assert "chosen by: set by hand" in renamed.file("MODEL_CARD.md").read_text(encoding="utf-8")

@@ -78,3 +78,9 @@ def test_same_text_same_answer_on_the_whole_test_split(shipped):
 def test_shipped_neural_stage_has_fixed_activation_scales(shipped):
     assert shipped.bundle.manifest["neural"]["activation_scales"].startswith("static")
     assert not shipped.neural.per_text and shipped.neural.batch_size > 1
+
+
+def test_the_shipped_bundle_carries_its_model_card():
+    bundle = read_bundle(default_bundle_path())
+    card = bundle.file("MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "BANKING77, CC-BY-4.0" in card and f"{bundle.threshold:.4f}" in card

@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import BundleError
 from ..text import text_hash, text_hash_v1
 from . import atomic
+from .card import CARD, model_card
 from .manifest import (FORMAT_VERSION, MANIFEST, MAX_MANIFEST_BYTES, REQUIRED_FILES, TRAIN_HASHES_FILE,
                        check_file_name, manifest_digest, normalize_digest, parse_manifest, validate_manifest)
 
@@ -383,6 +384,8 @@ def _fill(tmp: Path, files: Mapping[str, Path], manifest: Mapping[str, Any], exp
     os.chmod(tmp, 0o777 & ~umask)  # an ordinary folder, not a private one
     entries = {}
     for name, src in sorted(files.items()):
+        if name == CARD:  # written afresh below, from the manifest being saved
+            continue
         src = Path(src)
         if not src.is_file():
             raise BundleError(f"cannot write the bundle: source file for {name} not found at {src}")
@@ -399,6 +402,8 @@ def _fill(tmp: Path, files: Mapping[str, Path], manifest: Mapping[str, Any], exp
         "versions": manifest.get("versions") or library_versions(),
         "created": manifest.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    _write_synced(tmp / CARD, model_card(full).encode("utf-8"))
+    entries[CARD] = {"sha256": sha256_file(tmp / CARD), "bytes": (tmp / CARD).stat().st_size}
     try:
         raw = (json.dumps(full, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
         validate_manifest(parse_manifest(raw))

@@ -1,0 +1,94 @@
+"""The model card a bundle carries (``MODEL_CARD.md``): what it answers, what it learned from, its
+figures with the threshold each was measured at, its intended use and licences. Written from the
+manifest on every save, so it never disagrees with it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CARD = "MODEL_CARD.md"
+_SHOWN_LABELS = 12
+_COLUMNS = ("cheap", "neural", "cascade")
+
+
+def _pct(value: Any) -> str:
+    return f"{value:.2%}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def _metrics_table(metrics: dict[str, Any], measure: str) -> list[str]:
+    name = "micro-F1" if measure == "micro_f1" else "accuracy"
+    rows = [f"| figures | texts | threshold | cheap {name} | neural {name} | cascade {name} | falls through |",
+            "|---|---|---|---|---|---|---|"]
+    for section, figures in metrics.items():
+        if not isinstance(figures, dict) or section == "calibration":
+            continue
+        threshold = figures.get("threshold")
+        cells = [section, str(figures.get("n_texts", "-")),
+                 f"{threshold:.4f}" if isinstance(threshold, (int, float)) else "-",
+                 *(_pct(figures.get(f"{stage}_{measure}")) for stage in _COLUMNS),
+                 _pct(figures.get("fall_through_rate"))]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows if len(rows) > 2 else []
+
+
+def model_card(manifest: dict[str, Any]) -> str:
+    """The card's Markdown, from a whole manifest (files excepted)."""
+    labels = list(manifest.get("labels", []))
+    multi = manifest.get("task") == "multi-label"
+    measure = "micro_f1" if multi else "accuracy"
+    training = manifest.get("training", {})
+    neural = manifest.get("neural", {})
+    sizes = training.get("splits", {}).get("sizes", {})
+    data = training.get("data") or "not recorded"
+    shown = ", ".join(f"`{label}`" for label in labels[:_SHOWN_LABELS])
+    more = f" and {len(labels) - _SHOWN_LABELS} more" if len(labels) > _SHOWN_LABELS else ""
+    split_text = (", ".join(f"{n:,} {part}" for part, n in sizes.items()) + " texts") if sizes else "not recorded"
+    kind = ("a fine-tuned transformer" if neural.get("type", "fine-tuned") == "fine-tuned"
+            else "a frozen sentence encoder with a linear head")
+    lines = [
+        "# Model card",
+        "",
+        "Written by cascade from this bundle's `manifest.json` each time the bundle is saved; the manifest is the "
+        "source of truth.",
+        "",
+        "## What it does",
+        f"- Task: {'multi-label tagging (several topics per text)' if multi else 'single-label classification'}, "
+        f"{len(labels)} {'topics' if multi else 'labels'}: {shown}{more}.",
+        f"- Two stages: a TF-IDF + logistic-regression stage answers the texts it is sure of; the rest fall through "
+        f"to {kind} ({neural.get('base_model', 'base model not recorded')}; {neural.get('max_length', '?')} tokens "
+        "read per text), INT8 on onnxruntime.",
+        f"- Routing threshold: {manifest.get('threshold', float('nan')):.4f} on "
+        f"{manifest.get('confidence', 'the cheap stage confidence')}; chosen by: "
+        f"{manifest.get('threshold_rule', 'not recorded')}.",
+    ]
+    if "abstain" in manifest:
+        lines.append(f"- Answers \"none of these\" (label null) below probability "
+                     f"{manifest['abstain'].get('below', float('nan')):.3f}.")
+    lines += ["", "## Training data",
+              f"- {data}, built by `{training.get('command', 'not recorded')}`: {split_text}.",
+              "- Selection texts chose the threshold and settings; certification texts (if any) are left for "
+              "`cascade calibrate`; test figures, if any, chose nothing.",
+              "", "## Figures (each at the threshold it was measured at)"]
+    metrics = manifest.get("metrics", {})
+    table = _metrics_table(metrics, measure)
+    lines += table or ["- none recorded"]
+    calibration = metrics.get("calibration")
+    if isinstance(calibration, dict):
+        promised = {k: v for k, v in calibration.items() if k not in ("threshold", "measure")}
+        lines += ["", f"Calibration (`cascade calibrate`, threshold {calibration.get('threshold', float('nan')):.4f} on "
+                      f"{calibration.get('measure', '?')}): "
+                  + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in promised.items())]
+    lines += [
+        "", "## Intended use",
+        "- Routing or tagging texts like the training data into the labels above, where a wrong label costs "
+        "little and is reviewable.",
+        "- Not for labels outside this set, for texts unlike the training data without watching the fall-through "
+        "rate (it rises first when inputs drift), or for decisions about people without human review.",
+        "", "## Licences",
+        "- cascade: Apache-2.0. Base transformer all-MiniLM-L6-v2 (sentence-transformers): Apache-2.0.",
+        "- Training data: " + ("BANKING77, CC-BY-4.0 (Casanueva et al., 2020, \"Efficient Intent Detection with "
+                               "Dual Sentence Encoders\")." if "BANKING77" in str(data) else
+                               f"{data}: its own licence applies to what the model learned from it."),
+        "",
+    ]
+    return "\n".join(lines)
