@@ -61,14 +61,16 @@ def _default() -> Cascade:
 
 
 @overload
-def classify(texts: str, *, threshold: float | None = ..., top_k: int | None = ...) -> Prediction: ...
+def classify(texts: str, *, threshold: float | None = ..., top_k: int | None = ...,
+             progress: bool = ...) -> Prediction: ...
 @overload
-def classify(texts: Iterable[str], *, threshold: float | None = ..., top_k: int | None = ...) -> list[Prediction]: ...
+def classify(texts: Iterable[str], *, threshold: float | None = ..., top_k: int | None = ...,
+             progress: bool = ...) -> list[Prediction]: ...
 
 
-def classify(texts: Any, *, threshold: float | None = None, top_k: int | None = 1) -> Any:
+def classify(texts: Any, *, threshold: float | None = None, top_k: int | None = 1, progress: bool = True) -> Any:
     """Classify with the shipped bundle (loaded once, then cached). See :meth:`Cascade.classify`."""
-    return _default().classify(texts, threshold=threshold, top_k=top_k)
+    return _default().classify(texts, threshold=threshold, top_k=top_k, progress=progress)
 
 
 def train_cheap(data: TextDataset, selection: TextDataset | None, out: str | Path, *,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from tqdm import (
     tqdm,  # text bars everywhere: tqdm.auto warns in notebooks without ipywidgets
@@ -12,3 +15,21 @@ from tqdm import (
 def progress_bar(iterable: Any = None, *, progress: bool, **options: Any) -> Any:
     """A tqdm bar (rate and ETA) on stderr when ``progress`` is on and stderr is a terminal; silent otherwise."""
     return tqdm(iterable, disable=None if progress else True, **options)
+
+
+MIN_TEXTS = 5_000  # fewer texts than this finish too soon for a bar to help
+CHUNK = 1024
+
+
+def map_with_progress(fn: Callable[[list[str]], np.ndarray], texts: list[str], *, desc: str,
+                      progress: bool) -> np.ndarray:
+    """``fn(texts)`` computed ``CHUNK`` texts at a time behind a bar when there are at least ``MIN_TEXTS``
+    (the same rows as one call: ``fn``'s row for a text must depend on that text only)."""
+    if not progress or len(texts) < MIN_TEXTS:
+        return fn(texts)
+    parts = []
+    with progress_bar(total=len(texts), desc=desc, unit="text", progress=progress) as bar:
+        for start in range(0, len(texts), CHUNK):
+            parts.append(fn(texts[start : start + CHUNK]))
+            bar.update(len(parts[-1]))
+    return np.concatenate(parts)

@@ -20,6 +20,7 @@ from .bundle.manifest import MEASURES
 from .errors import BundleError, CascadeError
 from .inputs import as_text_list, check_top_k, is_stream, text_chunks
 from .limits import DEFAULT_LIMITS, Limits, chunks
+from .progress import MIN_TEXTS, progress_bar
 from .multilabel import DEFAULT_SEP, SET_MEASURES, Decisions, assign, set_confidence
 from .stages.cheap import CheapStage
 from .stages.head import FILE as HEAD_FILE
@@ -261,12 +262,14 @@ class Cascade:
         return probs, to_neural
 
     @overload
-    def classify(self, texts: str, *, threshold: float | None = ..., top_k: int | None = ...) -> Prediction: ...
+    def classify(self, texts: str, *, threshold: float | None = ..., top_k: int | None = ...,
+                 progress: bool = ...) -> Prediction: ...
     @overload
     def classify(self, texts: Iterable[str], *, threshold: float | None = ...,
-                 top_k: int | None = ...) -> list[Prediction]: ...
+                 top_k: int | None = ..., progress: bool = ...) -> list[Prediction]: ...
 
-    def classify(self, texts: Any, *, threshold: float | None = None, top_k: int | None = 1) -> Any:
+    def classify(self, texts: Any, *, threshold: float | None = None, top_k: int | None = 1,
+                 progress: bool = True) -> Any:
         """Classify a text (returns a Prediction) or a list of texts (a list, in the same order).
 
         ``threshold`` is the *routing* cut-off, not a score filter: a text whose cheap-stage confidence
@@ -274,7 +277,8 @@ class Cascade:
         confidence in its whole set) is below it falls through to the neural stage. 0 never sends a text on, 1
         sends every text; None keeps the bundle's. ``top_k``: the k most likely labels in ``Prediction.top_k``
         (None: every label, as in Hugging Face pipelines). A generator or other one-pass iterable is read
-        chunk by chunk (see :meth:`classify_iter`); the answers still come back as one list.
+        chunk by chunk (see :meth:`classify_iter`); the answers still come back as one list. ``progress``: a bar
+        with rate and ETA on stderr for lists of 5,000 texts or more, shown only when stderr is a terminal.
         """
         if is_stream(texts):
             return list(self.classify_iter(texts, threshold=threshold, top_k=top_k))
@@ -283,9 +287,16 @@ class Cascade:
         t = self.threshold if threshold is None else check_threshold(threshold)
         if not items:
             return []
-        predictions = [p for start, end in chunks(items, self.cheap.limits)
-                       for p in self._predict(items[start:end], t, top_k)]
-        return predictions[0] if single else predictions
+        spans = chunks(items, self.cheap.limits)
+        if not progress or len(items) < MIN_TEXTS:  # no bar to build: one text must stay microseconds
+            predictions = [p for start, end in spans for p in self._predict(items[start:end], t, top_k)]
+            return predictions[0] if single else predictions
+        predictions = []
+        with progress_bar(total=len(items), desc="classify", unit="text", progress=True) as bar:
+            for start, end in spans:
+                predictions += self._predict(items[start:end], t, top_k)
+                bar.update(end - start)
+        return predictions
 
     def classify_iter(self, texts: Iterable[str], *, threshold: float | None = None,
                       top_k: int | None = 1) -> Iterator[Prediction]:

@@ -119,3 +119,25 @@ def test_to_dict_is_json_ready_and_shaped_like_a_hugging_face_answer(tiny_model)
     scores = [d["score"] for d in many["top_k"]]
     assert scores == sorted(scores, reverse=True)
     assert json.loads(json.dumps(many, allow_nan=False)) == many
+
+
+def test_a_progress_bar_only_for_many_texts_and_only_on_a_terminal(tiny_model, tiny_val, monkeypatch, capsys):
+    """Issue 12: bars with rate and ETA on classify over thousands of texts; quiet in pipes and logs."""
+    import cascade.router as router
+
+    opened = []
+    real = router.progress_bar
+
+    def spy(*args, **kwargs):
+        opened.append(kwargs.get("total"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(router, "progress_bar", spy)
+    many = (tiny_val.texts * (router.MIN_TEXTS // len(tiny_val) + 1))[: router.MIN_TEXTS]
+    small = tiny_model.classify(many[:100])
+    assert opened == []
+    assert tiny_model.classify(many, threshold=0.0)[:100] == tiny_model.classify(many[:100], threshold=0.0)
+    assert opened == [router.MIN_TEXTS] and small
+    tiny_model.classify(many, threshold=0.0, progress=False)
+    assert opened == [router.MIN_TEXTS]
+    assert "\r" not in capsys.readouterr().err  # stderr is not a terminal here: the bar stays silent

@@ -96,10 +96,12 @@ class Calibrator:
     _fit: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)  # the fit part's mask
     _scored: Scored | None = field(default=None, repr=False)
 
-    def calibrate(self, texts: Sequence[str], labels: Sequence[str]) -> "Calibrator":
+    def calibrate(self, texts: Sequence[str], labels: Sequence[str], *, progress: bool = True) -> "Calibrator":
         """Score the calibration texts with both stages, fit temperatures, pick the measure, draw the curve.
-        For a multi-label bundle each label cell holds topics joined by ``label_sep``."""
+        For a multi-label bundle each label cell holds topics joined by ``label_sep``. ``progress``: a bar
+        while the neural stage scores many texts (on a terminal only)."""
         from ..inputs import as_text_list
+        from ..progress import map_with_progress
         from ..router import MEASURES, routing_confidence
 
         texts, _ = as_text_list(texts)
@@ -119,7 +121,7 @@ class Calibrator:
         self._check_overlap(texts)
 
         cheap_logits = self.model.cheap.logits(texts)
-        neural_logits = self.model.neural.logits(texts)
+        neural_logits = map_with_progress(self.model.neural.logits, texts, desc="neural stage", progress=progress)
         self.costs_ms_ = self._time_stages(texts)
 
         fit = _fit_part(texts)

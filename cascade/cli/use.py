@@ -45,6 +45,7 @@ def _classify_rows(model: Any, args: argparse.Namespace) -> int:
     """``classify --input``: rows streamed in chunks; each answer (or error) carries its row's id."""
     from itertools import islice
 
+    from ..progress import progress_bar
     from ..records import format_of, read_rows
 
     stdin = args.input == "-"
@@ -56,12 +57,15 @@ def _classify_rows(model: Any, args: argparse.Namespace) -> int:
     limits = model.cheap.limits
     out = utf8_stdout()
     bad = 0
-    with (open(sys.stdin.fileno(), "rb", closefd=False) if stdin else path.open("rb")) as fh:  # type: ignore[union-attr]
+    bar = progress_bar(desc="classify", unit="row", progress=True)  # rows counted, rate shown; a terminal only
+    with bar, (open(sys.stdin.fileno(), "rb", closefd=False) if stdin else path.open("rb")) as fh:  # type: ignore[union-attr]
         rows = read_rows(fh, "stdin" if stdin else str(path), fmt, args.text_col, args.id_col,
                          max_field_chars=limits.max_csv_field_chars)
         while chunk := list(islice(rows, limits.chunk_size)):
+            bar.update(len(chunk))
             good = [row for row in chunk if not row.error]
-            answers = iter(model.classify([row.text for row in good], threshold=args.threshold, top_k=args.top_k))
+            answers = iter(model.classify([row.text for row in good], threshold=args.threshold, top_k=args.top_k,
+                                          progress=False))
             for row in chunk:
                 if row.error:
                     bad += 1
