@@ -208,6 +208,21 @@ def test_plot(cal, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
 
 
+def test_the_plot_shows_the_certified_bound_against_the_threshold(cal):
+    """Issue 12: without the lower bound on a threshold axis, "infeasible" could not be seen."""
+    from cascade.calibration.statistics import GRID
+
+    choice = cal.choose(target_accuracy=0.999)
+    assert not choice.feasible
+    fig = cal.plot(choice=choice)
+    third = fig.axes[2]
+    lines = {line.get_label(): line for line in third.get_lines()}
+    bound = lines["certified lower bound (95% confidence)"]
+    assert "threshold" in third.get_xlabel() and list(bound.get_xdata()) == list(GRID)
+    assert max(bound.get_ydata()) < 99.9 and "target (above the bound: infeasible)" in lines
+    assert list(lines[f"chosen threshold {choice.threshold:.3f}"].get_xdata()) == [choice.threshold] * 2
+
+
 def test_cli_calibrate(tiny_bundle, tiny_val, tmp_path, capsys):
     import csv
 

@@ -44,8 +44,8 @@ def draw(cal: "Calibrator", path: str | Path | None, choice: "ThresholdChoice | 
     tagger = policy.f1 is not None
     f1_curve = build_curve(policy.conf, policy.f1[0], policy.f1[1], policy.costs_ms) if policy.f1 is not None else None
     name = "exact match" if tagger else "accuracy"
-    fig = Figure(figsize=(11, 4.2))
-    axes = fig.subplots(1, 2, sharey=True)
+    fig = Figure(figsize=(15, 4.4))
+    axes = fig.subplots(1, 3, sharey=True)
     for ax, x, label in ((axes[0], "fall_through_rate", "texts falling through to the neural stage (%)"),
                          (axes[1], "ms_per_text", "expected ms per text")):
         scale = 100 if x == "fall_through_rate" else 1
@@ -67,11 +67,36 @@ def draw(cal: "Calibrator", path: str | Path | None, choice: "ThresholdChoice | 
                 ax.axhline(100 * choice.request[choice.mode], color="tab:red", lw=0.8, ls="-.", label="target")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
+    _draw_bound(axes[2], policy, choice, name, cal.measure_)
     axes[0].set_ylabel(f"{name}{' and mean F1' if tagger else ''} on {cal.n_certify_} certifying texts (%)")
     axes[0].legend(loc="lower right", fontsize=8)
+    axes[2].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"cascade trade-off (confidence: {cal.measure_}, calibrated)")
     fig.tight_layout()
     if target is None:
         return fig
     atomic.write_file_atomic(target, lambda tmp: fig.savefig(tmp, dpi=110, format=target.suffix[1:]))
     return target
+
+
+def _draw_bound(ax: Any, policy: Any, choice: "ThresholdChoice | None", name: str, measure: str) -> None:
+    """Against the threshold itself: the certifying texts' accuracy and the lower bound target_accuracy
+    certifies with (Clopper-Pearson, at the level its test sequences use). A target above the bound
+    everywhere is one no threshold can promise: "infeasible" shows as the gap."""
+    from .rules import target_sequences
+    from .statistics import GRID, clopper_pearson_lower, grid_correct_counts
+
+    confidence = float(choice.request.get("confidence", 0.95)) if choice is not None else 0.95
+    _, level = target_sequences(policy, confidence)
+    _, correct = grid_correct_counts(policy.conf, policy.cheap_ok, policy.neural_ok, GRID)
+    n = len(policy.conf)
+    ax.plot(GRID, 100 * correct / n, color="tab:blue", label=f"cascade, {name}")
+    ax.plot(GRID, 100 * clopper_pearson_lower(correct, n, level), color="tab:blue", ls="--",
+            label=f"certified lower bound ({confidence:.0%} confidence)")
+    if choice is not None:
+        ax.axvline(choice.threshold, color="tab:red", lw=0.8, label=f"chosen threshold {choice.threshold:.3f}")
+        if choice.mode == "target_accuracy":
+            ax.axhline(100 * choice.request["target_accuracy"], color="tab:red", lw=0.8, ls="-.",
+                       label="target" + ("" if choice.feasible else " (above the bound: infeasible)"))
+    ax.set_xlabel(f"threshold (on the calibrated {measure})")
+    ax.grid(alpha=0.3)

@@ -113,6 +113,14 @@ def by_curve(policy: Policy, measure: str, mode: str, value: float, allowed: np.
                            f"{why_not}; closest feasible: threshold {t:.4f}", policy.always_neural)
 
 
+def target_sequences(policy: Policy, confidence: float) -> tuple[list[int], float]:
+    """Where target_accuracy's test sequences start on ``GRID`` (every text to the neural stage, and the
+    threshold most accurate on the fit part), and the level each is tested at (Bonferroni over them)."""
+    _, fit_correct = grid_correct_counts(*policy.fit, GRID)
+    starts = sorted({len(GRID) - 1, int(np.argmax(fit_correct))})
+    return starts, 1.0 - (1.0 - confidence) / len(starts)
+
+
 def by_target(policy: Policy, measure: str, target: float, confidence: float) -> ThresholdChoice:
     if not 0.0 < target < 1.0:
         raise ValueError(f"target_accuracy must be between 0 and 1, got {target}")
@@ -120,9 +128,7 @@ def by_target(policy: Policy, measure: str, target: float, confidence: float) ->
     # Two sequences walk down towards less fall-through, each at level (1 - confidence) / 2: one from
     # the threshold that sends every text to the neural stage, one from the threshold most accurate on
     # the fit part. Neither order depends on the certifying texts; Bonferroni covers using both.
-    _, fit_correct = grid_correct_counts(*policy.fit, GRID)
-    starts = sorted({len(GRID) - 1, int(np.argmax(fit_correct))})
-    level = 1.0 - (1.0 - confidence) / len(starts)
+    starts, level = target_sequences(policy, confidence)
     found = []
     for start in starts:
         i, lower = fixed_sequence_threshold(policy.conf, policy.cheap_ok, policy.neural_ok, target, level, GRID,
