@@ -304,3 +304,5 @@ def test_a_calibrated_bundle_describes_itself_consistently(cal, tmp_path):
     assert m["confidence"].startswith("cheap-stage") and (("margin" in cal.measure_) == ("minus" in m["confidence"]))
     assert m["metrics"]["selection"]["threshold"] != m["threshold"] or "calibration" in m["metrics"]
     assert m["calibration"]["measure"] == m["metrics"]["calibration"]["measure"] == cal.measure_
+    # every measured figure says the threshold it was measured at (issue 12)
+    assert all("threshold" in figures for figures in m["metrics"].values() if isinstance(figures, dict))
