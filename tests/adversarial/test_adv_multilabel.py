@@ -66,7 +66,7 @@ def test_red_team_findings_on_taggers(tagger, tmp_path, caplog):
     model = cascade.load(tagger, threads=1)
     # a prediction with no topic (training texts may have none) still carries 'labels' and 'scores'
     model.decisions = Decisions(model.decisions.cheap, model.decisions.fallen, at_least_one=False)
-    empty = model._tag(np.full((1, len(model.labels)), 0.0), np.array([False]), np.array([[0]]), True)
+    empty = model._tag(np.full((1, len(model.labels)), 0.0), np.array([False]), np.array([[0]]))[0]
     assert empty.to_dict()["labels"] == [] and empty.to_dict()["scores"] == []
     json.dumps(empty.to_dict())
     data = tagging_data(30, seed=9)
