@@ -250,16 +250,30 @@ class Cascade:
 
     def route(self, texts: list[str], threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Final probabilities (one row per text) and a mask of the texts the neural stage answered."""
+        probs, to_neural = self.route_cheap(texts, threshold)
+        idx = np.flatnonzero(to_neural)
+        neural = self.neural.predict_proba([texts[i] for i in idx]) if len(idx) else None
+        return self.merge_neural(probs, to_neural, neural), to_neural
+
+    def route_cheap(self, texts: list[str], threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The first half of :meth:`route`: the cheap stage's probabilities and the mask of texts that fall
+        through (for callers that run the neural stage themselves, such as the server's micro-batches)."""
         t = self.threshold if threshold is None else check_threshold(threshold)
         probs = self.cheap.predict_proba(texts)
-        to_neural = fall_through(routing_confidence(probs, self.measure, self._always_neural_idx, self.decisions), t)
-        if to_neural.any():
-            idx = np.flatnonzero(to_neural)
-            probs[idx] = fallthrough_answer(probs[idx], self.neural.predict_proba([texts[i] for i in idx]),
-                                            self.cheap_weight)
+        return probs, fall_through(routing_confidence(probs, self.measure, self._always_neural_idx, self.decisions), t)
+
+    def merge_neural(self, probs: np.ndarray, to_neural: np.ndarray, neural: np.ndarray | None) -> np.ndarray:
+        """The second half of :meth:`route`: the fall-through texts' answers (``neural``: the neural stage's
+        probabilities of the texts ``to_neural`` marks, in order) mixed with the cheap stage's vote."""
+        idx = np.flatnonzero(to_neural)
+        if len(idx):
+            if neural is None or len(neural) != len(idx):
+                raise ValueError(f"{len(idx)} texts fell through but {0 if neural is None else len(neural)} neural "
+                                 "answers were given")
+            probs[idx] = fallthrough_answer(probs[idx], neural, self.cheap_weight)
         if not np.all(np.isfinite(probs)):
             raise CascadeError("the model produced non-finite probabilities; its bundle is broken: rebuild it")
-        return probs, to_neural
+        return probs
 
     @overload
     def classify(self, texts: str, *, threshold: float | None = ..., top_k: int | None = ...,
@@ -308,7 +322,10 @@ class Cascade:
         return (p for chunk in text_chunks(texts, self.cheap.limits.chunk_size) for p in self._predict(chunk, t, top_k))
 
     def _predict(self, items: list[str], threshold: float, top_k: int) -> list[Prediction]:
-        probs, to_neural = self.route(items, threshold)
+        return self.predictions(*self.route(items, threshold), top_k)
+
+    def predictions(self, probs: np.ndarray, to_neural: np.ndarray, top_k: int = 1) -> list[Prediction]:
+        """One :class:`Prediction` per row of final probabilities (``to_neural``: which stage answered it)."""
         if top_k == 1:
             best = probs.argmax(axis=1)[:, None]
         else:

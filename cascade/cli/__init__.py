@@ -14,11 +14,11 @@ from collections.abc import Sequence
 
 from .build import cmd_finetune, cmd_train, cmd_train_cheap
 from .parser import build_parser
-from .use import cmd_bench, cmd_calibrate, cmd_classify, cmd_evaluate, cmd_info
+from .use import cmd_bench, cmd_calibrate, cmd_classify, cmd_evaluate, cmd_info, cmd_serve
 
 log = logging.getLogger("cascade")
 
-COMMANDS = {"classify": cmd_classify, "info": cmd_info, "calibrate": cmd_calibrate, "evaluate": cmd_evaluate,
+COMMANDS = {"classify": cmd_classify, "serve": cmd_serve, "info": cmd_info, "calibrate": cmd_calibrate, "evaluate": cmd_evaluate,
             "bench": cmd_bench,
             "train-cheap": cmd_train_cheap, "train": cmd_train,
             "finetune": cmd_finetune}

@@ -198,7 +198,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", type=int, default=1,
                    help="read long texts as up to this many windows of --max-length tokens, their logits averaged "
                         "(default: 1, the first --max-length tokens only)")
+    p = sub.add_parser("serve", help="serve the bundle over HTTP (needs the [serve] extra)",
+                       description="An HTTP service (FastAPI on uvicorn): POST /v1/classify, GET /healthz, /readyz, "
+                                   "/v1/info, /metrics (Prometheus), OpenAPI at /docs. Fall-through texts from "
+                                   "concurrent requests are gathered into micro-batches for the neural stage. Each "
+                                   "setting can also come from the environment variable named in its help; a flag "
+                                   "wins over the variable.")
+    add_serve_args(p)
     for command in sub.choices.values():  # -v after the command too (`cascade train ... -v`)
         command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                              help="log debug messages, show tracebacks")
     return parser
+
+
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`cascade.serving.settings.ServeSettings` field, its help naming the variable."""
+    from dataclasses import MISSING, fields
+
+    from ..serving.settings import ServeSettings
+
+    for f in fields(ServeSettings):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        shown = "" if f.name == "api_key" or default is None else f"; default: {default}"
+        help_text = f"{f.metadata['help']} [${ServeSettings.env_name(f.name)}{shown}]"
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = str(f.type)
+            p.add_argument(flag, type=int if "int" in kind else float if "float" in kind else str, default=None,
+                           help=help_text)

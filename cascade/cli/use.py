@@ -1,4 +1,4 @@
-"""Commands that use a bundle: classify, info, calibrate, evaluate, bench."""
+"""Commands that use a bundle: classify, serve, info, calibrate, evaluate, bench."""
 
 from __future__ import annotations
 
@@ -75,6 +75,17 @@ def _classify_rows(model: Any, args: argparse.Namespace) -> int:
             out.flush()
     if bad:
         sys.stderr.write(f"cascade classify: {bad:,} row(s) could not be classified; their lines hold \"error\"\n")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from ..serving.server import serve
+    from ..serving.settings import ServeSettings
+
+    settings = ServeSettings.from_sources({f.name: getattr(args, f.name) for f in fields(ServeSettings)})
+    serve(settings)
     return 0
 
 

@@ -1,0 +1,53 @@
+"""The service's Prometheus figures, in a registry of its own (two apps in one process never mix)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._optional import require
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class ServiceMetrics:
+    """Counters, histograms and gauges of one app; :meth:`render` gives the exposition text."""
+
+    def __init__(self) -> None:
+        prom = require("prometheus_client", "serve")
+        self._prom = prom
+        self.registry = prom.CollectorRegistry()
+        r = self.registry
+        self.requests = prom.Counter("cascade_requests", "HTTP requests by route and status code",
+                                     ["route", "status"], registry=r)
+        self.latency = prom.Histogram("cascade_request_seconds", "request latency, by route", ["route"],
+                                      buckets=LATENCY_BUCKETS, registry=r)
+        self.texts = prom.Counter("cascade_texts", "texts answered, by the stage that answered", ["stage"],
+                                  registry=r)
+        self.batch_size = prom.Histogram("cascade_neural_batch_texts", "texts per neural-stage micro-batch",
+                                         buckets=BATCH_BUCKETS, registry=r)
+        self.batch_seconds = prom.Histogram("cascade_neural_batch_seconds", "time to run one neural micro-batch",
+                                            buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = prom.Gauge("cascade_neural_queue_texts", "fall-through texts waiting or running",
+                                      registry=r)
+        self.overloaded = prom.Counter("cascade_overloaded", "requests refused with 503 because the neural "
+                                       "queue was full", registry=r)
+        self.promised = prom.Gauge("cascade_fall_through_promised_ratio", "fall-through rate the bundle promised "
+                                   "at its threshold (-1: none recorded)", registry=r)
+        self.observed = prom.Gauge("cascade_fall_through_observed_ratio", "fall-through rate over the sliding "
+                                   "window (texts at the bundle's own threshold)", registry=r)
+        self.window = prom.Gauge("cascade_fall_through_window_texts", "texts in the sliding window", registry=r)
+        self.p_value = prom.Gauge("cascade_fall_through_p_value", "two-sided binomial test of the window against "
+                                  "the promised rate (1 until the window is full)", registry=r)
+        self.drift = prom.Gauge("cascade_fall_through_drift", "1 while the window's rate differs from the promised "
+                                "one at the configured level", registry=r)
+
+    def render(self) -> tuple[bytes, str]:
+        return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST
+
+    def update_drift(self, state: Any, promised: float | None) -> None:
+        self.promised.set(-1.0 if promised is None else promised)
+        self.observed.set(state.observed)
+        self.window.set(state.window)
+        self.p_value.set(state.p_value)
+        self.drift.set(1.0 if state.drifting else 0.0)

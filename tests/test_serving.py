@@ -1,0 +1,257 @@
+"""`cascade serve`: a real server on loopback (no mocked app), every documented status code, Prometheus
+metrics, the drift signal raised and cleared, a bounded load test and a graceful shutdown."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+prometheus_parser = pytest.importorskip("prometheus_client.parser")
+
+import cascade  # noqa: E402
+from cascade.datasets import load_banking77  # noqa: E402
+
+KEY = "k" * 20 + "-secret-key"
+JSON = {"content-type": "application/json"}
+
+
+class Server:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen([sys.executable, "-m", "cascade.cli", "serve", "--port", str(self.port),
+                                      "--threads", "1", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env={**os.environ, **(env or {})})
+        self.log: list[str] = []
+        threading.Thread(target=self._drain, daemon=True).start()
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited:\n" + "".join(self.log))
+            try:
+                if self.request("GET", "/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server not ready:\n" + "".join(self.log))
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line)
+
+    def request(self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None,
+                raw: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+            conn.request(method, path, body=data, headers={**(JSON if data is not None else {}), **(headers or {})})
+            response = conn.getresponse()
+            return response.status, dict(response.getheaders()), response.read()
+        finally:
+            conn.close()
+
+    def classify(self, body: dict, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+        status, _, data = self.request("POST", "/v1/classify", body, headers)
+        return status, json.loads(data)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    server = Server("--drift-window", "200", "--max-texts", "300", "--max-chars", "2000",
+                    "--max-body-bytes", "200000")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return cascade.load(threads=1)
+
+
+def test_health_ready_info_docs_and_metrics(shipped):
+    assert shipped.request("GET", "/healthz")[0] == 200 and shipped.request("GET", "/readyz")[0] == 200
+    status, _, body = shipped.request("GET", "/v1/info")
+    info = json.loads(body)
+    assert status == 200 and info["task"] == "single-label" and len(info["labels"]) == 77
+    assert info["promised"]["fall_through_rate"] > 0 and "selection" in info["promised"]["source"]
+    assert "sha256" not in body.decode() and "artifacts" not in body.decode() and "digest" not in info
+    assert shipped.request("GET", "/docs")[0] == 200 and shipped.request("GET", "/openapi.json")[0] == 200
+    shipped.classify({"texts": ["where is my card?"]})
+    status, headers, body = shipped.request("GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in prometheus_parser.text_string_to_metric_families(body.decode())}
+    for name in ("cascade_requests", "cascade_request_seconds", "cascade_texts", "cascade_neural_batch_texts",
+                 "cascade_neural_queue_texts", "cascade_fall_through_promised_ratio",
+                 "cascade_fall_through_observed_ratio", "cascade_fall_through_drift"):
+        assert name in families, name
+    served = [s for s in families["cascade_requests"].samples
+              if s.labels.get("route") == "/v1/classify" and s.labels.get("status") == "200"]
+    assert served and served[0].value >= 1
+
+
+@pytest.mark.parametrize("body, raw, headers, status, where", [
+    (None, b'{"texts": ["a"', None, 422, "json_invalid"),
+    ({"texts": "not a list"}, None, None, 422, "texts"),
+    ({"texts": ["ok", 3]}, None, None, 422, "texts"),
+    ({"texts": ["ok"], "top_k": 0}, None, None, 422, "top_k"),
+    ({"texts": ["ok"], "top_k": 78}, None, None, 422, "top_k"),
+    ({"texts": ["ok"], "threshold": 1.5}, None, None, 422, "threshold"),
+    ({"texts": ["ok"], "colour": "red"}, None, None, 422, "colour"),
+    ({"text": ["ok"]}, None, None, 422, "texts"),
+    ({"texts": ["x"] * 301}, None, None, 422, "texts"),
+    ({"texts": ["x" * 2001]}, None, None, 422, "texts"),
+    (None, b'{"texts": ["' + b"x" * 200_001 + b'"]}', None, 413, "bytes"),
+    (None, b'{"texts": ["a"]}', {"content-type": "text/plain"}, 415, "application/json"),
+])
+def test_bad_requests_get_the_documented_status_naming_the_field(shipped, body, raw, headers, status, where):
+    got, _, data = shipped.request("POST", "/v1/classify", body, headers, raw=raw)
+    assert got == status, data
+    assert where in data.decode()
+
+
+def test_unknown_routes_and_methods(shipped):
+    assert shipped.request("GET", "/v2/nothing")[0] == 404
+    assert shipped.request("GET", "/v1/classify")[0] == 405
+
+
+def test_answers_equal_classify_under_32_concurrent_clients(shipped, reference):
+    """The load test: 32 clients, 640 single-text requests, then multi-text ones; no error, nothing lost or
+    reordered, each answer what `classify()` gives the same text."""
+    texts = load_banking77("test").texts[:640]
+    expected = {t: p.to_dict() for t, p in zip(texts, reference.classify(texts))}
+
+    def one(text: str) -> tuple[str, int, dict]:
+        status, answer = shipped.classify({"texts": [text]})
+        return text, status, answer
+
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(one, texts))
+    assert [r[1] for r in results] == [200] * len(texts)
+    assert all(answer["predictions"] == [expected[text]] for text, _, answer in results)
+    batches = [texts[i:i + 40] for i in range(0, len(texts), 40)]
+    with ThreadPoolExecutor(16) as pool:
+        many = list(pool.map(lambda b: shipped.classify({"texts": b, "top_k": 3}), batches))
+    for batch, (status, answer) in zip(batches, many):
+        assert status == 200 and answer["predictions"] == [p.to_dict() for p in reference.classify(batch, top_k=3)]
+        assert answer["fall_through"] == sum(p["stage"] == "neural" for p in answer["predictions"])
+    status, _, body = shipped.request("GET", "/metrics")
+    sizes = [s for f in prometheus_parser.text_string_to_metric_families(body.decode())
+             if f.name == "cascade_neural_batch_texts" for s in f.samples if s.name.endswith("_count")]
+    assert sizes and sizes[0].value > 0
+
+
+def _drift(server) -> float:
+    body = server.request("GET", "/metrics")[2].decode()
+    return next(s.value for f in prometheus_parser.text_string_to_metric_families(body)
+                if f.name == "cascade_fall_through_drift" for s in f.samples)
+
+
+def test_the_drift_signal_is_raised_by_out_of_distribution_texts_and_cleared(shipped):
+    """Window of 200 texts: the selection texts the threshold was chosen on keep it quiet; random strings
+    (nothing like banking questions) fall through far more often than promised."""
+    import random
+
+    rng = random.Random(0)
+    selection = load_banking77("selection").texts
+    for i in range(0, 200, 50):
+        assert shipped.classify({"texts": selection[i:i + 50]})[0] == 200
+    assert _drift(shipped) == 0.0
+    mark = len(shipped.log)  # (the load test's BANKING77 test texts may have raised and cleared it before)
+    gibberish = ["".join(rng.choice("qwxzjkvyp ") for _ in range(30)) for _ in range(200)]
+    for i in range(0, 200, 50):
+        assert shipped.classify({"texts": gibberish[i:i + 50]})[0] == 200
+    assert _drift(shipped) == 1.0
+    said = [line for line in shipped.log[mark:] if "fall-through drift" in line]
+    assert len(said) == 1 and "promised" in said[0]
+    # a request at its own threshold says nothing about drift
+    shipped.classify({"texts": gibberish[:50], "threshold": 1.0})
+    for i in range(200, 400, 50):
+        shipped.classify({"texts": selection[i:i + 50]})
+    assert _drift(shipped) == 0.0
+    assert sum("back in line" in line for line in shipped.log[mark:]) == 1
+
+
+def test_the_api_key_guards_everything_but_the_probes():
+    server = Server(env={"CASCADE_API_KEY": KEY})
+    try:
+        assert server.request("GET", "/healthz")[0] == 200 and server.request("GET", "/readyz")[0] == 200
+        for path in ("/v1/info", "/metrics", "/docs"):
+            status, headers, _ = server.request("GET", path)
+            assert status == 401 and headers.get("www-authenticate") == "Bearer", path
+        assert server.classify({"texts": ["hi"]}, {"authorization": "Bearer wrong"})[0] == 401
+        assert server.classify({"texts": ["hi"]}, {"authorization": f"Bearer {KEY}"})[0] == 200
+        assert server.request("GET", "/metrics", headers={"authorization": f"Bearer {KEY}"})[0] == 200
+    finally:
+        server.stop()
+
+
+def test_a_full_queue_answers_503_with_retry_after():
+    server = Server("--max-queue", "2")
+    try:
+        status, headers, body = server.request("POST", "/v1/classify", {"texts": ["a", "b", "c"], "threshold": 1.0})
+        assert status == 503 and headers.get("retry-after") == "1" and b"overloaded" in body
+        assert server.classify({"texts": ["a", "b"], "threshold": 1.0})[0] == 200  # within the bound
+    finally:
+        server.stop()
+
+
+def test_graceful_shutdown_finishes_requests_in_flight_and_refuses_new_ones():
+    server = Server("--max-texts", "1024")
+    texts = load_banking77("test").texts[:1024]
+    result: dict = {}
+
+    def slow() -> None:
+        result["answer"] = server.classify({"texts": texts, "threshold": 1.0})  # all to the neural stage: seconds
+
+    worker = threading.Thread(target=slow)
+    worker.start()
+    time.sleep(0.3)
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    assert worker.is_alive()  # still in flight...
+    with pytest.raises(OSError):  # ...while a new connection is refused
+        server.request("GET", "/healthz")
+    worker.join(timeout=60)
+    status, answer = result["answer"]
+    assert status == 200 and len(answer["predictions"]) == answer["fall_through"] == 1024
+    # uvicorn re-raises the signal once it has shut down cleanly, so the exit status is SIGTERM's
+    assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    time.sleep(0.2)
+    assert any("Finished server process" in line for line in server.log), "".join(server.log)
+    with pytest.raises(OSError):
+        server.request("GET", "/healthz")
+
+
+def test_settings_come_from_flags_then_environment(monkeypatch):
+    from cascade.serving.settings import ServeSettings
+
+    s = ServeSettings.from_sources({"port": 9000}, {"CASCADE_SERVE_PORT": "8001", "CASCADE_SERVE_MAX_BATCH": "8",
+                                                    "CASCADE_SERVE_BATCHING": "off", "CASCADE_API_KEY": KEY})
+    assert (s.port, s.max_batch, s.batching, s.api_key) == (9000, 8, False, KEY) and KEY not in repr(s)
+    with pytest.raises(ValueError, match="CASCADE_SERVE_MAX_BATCH"):
+        ServeSettings.from_sources({}, {"CASCADE_SERVE_MAX_BATCH": "many"})
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        ServeSettings(api_key="short")
+    with pytest.raises(ValueError, match="max_texts"):
+        ServeSettings(max_texts=0)
