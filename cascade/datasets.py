@@ -65,46 +65,71 @@ def read_csv(path: str | Path, text_col: str = "text", label_col: str = "categor
     if suffix in JSONL_SUFFIXES:
         return _read_jsonl(path, text_col, label_col, max_field_chars)
     texts, labels = [], []
-    limit = csv.field_size_limit()
-    csv.field_size_limit(max_field_chars)
-    try:
-        with path.open("rb") as fh:
-            reader = csv.DictReader(utf8_lines(fh, path, max_field_chars),
-                                    delimiter="\t" if suffix in TSV_SUFFIXES else ",")
-            try:
-                fields = list(reader.fieldnames or [])
-                for col in (text_col, label_col):
-                    if fields.count(col) > 1:
-                        raise ValueError(f"{path}: column {col!r} appears {fields.count(col)} times in the header; "
-                                         "rename the others")
-                    if col not in fields:
-                        raise ValueError(
-                            f"{path}: column {col!r} not found (columns: {fields}); "
-                            "pass the right --text-col/--label-col"
-                        )
-                row_start = reader.line_num + 1
-                for row in reader:
-                    text, label = row[text_col], row[label_col]
-                    if text is None or label is None or label.strip() == "":
-                        hint = " (a quote opened there and never closed?)" if text and "\n" in text else ""
-                        raise ValueError(f"{path}:{row_start}: missing text or label{hint}")
-                    row_start = reader.line_num + 1
-                    texts.append(text)
-                    labels.append(label.strip())
-            except csv.Error as exc:
-                if "new-line character" in str(exc):
-                    raise ValueError(f"{path}: lines end in a bare carriage return (old Mac style); convert the "
-                                     "file to \\n line endings (e.g. `tr '\\r' '\\n'`)") from None
-                raise ValueError(f"{path}:{max(reader.line_num, 1)}: {exc} (fields may hold at most "
-                                 f"{max_field_chars:,} characters)") from None
-    finally:
-        csv.field_size_limit(limit)
+    with path.open("rb") as fh:
+        rows = csv_rows(fh, path, "\t" if suffix in TSV_SUFFIXES else ",", max_field_chars)
+        _, fields = next(rows)
+        for col in (text_col, label_col):
+            if col not in fields:
+                raise ValueError(f"{path}: column {col!r} not found (columns: {fields}); "
+                                 "pass the right --text-col/--label-col")
+        t, c = fields.index(text_col), fields.index(label_col)
+        for line, row in rows:
+            if row[c].strip() == "":
+                raise ValueError(f"{path}:{line}: missing text or label (the label is empty)")
+            texts.append(row[t])
+            labels.append(row[c].strip())
     if not texts:
         raise ValueError(f"{path}: no rows")
     return TextDataset(texts, labels)
 
 
+def csv_rows(fh: BinaryIO, path: Path, delimiter: str, max_field_chars: int) -> Iterator[tuple[int, list[str]]]:
+    """(line, fields) of a UTF-8 CSV or TSV file, the header first, blank lines skipped. Refused, naming the
+    line: a header naming a column twice, a row whose field count differs from the header's (an unquoted
+    comma, usually), a quote never closed, a field over ``max_field_chars``, bare carriage returns."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max_field_chars)
+    reader = csv.reader(utf8_lines(fh, path, max_field_chars), delimiter=delimiter, strict=True)
+    start = 1
+    header: list[str] | None = None
+    try:
+        while True:
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            if not row:
+                continue
+            if header is None:
+                header = row
+                twice = sorted({col for col in row if row.count(col) > 1})
+                if twice:
+                    raise ValueError(f"{path}: column {twice[0]!r} appears {row.count(twice[0])} times in the "
+                                     "header; rename the others")
+            elif len(row) != len(header):
+                name = "commas" if delimiter == "," else "tabs"
+                raise ValueError(f"{path}:{start}: {len(row)} fields, the header has {len(header)}; quote fields "
+                                 f"that contain {name} (\"a{delimiter} b\")")
+            yield start, row
+    except csv.Error as exc:
+        message = str(exc)
+        if "new-line character" in message:
+            raise ValueError(f"{path}: lines end in a bare carriage return (old Mac style); convert the file to "
+                             "\\n line endings (e.g. `tr '\\r' '\\n'`)") from None
+        if "unexpected end of data" in message:
+            raise ValueError(f"{path}:{start}: a quote opened in this row is never closed") from None
+        if "field larger than field limit" in message:
+            raise ValueError(f"{path}:{start}: a field longer than {max_field_chars:,} characters") from None
+        raise ValueError(f"{path}:{start}: {message}") from None
+    finally:
+        csv.field_size_limit(limit)
+    if header is None:
+        raise ValueError(f"{path}: the file is empty (no header row)")
+
+
 TSV_SUFFIXES = (".tsv", ".tab")
+JSON_BYTES_PER_CHAR = 6  # a character JSON escapes as \\uXXXX
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
@@ -112,7 +137,7 @@ def _read_jsonl(path: Path, text_col: str, label_col: str, max_field_chars: int)
     """JSON lines: one object a line holding ``text_col`` and ``label_col`` strings; blank lines skipped."""
     texts, labels = [], []
     with path.open("rb") as fh:
-        for lineno, line in enumerate(utf8_lines(fh, path, max_field_chars), start=1):
+        for lineno, line in enumerate(utf8_lines(fh, path, max_field_chars, JSON_BYTES_PER_CHAR), start=1):
             if not line.strip():
                 continue
             try:
@@ -143,13 +168,15 @@ def _read_jsonl(path: Path, text_col: str, label_col: str, max_field_chars: int)
     return TextDataset(texts, labels)
 
 
-def utf8_lines(fh: BinaryIO, path: Path, max_field_chars: int) -> Iterator[str]:
+def utf8_lines(fh: BinaryIO, path: Path, max_field_chars: int, bytes_per_char: int = 4) -> Iterator[str]:
     """The file's lines, decoded as UTF-8 one by one (so an error names its line), none longer than a
-    field may be (4 bytes a character, plus room for the other fields)."""
-    max_bytes = 4 * max_field_chars + (1 << 16)
+    field may be (``bytes_per_char`` a character: 4 in UTF-8, 6 for JSON's \\uXXXX escapes, plus room for
+    the other fields)."""
+    max_bytes = bytes_per_char * max_field_chars + (1 << 16)
     for lineno, raw in enumerate(iter(lambda: fh.readline(max_bytes + 1), b""), start=1):
-        if lineno == 1 and raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-            raise ValueError(f"{path}: the file is UTF-16; save it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)")
+        if lineno == 1 and (raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw):
+            raise ValueError(f"{path}: the file is UTF-16 (or holds NUL bytes); save it as UTF-8 (e.g. "
+                             "`iconv -f UTF-16 -t UTF-8`)")
         if len(raw) > max_bytes:
             raise ValueError(f"{path}:{lineno}: line longer than {max_bytes:,} bytes; fields may hold at most "
                              f"{max_field_chars:,} characters")

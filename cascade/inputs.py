@@ -26,7 +26,7 @@ def _is_missing(item: Any) -> bool:
         return True
 
 
-def _refuse_ambiguous(texts: Any) -> None:
+def refuse_ambiguous(texts: Any) -> None:
     """Refuse inputs whose texts would be ambiguous or are not text at all, saying what to pass instead."""
     if texts is None or isinstance(texts, (bytes, bytearray, memoryview)):
         kind = "None" if texts is None else type(texts).__name__
@@ -60,7 +60,7 @@ def as_text_list(texts: Any) -> tuple[list[str], bool]:
     """Return (list of texts, whether a single str was given); raise TypeError naming a bad item."""
     if isinstance(texts, str):
         return [texts], True
-    _refuse_ambiguous(texts)
+    refuse_ambiguous(texts)
     return [_check_item(i, item) for i, item in enumerate(texts)], False
 
 
@@ -70,7 +70,7 @@ def text_chunks(texts: Iterable[Any], size: int) -> Iterator[list[str]]:
     if isinstance(texts, str):
         yield [texts]
         return
-    _refuse_ambiguous(texts)
+    refuse_ambiguous(texts)
     chunk: list[str] = []
     for i, item in enumerate(texts):
         chunk.append(_check_item(i, item))

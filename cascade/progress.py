@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
 from tqdm import (
     tqdm,  # text bars everywhere: tqdm.auto warns in notebooks without ipywidgets
 )
 
 
+def stderr_is_terminal() -> bool:
+    """Whether standard error is an open terminal (it may be a file, a pipe, closed or None)."""
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return False
+
+
 def progress_bar(iterable: Any = None, *, progress: bool, **options: Any) -> Any:
     """A tqdm bar (rate and ETA) on stderr when ``progress`` is on and stderr is a terminal; silent otherwise."""
-    return tqdm(iterable, disable=None if progress else True, **options)
+    return tqdm(iterable, disable=not (progress and stderr_is_terminal()), **options)
 
 
 MIN_TEXTS = 5_000  # fewer texts than this finish too soon for a bar to help

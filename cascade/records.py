@@ -6,13 +6,18 @@ join back on the id and nothing is dropped silently. Memory per row is bounded b
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Literal
 
-from .datasets import JSONL_SUFFIXES, TSV_SUFFIXES, utf8_lines
+from .datasets import (
+    JSON_BYTES_PER_CHAR,
+    JSONL_SUFFIXES,
+    TSV_SUFFIXES,
+    csv_rows,
+    utf8_lines,
+)
 from .limits import DEFAULT_LIMITS
 
 Format = Literal["csv", "tsv", "jsonl"]
@@ -52,14 +57,26 @@ def _checked(row_id: Any, text: Any) -> Row:
     return Row(row_id, text)
 
 
+def _json_id(value: Any, where: str) -> Any:
+    """An id answers can carry: anything JSON writes as UTF-8 (not NaN, infinity or a lone surrogate)."""
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        raise ValueError(f"{where}: id {str(value)[:40]!r} cannot be written as JSON (NaN, infinity or a lone "
+                         "surrogate); give each row a string or integer id") from None
+    return value
+
+
 def read_rows(fh: BinaryIO, name: str, fmt: Format, text_col: str = "text", id_col: str | None = None, *,
               max_field_chars: int = DEFAULT_LIMITS.max_csv_field_chars) -> Iterator[Row]:
-    """The rows of an open binary file (``name`` for messages), lazily. A missing column or a line that
-    is not JSON is an error naming the line; a bad text only marks its row."""
+    """The rows of an open binary file (``name`` for messages), lazily. A malformed file (a missing column
+    or field, a line that is not a JSON object, a row whose field count differs from the header's, an id
+    JSON cannot hold) is an error naming the line; a missing, null, non-string or empty text only marks
+    its row."""
     where = Path(name)
     if fmt == "jsonl":
         index = 0
-        for lineno, line in enumerate(utf8_lines(fh, where, max_field_chars), start=1):
+        for lineno, line in enumerate(utf8_lines(fh, where, max_field_chars, JSON_BYTES_PER_CHAR), start=1):
             if not line.strip():
                 continue
             try:
@@ -70,26 +87,20 @@ def read_rows(fh: BinaryIO, name: str, fmt: Format, text_col: str = "text", id_c
             if not isinstance(obj, dict):
                 raise ValueError(f"{name}:{lineno}: a JSON {type(obj).__name__}, not an object; write one object a "
                                  f"line, e.g. {{\"{text_col}\": \"...\"}}")
-            if id_col is not None and id_col not in obj:
-                raise ValueError(f"{name}:{lineno}: id field {id_col!r} not found (fields: {sorted(obj)[:10]}); pass "
-                                 "the right --id-col")
-            yield _checked(obj[id_col] if id_col is not None else index, obj.get(text_col))
+            for col, flag in ((text_col, "--text-col"), (id_col, "--id-col")):
+                if col is not None and col not in obj:
+                    raise ValueError(f"{name}:{lineno}: field {col!r} not found (fields: {sorted(obj)[:10]}); pass "
+                                     f"the right {flag} (a null value marks only its row)")
+            row_id = _json_id(obj[id_col], f"{name}:{lineno}") if id_col is not None else index
+            yield _checked(row_id, obj[text_col])
             index += 1
         return
-    limit = csv.field_size_limit()
-    csv.field_size_limit(max_field_chars)
-    try:
-        reader = csv.DictReader(utf8_lines(fh, where, max_field_chars), delimiter="\t" if fmt == "tsv" else ",")
-        try:
-            fields = list(reader.fieldnames or [])
-            for col in (text_col, id_col):
-                if col is not None and col not in fields:
-                    raise ValueError(f"{name}: column {col!r} not found (columns: {fields}); pass the right "
-                                     "--text-col/--id-col")
-            for index, row in enumerate(reader):
-                yield _checked(row[id_col] if id_col is not None else index, row[text_col])
-        except csv.Error as exc:
-            raise ValueError(f"{name}:{max(reader.line_num, 1)}: {exc} (fields may hold at most "
-                             f"{max_field_chars:,} characters)") from None
-    finally:
-        csv.field_size_limit(limit)
+    rows = csv_rows(fh, where, "\t" if fmt == "tsv" else ",", max_field_chars)
+    _, fields = next(rows)
+    for col, flag in ((text_col, "--text-col"), (id_col, "--id-col")):
+        if col is not None and col not in fields:
+            raise ValueError(f"{name}: column {col!r} not found (columns: {fields}); pass the right {flag}")
+    t = fields.index(text_col)
+    i = fields.index(id_col) if id_col is not None else None
+    for index, (lineno, row) in enumerate(rows):
+        yield _checked(_json_id(row[i], f"{name}:{lineno}") if i is not None else index, row[t])

@@ -18,7 +18,7 @@ import numpy as np
 from .bundle import Bundle, default_bundle_path, read_bundle
 from .bundle.manifest import MEASURES
 from .errors import BundleError, CascadeError
-from .inputs import as_text_list, check_top_k, is_stream, text_chunks
+from .inputs import as_text_list, check_top_k, is_stream, refuse_ambiguous, text_chunks
 from .limits import DEFAULT_LIMITS, Limits, chunks
 from .progress import MIN_TEXTS, progress_bar
 from .multilabel import DEFAULT_SEP, SET_MEASURES, Decisions, assign, set_confidence
@@ -119,7 +119,7 @@ def check_threshold(threshold: float) -> float:
     except OverflowError:
         ok = False
     if not ok:
-        raise ValueError(f"threshold must be a number between 0 and 1, got {str(threshold)[:40]}")
+        raise ValueError(f"threshold must be a number between 0 and 1, got {repr(threshold)[:40]}")
     return float(threshold)
 
 
@@ -317,6 +317,8 @@ class Cascade:
         """Answers for any iterable of texts, in order, as they are ready: texts are pulled
         ``limits.chunk_size`` at a time, so memory stays bounded however long the stream (a file's lines,
         a database cursor). Each answer is the one :meth:`classify` gives the text alone."""
+        if not isinstance(texts, str):
+            refuse_ambiguous(texts)  # at the call, not at the first answer
         top_k = check_top_k(top_k, len(self.labels))
         t = self.threshold if threshold is None else check_threshold(threshold)
         return (p for chunk in text_chunks(texts, self.cheap.limits.chunk_size) for p in self._predict(chunk, t, top_k))

@@ -74,10 +74,12 @@ def model_card(manifest: dict[str, Any]) -> str:
     lines += table or ["- none recorded"]
     calibration = metrics.get("calibration")
     if isinstance(calibration, dict):
-        promised = {k: v for k, v in calibration.items() if k not in ("threshold", "measure")}
+        # "confidence" there is the level each test sequence ran at (Bonferroni), not the one asked for
+        figures = {k: v for k, v in calibration.items() if k not in ("threshold", "measure", "confidence")
+                   and isinstance(v, (int, float)) and not isinstance(v, bool)}
         lines += ["", f"Calibration (`cascade calibrate`, threshold {calibration.get('threshold', float('nan')):.4f} on "
-                      f"{calibration.get('measure', '?')}): "
-                  + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in promised.items())]
+                      f"the {calibration.get('measure', '?')}), on its certify part: "
+                  + ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in figures.items()) + "."]
     lines += [
         "", "## Intended use",
         "- Routing or tagging texts like the training data into the labels above, where a wrong label costs "

@@ -420,7 +420,8 @@ class Calibrator:
         manifest["threshold"] = choice.threshold
         manifest["calibration"] = {**self.report(), "always_neural": list(choice.always_neural),
                                    "choice": choice.to_dict()}
-        manifest["threshold_rule"] = f"cascade calibrate: {choice.mode} {choice.request}"
+        asked = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in choice.request.items())
+        manifest["threshold_rule"] = f"cascade calibrate: {asked}"
         manifest["confidence"] = MEASURE_NAMES[self.measure_]
         # earlier figures keep the threshold they were measured at; these are the calibrated threshold's
         manifest["metrics"] = {**manifest.get("metrics", {}),

@@ -14,7 +14,14 @@ from collections.abc import Sequence
 
 from .build import cmd_finetune, cmd_train, cmd_train_cheap
 from .parser import build_parser
-from .use import cmd_bench, cmd_calibrate, cmd_classify, cmd_evaluate, cmd_info, cmd_serve
+from .use import (
+    cmd_bench,
+    cmd_calibrate,
+    cmd_classify,
+    cmd_evaluate,
+    cmd_info,
+    cmd_serve,
+)
 
 log = logging.getLogger("cascade")
 
@@ -25,6 +32,8 @@ COMMANDS = {"classify": cmd_classify, "serve": cmd_serve, "info": cmd_info, "cal
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if sys.stderr is None:  # started with stderr closed (`2>&-`): messages go nowhere rather than crash
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)

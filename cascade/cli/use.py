@@ -43,8 +43,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def _classify_rows(model: Any, args: argparse.Namespace) -> int:
     """``classify --input``: rows streamed in chunks; each answer (or error) carries its row's id."""
-    from itertools import islice
-
     from ..progress import progress_bar
     from ..records import format_of, read_rows
 
@@ -61,21 +59,39 @@ def _classify_rows(model: Any, args: argparse.Namespace) -> int:
     with bar, (open(sys.stdin.fileno(), "rb", closefd=False) if stdin else path.open("rb")) as fh:  # type: ignore[union-attr]
         rows = read_rows(fh, "stdin" if stdin else str(path), fmt, args.text_col, args.id_col,
                          max_field_chars=limits.max_csv_field_chars)
-        while chunk := list(islice(rows, limits.chunk_size)):
+        failure: ValueError | None = None
+        while failure is None:
+            chunk = []
+            try:
+                for row in rows:
+                    chunk.append(row)
+                    if len(chunk) == limits.chunk_size:
+                        break
+            except ValueError as exc:  # a malformed line: answer the rows before it, then say so
+                failure = exc
+            if not chunk:
+                break
             bar.update(len(chunk))
-            good = [row for row in chunk if not row.error]
-            answers = iter(model.classify([row.text for row in good], threshold=args.threshold, top_k=args.top_k,
-                                          progress=False))
-            for row in chunk:
-                if row.error:
-                    bad += 1
-                    write_json_line(out, {"id": row.id, "error": row.error})
-                else:
-                    write_json_line(out, {"id": row.id, **next(answers).to_dict()})
-            out.flush()
+            bad += _answer_chunk(model, chunk, args, out)
     if bad:
         sys.stderr.write(f"cascade classify: {bad:,} row(s) could not be classified; their lines hold \"error\"\n")
+    if failure is not None:
+        raise failure
     return 0
+
+
+def _answer_chunk(model: Any, chunk: list[Any], args: argparse.Namespace, out: Any) -> int:
+    """Write one JSON line per row of ``chunk``, in order; returns how many rows were errors."""
+    good = [row for row in chunk if not row.error]
+    answers = iter(model.classify([row.text for row in good], threshold=args.threshold, top_k=args.top_k,
+                                  progress=False))
+    for row in chunk:
+        if row.error:
+            write_json_line(out, {"id": row.id, "error": row.error})
+        else:
+            write_json_line(out, {"id": row.id, **next(answers).to_dict()})
+    out.flush()
+    return len(chunk) - len(good)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ topics, use ``cascade train --multi-label``.
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import weakref
@@ -17,8 +18,10 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted
 
+from ..bundle import MANIFEST, check_file_name
 from ..datasets import TextDataset
 from ..inputs import as_text_list
 from ..router import Cascade
@@ -63,21 +66,23 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
         from ..training.train import TrainConfig, train_bundle
 
         texts = _texts(X)
-        labels = np.asarray(y, dtype=object)
-        if labels.ndim != 1 or len(labels) != len(texts):
-            raise ValueError(f"y must be one label per text: got shape {labels.shape} for {len(texts)} texts "
-                             "(multi-label: use `cascade train --multi-label`)")
-        self.classes_ = np.unique(np.asarray(y))
+        labels = list(y) if not isinstance(y, str) else [y]
+        if np.ndim(np.asarray(labels, dtype=object)) != 1 or len(labels) != len(texts):
+            raise ValueError(f"y must be one label per text: got {np.shape(np.asarray(labels, dtype=object))} for "
+                             f"{len(texts)} texts (multi-label: use `cascade train --multi-label`)")
+        for i, label in enumerate(labels):
+            if label is None or (isinstance(label, float) and math.isnan(label)) or not str(label).strip():
+                raise ValueError(f"y[{i}] is {label!r}: every text needs a label (a non-empty string or a number)")
+        self.classes_ = unique_labels(labels)  # refuses a mix of strings and numbers, as scikit-learn does
         names = [str(c) for c in self.classes_]
         if len(set(names)) != len(names):
             raise ValueError(f"labels must stay distinct as strings, got {list(self.classes_)[:10]}")
         if len(names) < 2:
             raise ValueError(f"fit needs at least two classes, got {len(names)}")
         if self.out is None:
-            folder = Path(tempfile.mkdtemp(prefix="cascade-estimator-"))
-            weakref.finalize(self, shutil.rmtree, folder, True)  # the estimator wrote it, and only it removes it
-            out = folder / "bundle"
+            out = self._own_folder() / "bundle"
         else:
+            self._owned = None
             out = Path(self.out)
         config = TrainConfig(cheap=replace(CheapConfig(), C=self.C), head_C=self.head_C,
                              selection_share=self.selection_share, certification_share=0.0)
@@ -105,15 +110,35 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[best]
 
     def __getstate__(self) -> dict[str, Any]:
-        # onnxruntime sessions cannot be pickled: keep the bundle's path and reload it on unpickling.
-        state = dict(self.__dict__)
-        state.pop("model_", None)
+        # onnxruntime sessions cannot be pickled. A bundle in a folder of the estimator's own (out=None)
+        # dies with it, so the pickle carries the bundle's files; a folder the caller named stays a path.
+        state = {k: v for k, v in self.__dict__.items() if k not in ("model_", "_owned")}
+        if getattr(self, "_owned", None) is not None and "bundle_path_" in state:
+            folder = Path(state["bundle_path_"])
+            state["_bundle_files"] = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        files = state.pop("_bundle_files", None)
         self.__dict__.update(state)
-        if "bundle_path_" in state:
-            self.model_ = Cascade.load(state["bundle_path_"], threads=self.threads)
+        if files is not None:  # a folder of this copy's own; loading verifies every file's hash
+            folder = self._own_folder()
+            for name, data in files.items():
+                if name != MANIFEST:
+                    check_file_name(name, "pickled bundle file")
+                (folder / name).write_bytes(data)
+            self.bundle_path_ = folder
+        if "bundle_path_" in state or files is not None:
+            self.model_ = Cascade.load(self.bundle_path_, threads=self.threads)
+
+    def _own_folder(self) -> Path:
+        """A new temporary folder removed when this estimator is (it wrote it, and only it removes it)."""
+        previous = getattr(self, "_owned", None)
+        if previous is not None:
+            previous()  # a refit: the folder of the last fit is this estimator's own, and done with
+        folder = Path(tempfile.mkdtemp(prefix="cascade-estimator-"))
+        self._owned = weakref.finalize(self, shutil.rmtree, folder, True)
+        return folder
 
 
 def _texts(X: Any) -> list[str]:

@@ -7,6 +7,7 @@ text: the two halves are the router's own (:meth:`Cascade.route_cheap`, :meth:`C
 
 
 import asyncio
+import json
 import logging
 import secrets
 import time
@@ -135,7 +136,7 @@ def create_app(settings: ServeSettings, model: Cascade | None = None) -> Any:
                                 status_code=422)
         texts = request.texts
         if not texts:
-            return {"predictions": [], "fall_through": 0}
+            return Response('{"predictions": [], "fall_through": 0}', media_type="application/json")
         threshold = check_threshold(request.threshold) if request.threshold is not None else None
         loop = asyncio.get_running_loop()
         probs, to_neural = await loop.run_in_executor(state.cheap_executor, m.route_cheap, texts, threshold)
@@ -158,7 +159,9 @@ def create_app(settings: ServeSettings, model: Cascade | None = None) -> Any:
         metrics.texts.labels("cheap").inc(len(texts) - n_fallen)
         if threshold is None and state.monitor is not None:
             state.monitor.record(to_neural.tolist())
-        return {"predictions": predictions, "fall_through": n_fallen}
+        # serialised here: FastAPI's generic encoder would walk every float again
+        return Response(json.dumps({"predictions": predictions, "fall_through": n_fallen}, allow_nan=False),
+                        media_type="application/json")
 
     return app
 
@@ -238,8 +241,6 @@ def _too_large(limit: int) -> dict[str, str]:
 
 
 async def _answer(send: Any, status: int, body: dict[str, Any], headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-    import json
-
     raw = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),

@@ -138,18 +138,29 @@ def linear_layer(clf: Any) -> tuple[np.ndarray, np.ndarray, bool]:
         coef = np.vstack([e.coef_ for e in clf.estimators_])
         intercept = np.concatenate([np.ravel(e.intercept_) for e in clf.estimators_])
         return coef, intercept, True
-    return clf.coef_, clf.intercept_, False
+    return binary_as_two_rows(clf.coef_, clf.intercept_) + (False,)
 
 
-def _logistic_onnx(coef: np.ndarray, intercept: np.ndarray) -> bytes:
-    """One ``LinearClassifier`` node, features -> per-topic sigmoid probabilities."""
+def binary_as_two_rows(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A two-class ``LogisticRegression`` keeps one row of weights (class 1 against class 0); as rows
+    ``[0, w]`` and biases ``[0, b]`` under a softmax it gives the same probabilities, so every stage
+    handles two classes as it handles many."""
+    coef, intercept = np.atleast_2d(coef), np.ravel(intercept)
+    if coef.shape[0] != 1:
+        return coef, intercept
+    return np.vstack([np.zeros_like(coef), coef]), np.concatenate([np.zeros_like(intercept), intercept])
+
+
+def _logistic_onnx(coef: np.ndarray, intercept: np.ndarray, post_transform: str = "LOGISTIC") -> bytes:
+    """One ``LinearClassifier`` node, features -> per-topic sigmoid probabilities (``LOGISTIC``) or, for
+    a two-class stage, softmax class probabilities (``SOFTMAX``)."""
     from onnx import TensorProto, helper
 
     n_classes, n_features = coef.shape
     node = helper.make_node(
         "LinearClassifier", ["features"], ["label", "probabilities"], domain="ai.onnx.ml",
         coefficients=coef.astype(np.float32).ravel().tolist(), intercepts=intercept.astype(np.float32).tolist(),
-        classlabels_ints=list(range(n_classes)), multi_class=0, post_transform="LOGISTIC",
+        classlabels_ints=list(range(n_classes)), multi_class=0, post_transform=post_transform,
     )
     graph = helper.make_graph(
         [node], "cascade_cheap_multilabel",
@@ -189,6 +200,8 @@ def export_cheap(pipeline: Pipeline, out_dir: str | Path) -> tuple[Path, Path]:
     coef, intercept, multi_label = linear_layer(clf)
     if multi_label:
         model_bytes = _logistic_onnx(coef, intercept)
+    elif len(intercept) == 2:  # skl2onnx writes a binary model as one sigmoid: keep the softmax form
+        model_bytes = _logistic_onnx(coef, intercept, "SOFTMAX")
     else:
         model_bytes = to_onnx(
             clf,

@@ -20,13 +20,16 @@ def fit_head(embeddings: np.ndarray, y: np.ndarray, n_classes: int, C: float = D
     every one must have a training text."""
     from sklearn.linear_model import LogisticRegression
 
+    from .cheap import binary_as_two_rows
+
     missing = sorted(set(range(n_classes)) - set(np.unique(y).tolist()))
     if missing:
         raise ValueError(f"{len(missing)} class(es) have no training text: {missing[:5]}")
     started = time.perf_counter()
     clf = LogisticRegression(C=C, max_iter=max_iter).fit(embeddings, y)
     log.info("head fitted on %d embeddings in %.1fs", len(y), time.perf_counter() - started)
-    return LinearHead(clf.coef_.T.astype(np.float32), clf.intercept_.astype(np.float32))
+    coef, intercept = binary_as_two_rows(clf.coef_, clf.intercept_)
+    return LinearHead(coef.T.astype(np.float32), intercept.astype(np.float32))
 
 
 def fit_multi_label_head(embeddings: np.ndarray, y: np.ndarray, C: float = DEFAULT_C, max_iter: int = 2000) -> LinearHead:

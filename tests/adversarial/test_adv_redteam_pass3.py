@@ -187,7 +187,7 @@ def test_a_row_of_a_million_commas_costs_bounded_memory(tmp_path):
 @pytest.mark.parametrize("content,match", [
     (b"text,text,category\na,b,c\n", "column 'text' appears 2 times"),
     (b"text,category\rhi,card\rho,cash\r", "bare carriage return"),
-    (b"text,category\nok,card\n\"unclosed,card\nmore,card\n", ":3: missing text or label \\(a quote opened there"),
+    (b"text,category\nok,card\n\"unclosed,card\nmore,card\n", ":3: a quote opened in this row is never closed"),
 ])
 def test_csv_shapes_get_errors_that_say_where_and_what(tmp_path, content, match):
     path = tmp_path / "x.csv"
