@@ -255,3 +255,47 @@ def test_settings_come_from_flags_then_environment(monkeypatch):
         ServeSettings(api_key="short")
     with pytest.raises(ValueError, match="max_texts"):
         ServeSettings(max_texts=0)
+
+
+def test_the_batcher_gathers_concurrent_requests_and_bounds_its_queue():
+    """While one batch runs, the next fills with every request that arrived: batches grow with the load."""
+    import asyncio
+
+    import numpy as np
+
+    from cascade.serving.batcher import NeuralBatcher, Overloaded
+
+    sizes: list[int] = []
+
+    def predict(texts: list[str]) -> np.ndarray:
+        sizes.append(len(texts))
+        time.sleep(0.05)
+        return np.array([[float(len(t))] for t in texts])
+
+    async def scenario() -> None:
+        batcher = NeuralBatcher(predict, max_batch=64, max_queue=40)
+        await batcher.start()
+        answers = await asyncio.gather(*(batcher.submit(["x" * i, "y"]) for i in range(1, 11)))
+        assert [a[:, 0].tolist() for a in answers] == [[float(i), 1.0] for i in range(1, 11)]  # each its own rows
+        assert len(sizes) < 10 and max(sizes) >= 10  # gathered: fewer batches than requests
+        outcomes = await asyncio.gather(*(batcher.submit(["z"] * 15) for _ in range(3)), return_exceptions=True)
+        assert [type(o) for o in outcomes].count(Overloaded) == 1  # 45 texts > 40: the third is refused at once
+        off = NeuralBatcher(predict, batching=False)
+        await off.start()
+        sizes.clear()
+        await asyncio.gather(*(off.submit(["a", "b"]) for _ in range(4)))
+        assert sizes == [2, 2, 2, 2]  # one request at a time
+        await batcher.stop()
+        await off.stop()
+
+    asyncio.run(scenario())
+
+
+def test_readme_documents_every_setting_with_its_flag_and_variable():
+    from dataclasses import fields
+
+    from cascade.serving.settings import ServeSettings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    for f in fields(ServeSettings):
+        assert f"`--{f.name.replace('_', '-')}`" in readme and f"`{ServeSettings.env_name(f.name)}`" in readme, f.name

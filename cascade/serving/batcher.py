@@ -35,7 +35,7 @@ class NeuralBatcher:
     """Runs ``predict(texts) -> probabilities`` for many callers, in micro-batches (or, with
     ``batching=False``, one caller's texts at a time: the baseline the benchmark compares with)."""
 
-    def __init__(self, predict: Callable[[list[str]], np.ndarray], *, max_batch: int = 64, max_wait_ms: float = 1.0,
+    def __init__(self, predict: Callable[[list[str]], np.ndarray], *, max_batch: int = 64, max_wait_ms: float = 0.0,
                  max_queue: int = 4096, batching: bool = True,
                  on_batch: Callable[[int, float], None] | None = None) -> None:
         self._predict = predict

@@ -24,7 +24,7 @@ class ServeSettings:
     threads: int | None = field(default=None, metadata={"help": "onnxruntime threads for the neural stage (default: "
                                                                 "the cores this process may use)"})
     max_batch: int = field(default=64, metadata={"help": "most fall-through texts in one neural micro-batch"})
-    max_wait_ms: float = field(default=1.0, metadata={"help": "how long a micro-batch waits for more texts once "
+    max_wait_ms: float = field(default=0.0, metadata={"help": "how long a micro-batch waits for more texts once "
                                                               "the neural stage is free"})
     batching: bool = field(default=True, metadata={"help": "gather fall-through texts across requests (off: each "
                                                            "request's texts run alone, one request at a time)"})
