@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, overload
 
+from .batch import BatchReport, batch
 from .bundle import Bundle, read_bundle
 from .calibration import CalibrationWarning, Calibrator, ThresholdChoice, calibrate
 from .datasets import TextDataset, load_banking77, read_csv, stratified_split
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 __all__ = [
-    "Bundle", "BundleError", "CalibrationWarning", "Calibrator", "Cascade", "CascadeClassifier", "CascadeError", "Limits", "Prediction",
-    "Splits", "TextDataset", "carve_splits", "ThresholdChoice", "calibrate", "classify", "coverage_at_accuracy", "distill", "evaluate",
+    "BatchReport", "Bundle", "BundleError", "CalibrationWarning", "Calibrator", "Cascade", "CascadeClassifier", "CascadeError", "Limits", "Prediction",
+    "Splits", "TextDataset", "carve_splits", "ThresholdChoice", "batch", "calibrate", "classify", "coverage_at_accuracy", "distill", "evaluate",
     "pseudo_label", "risk_coverage", "score_stages", "stratified_split",
     "load", "load_banking77", "read_bundle", "read_csv", "train", "train_cheap", "finetune",
 ]

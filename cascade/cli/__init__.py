@@ -1,4 +1,4 @@
-"""The ``cascade`` command: classify, info, calibrate, evaluate, bench, train, train-cheap, finetune.
+"""The ``cascade`` command: classify, batch, serve, info, calibrate, evaluate, bench, train, train-cheap, finetune.
 
 :mod:`~cascade.cli.parser` declares the arguments, :mod:`~cascade.cli.use` runs the commands that use a
 bundle, :mod:`~cascade.cli.build` those that build one, :mod:`~cascade.cli.streams` reads and writes the
@@ -12,9 +12,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .build import cmd_finetune, cmd_train, cmd_train_cheap
+from .build import cmd_finetune, cmd_train, cmd_train_cheap, cmd_tune
 from .parser import build_parser
 from .use import (
+    cmd_batch,
     cmd_bench,
     cmd_calibrate,
     cmd_classify,
@@ -25,10 +26,10 @@ from .use import (
 
 log = logging.getLogger("cascade")
 
-COMMANDS = {"classify": cmd_classify, "serve": cmd_serve, "info": cmd_info, "calibrate": cmd_calibrate, "evaluate": cmd_evaluate,
+COMMANDS = {"classify": cmd_classify, "batch": cmd_batch, "serve": cmd_serve, "info": cmd_info, "calibrate": cmd_calibrate, "evaluate": cmd_evaluate,
             "bench": cmd_bench,
             "train-cheap": cmd_train_cheap, "train": cmd_train,
-            "finetune": cmd_finetune}
+            "finetune": cmd_finetune, "tune": cmd_tune}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

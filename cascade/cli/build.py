@@ -9,6 +9,7 @@ from typing import Any
 
 from ..datasets import TextDataset, banking77_labels, load_banking77, read_csv
 from .parser import label_sep
+from .streams import utf8_stdout
 
 BUNDLED_NAME = "BANKING77 (bundled)"
 
@@ -112,3 +113,33 @@ def _print_summary(path: Path, manifest: dict[str, Any]) -> None:
         f"{sel[f'cheap_{measure}']:.2%}, neural {sel[f'neural_{measure}']:.2%}, cascade "
         f"{sel[f'cascade_{measure}']:.2%} with {sel['fall_through_rate']:.1%} falling through{abstain}\n{split_line}"
     )
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from ..splits import carve_splits
+    from ..training.build import train_cheap
+    from ..tuning import tune
+
+    data, selection, _, name = _load_training_data(args)
+    if selection is None:
+        parts = carve_splits(data, args.selection_share, args.certification_share)
+        train, selection = parts.train, parts.selection
+    else:
+        train = data
+    result = tune(train, selection, trials=args.trials, base=args.base, storage=args.storage, study=args.study,
+                  seed=args.seed)
+    summary: dict[str, Any] = {
+        "study": result.study, "trials": result.trials, "pruned": result.pruned,
+        "target_accuracy": result.target_accuracy, "base_fall_through": result.base_fall_through,
+        "best_fall_through": result.best_fall_through, "best_trial": result.best_trial,
+        "best_cheap_ms_per_text": result.best_cheap_ms_per_text, "best_config": asdict(result.best_config),
+    }
+    if args.out is not None:
+        bundle = train_cheap(train, selection, args.out, base=args.base, config=result.best_config, data_name=name,
+                             extra_training={"tuned": {k: v for k, v in summary.items() if k != "best_config"}})
+        summary["bundle"] = str(bundle.path)
+    utf8_stdout().write(json.dumps(summary, indent=2) + "\n")
+    return 0

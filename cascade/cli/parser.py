@@ -198,6 +198,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", type=int, default=1,
                    help="read long texts as up to this many windows of --max-length tokens, their logits averaged "
                         "(default: 1, the first --max-length tokens only)")
+    p = sub.add_parser("batch", help="classify a CSV/TSV/Parquet/JSON-lines file (or glob) into another; resumable",
+                       description="Classify every row of INPUT (CSV, TSV, Parquet or JSON lines, or a glob of them) "
+                                   "through DuckDB into OUTPUT (its suffix picks the format), keeping every column and "
+                                   "adding label, score, stage (a tagger: labels, scores) and error. Each distinct "
+                                   "text is classified once. Interrupted and rerun with the same arguments, it "
+                                   "resumes; OUTPUT then holds every input row exactly once. Needs the [batch] extra.")
+    p.add_argument("input", help="input file or glob (quote it: 'data/*.parquet')")
+    p.add_argument("--out", required=True, type=Path, help="output file: .parquet, .csv, .tsv, .jsonl")
+    p.add_argument("--text-col", default="text", help="text column (default: text)")
+    p.add_argument("--id-col", default=None, help="a column that must exist (every column is kept anyway)")
+    p.add_argument("--chunk-size", type=int, default=4096, help="distinct texts classified per commit (default: 4096)")
+    p.add_argument("--memory-limit", default="512MB", help="DuckDB's memory limit; it spills beyond (default: 512MB)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.add_argument("--threshold", type=float, default=None, help="routing cut-off (default: the bundle's)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    add_bundle_arg(p)
+
+    p = sub.add_parser("tune", help="search the cheap stage's settings with Optuna (needs [tune])",
+                       description="Search the cheap stage's settings (word and char n-grams, min_df, max_features, "
+                                   "sublinear tf, C, class weights) for the fewest selection texts falling through "
+                                   "at the accuracy the base bundle delivers at its threshold; the cheap stage's cost "
+                                   "per text is reported beside it. Trials are pruned early. With --storage, any "
+                                   "number of worker processes (this command, run again anywhere the storage "
+                                   "reaches) share one study. Prints the best trial as JSON; --out writes it as a "
+                                   "bundle.")
+    add_data_args(p)
+    p.add_argument("--trials", type=int, required=True, help="trials in the study in all, every worker's counted")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage shared by workers: an RDB URL (sqlite:///tune.db) or a journal file "
+                        "(tune.journal) (default: in memory, this process only)")
+    p.add_argument("--study", default=None, help="study name within the storage (default: cascade-tune)")
+    p.add_argument("--base", type=Path, default=None,
+                   help="bundle whose neural stage and threshold set the target (default: the shipped one)")
+    p.add_argument("--seed", type=int, default=None, help="sampler seed (default: random)")
+    p.add_argument("--out", type=Path, default=None, help="write the best trial's cheap stage as a bundle here")
+
     p = sub.add_parser("serve", help="serve the bundle over HTTP (needs the [serve] extra)",
                        description="An HTTP service (FastAPI on uvicorn): POST /v1/classify, GET /healthz, /readyz, "
                                    "/v1/info, /metrics (Prometheus), OpenAPI at /docs. Fall-through texts from "

@@ -1,4 +1,4 @@
-"""Commands that use a bundle: classify, serve, info, calibrate, evaluate, bench."""
+"""Commands that use a bundle: classify, batch, serve, info, calibrate, evaluate, bench."""
 
 from __future__ import annotations
 
@@ -92,6 +92,21 @@ def _answer_chunk(model: Any, chunk: list[Any], args: argparse.Namespace, out: A
             write_json_line(out, {"id": row.id, **next(answers).to_dict()})
     out.flush()
     return len(chunk) - len(good)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from ..batch import batch
+    from ..router import Cascade
+
+    model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
+    report = batch(args.input, args.out, text_col=args.text_col, id_col=args.id_col, model=model,
+                   threshold=args.threshold, chunk_size=args.chunk_size, memory_limit=args.memory_limit,
+                   overwrite=args.overwrite)
+    utf8_stdout().write(json.dumps({"out": str(report.out), "rows": report.rows, "distinct_texts": report.distinct_texts,
+                                    "classified_now": report.classified, "errors": report.errors,
+                                    "seconds": round(report.seconds, 2),
+                                    "rows_per_second": round(report.texts_per_second, 1)}) + "\n")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

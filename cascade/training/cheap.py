@@ -45,6 +45,9 @@ class CheapConfig:
     min_df: int = 2
     C: float = 20.0
     max_iter: int = 1000
+    sublinear_tf: bool = True
+    max_features: int | None = None  # per n-gram block; None keeps every n-gram seen min_df times
+    class_weight: str | None = None  # "balanced": classes weighted by inverse frequency
 
 
 @dataclass
@@ -70,16 +73,17 @@ class ParityReport:
 def build_pipeline(config: CheapConfig) -> Pipeline:
     """An unfitted scikit-learn pipeline for ``config``."""
     blocks: list[tuple[str, Any]] = [
-        ("word", TfidfVectorizer(ngram_range=config.word_ngrams, min_df=config.min_df, sublinear_tf=True))
+        ("word", TfidfVectorizer(ngram_range=config.word_ngrams, min_df=config.min_df,
+                                 sublinear_tf=config.sublinear_tf, max_features=config.max_features))
     ]
     if config.char_ngrams is not None:
         blocks.append(
-            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=config.char_ngrams,
-                                     min_df=config.min_df, sublinear_tf=True))
+            ("char", TfidfVectorizer(analyzer="char_wb", ngram_range=config.char_ngrams, min_df=config.min_df,
+                                     sublinear_tf=config.sublinear_tf, max_features=config.max_features))
         )
     return Pipeline([
         ("features", FeatureUnion(blocks)),
-        ("clf", LogisticRegression(C=config.C, max_iter=config.max_iter)),
+        ("clf", LogisticRegression(C=config.C, max_iter=config.max_iter, class_weight=config.class_weight)),
     ])
 
 

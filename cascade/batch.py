@@ -1,0 +1,249 @@
+"""``cascade batch``: classify a file of any size through DuckDB, resumably.
+
+INPUT is CSV, TSV, Parquet or JSON lines, or a glob of them; OUTPUT's suffix picks its format. The rows
+are loaded once into a DuckDB database in a work folder beside OUTPUT; the distinct valid texts are
+numbered (in text order) and classified chunk by chunk, each chunk's answers committed in one
+transaction; then one query joins the answers back onto every row, in input order, and writes OUTPUT
+(through a temporary file, renamed into place). Killed at any point (Ctrl-C or kill -9) and started
+again with the same arguments, it resumes where the last commit left it, and OUTPUT holds every input
+row exactly once. Memory is bounded by ``chunk_size`` and DuckDB's ``memory_limit`` (it spills to the
+work folder), never by the file. Rows whose text is null, empty or not text are kept, with ``error`` set.
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._optional import require
+from .progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+INPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".jsonl": "jsonl",
+                 ".ndjson": "jsonl", ".json": "jsonl"}
+OUTPUT_FORMATS = INPUT_FORMATS
+WORK_SUFFIX = ".cascade-work"
+MARKER = "CASCADE_BATCH_WORK"  # in a work folder: it is this module's, and only its files are in it
+ADDED = ("label", "score", "stage", "labels", "scores", "error")
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What one (possibly resumed) run did."""
+
+    out: Path
+    rows: int
+    distinct_texts: int
+    classified: int  # distinct texts classified by this run (fewer when it resumed)
+    errors: int  # rows whose text could not be classified
+    seconds: float
+
+    @property
+    def texts_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _inputs(pattern: str) -> list[Path]:
+    paths = sorted(Path(p) for p in globmod.glob(pattern)) if globmod.has_magic(pattern) else [Path(pattern)]
+    if not paths:
+        raise FileNotFoundError(f"no file matches {pattern}")
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}") if not path.exists() else ValueError(
+                f"{path} is not a regular file")
+        if path.suffix.lower() not in INPUT_FORMATS:
+            raise ValueError(f"{path}: unknown input format; use {', '.join(sorted(INPUT_FORMATS))}")
+    kinds = {INPUT_FORMATS[p.suffix.lower()] for p in paths}
+    if len(kinds) > 1:
+        raise ValueError(f"{pattern} matches files of several formats ({', '.join(sorted(kinds))}); give one kind")
+    return paths
+
+
+def _reader(paths: list[Path]) -> str:
+    files = "[" + ", ".join(_literal(str(p)) for p in paths) + "]"
+    kind = INPUT_FORMATS[paths[0].suffix.lower()]
+    if kind == "parquet":
+        return f"read_parquet({files})"
+    if kind == "jsonl":
+        return f"read_json({files}, format='newline_delimited')"
+    delim = "\\t" if kind == "tsv" else ","
+    return f"read_csv({files}, delim={_literal(delim)}, header=true, all_varchar=true)"
+
+
+def _copy_options(out: Path) -> str:
+    kind = OUTPUT_FORMATS.get(out.suffix.lower())
+    if kind is None:
+        raise ValueError(f"{out}: unknown output format; use {', '.join(sorted(OUTPUT_FORMATS))}")
+    return {"parquet": "(FORMAT parquet)", "csv": "(FORMAT csv, HEADER true)",
+            "tsv": "(FORMAT csv, HEADER true, DELIMITER '\\t')", "jsonl": "(FORMAT json)"}[kind]
+
+
+def _signature(paths: list[Path], text_col: str, digest: str, threshold: float | None) -> str:
+    parts = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths]
+    return hashlib.sha256(json.dumps([parts, text_col, digest, threshold]).encode()).hexdigest()
+
+
+def _work_folder(out: Path, signature: str) -> Path:
+    work = out.with_name(out.name + WORK_SUFFIX)
+    if work.exists():
+        marker = work / MARKER
+        if not marker.is_file():
+            raise ValueError(f"{work} exists and is not a cascade batch work folder; move it away")
+        if marker.read_text().strip() != signature:
+            raise ValueError(f"{work} holds an unfinished run with other inputs, bundle or settings; rerun that "
+                             f"command to finish it, or remove {work} to start afresh")
+        log.info("resuming from %s", work)
+        return work
+    work.mkdir(parents=True)
+    (work / MARKER).write_text(signature)
+    return work
+
+
+def batch(input: str | Path, out: str | Path, *, text_col: str = "text", id_col: str | None = None,
+          bundle: str | Path | None = None, model: Any = None, threshold: float | None = None,
+          chunk_size: int = 4096, memory_limit: str = "512MB", overwrite: bool = False,
+          progress: bool = True) -> BatchReport:
+    """Classify every row of ``input`` (a file or a glob) into ``out``, keeping every column and adding
+    ``label``, ``score``, ``stage`` (a tagger: ``labels`` and ``scores`` too) and ``error``. Resumes an
+    interrupted run with the same arguments. ``model``: an already loaded :class:`cascade.Cascade` (else
+    ``bundle``, else the default bundle)."""
+    duckdb = require("duckdb", "batch")
+    from .router import Cascade, check_threshold
+
+    started = time.perf_counter()
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    t = check_threshold(threshold) if threshold is not None else None
+    out = Path(out)
+    options = _copy_options(out)
+    paths = _inputs(str(input))
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if any(p.resolve() == out.resolve() for p in paths):
+        raise ValueError(f"{out} is also an input; write elsewhere")
+    columns = _columns(duckdb, paths, text_col, id_col)
+    model = model if model is not None else Cascade.load(bundle)
+    digest = model.bundle.digest if model.bundle is not None else "in-memory model"
+    work = _work_folder(out, _signature(paths, text_col, digest, t))
+    con = duckdb.connect(str(work / "batch.duckdb"))
+    try:
+        con.execute(f"SET memory_limit = {_literal(memory_limit)}")
+        con.execute(f"SET temp_directory = {_literal(str(work / 'spill'))}")
+        con.execute("SET preserve_insertion_order = true")
+        n_rows, n_distinct = _load(con, paths, text_col, columns[text_col])
+        classified = _classify(con, model, t, chunk_size, n_distinct, progress)
+        errors = _write(con, out, options, model.multi_label)
+    finally:
+        con.close()
+    shutil.rmtree(work)  # ours: made by _work_folder, holding only this run's files
+    report = BatchReport(out, n_rows, n_distinct, classified, errors, time.perf_counter() - started)
+    log.info("wrote %s: %d rows, %d distinct texts (%d classified now), %d errors, %.1f s",
+             out, n_rows, n_distinct, classified, errors, report.seconds)
+    return report
+
+
+def _columns(duckdb: Any, paths: list[Path], text_col: str, id_col: str | None) -> dict[str, str]:
+    """The input's columns and types, checked before any work: the text (and id) columns exist, and none
+    of the columns batch adds is there already."""
+    con = duckdb.connect()
+    try:
+        columns = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {_reader(paths)}").fetchall()}
+    finally:
+        con.close()
+    for col, flag in ((text_col, "--text-col"), (id_col, "--id-col")):
+        if col is not None and col not in columns:
+            raise ValueError(f"column {col!r} not found (columns: {list(columns)[:20]}); pass the right {flag}")
+    clash = [c for c in ADDED if c in columns]
+    if clash:
+        raise ValueError(f"the input already has column(s) {clash}, which cascade batch adds; rename them")
+    return columns
+
+
+def _load(con: Any, paths: list[Path], text_col: str, kind: str) -> tuple[int, int]:
+    """Rows into table ``input`` (in input order; one statement, so a kill leaves it whole or absent), then
+    each row's text or error and the distinct valid texts, numbered in text order, in one transaction."""
+    tables = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    if "input" not in tables:
+        con.execute(f"CREATE TABLE input AS SELECT * FROM {_reader(paths)}")
+    if "texts" not in tables:
+        text = _ident(text_col)
+        if kind == "VARCHAR":
+            valid = f"{text} IS NOT NULL AND trim({text}) <> ''"
+            error = (f"CASE WHEN {text} IS NULL THEN 'no text (null)' WHEN trim({text}) = '' THEN 'empty text' "
+                     "END")
+        else:  # numbers, lists, structs: not text
+            valid, error = "false", _literal(f"the text column is {kind}, not text")
+        con.execute("BEGIN")
+        con.execute(f"CREATE OR REPLACE TABLE rows AS SELECT rowid AS row_, {text} AS text_, {error} AS error_ "
+                    "FROM input")
+        con.execute(f"CREATE OR REPLACE TABLE texts AS SELECT text_ AS text, row_number() OVER (ORDER BY text_) AS k "
+                    f"FROM (SELECT DISTINCT {text} AS text_ FROM input WHERE {valid}) ORDER BY k")
+        con.execute("CREATE OR REPLACE TABLE results (k BIGINT PRIMARY KEY, label VARCHAR, score DOUBLE, "
+                    "stage VARCHAR, labels VARCHAR[], scores DOUBLE[])")
+        con.execute("COMMIT")
+    n_rows = con.execute("SELECT count(*) FROM rows").fetchone()[0]
+    n_distinct = con.execute("SELECT count(*) FROM texts").fetchone()[0]
+    return int(n_rows), int(n_distinct)
+
+
+def _classify(con: Any, model: Any, threshold: float | None, chunk_size: int, total: int, progress: bool) -> int:
+    """Classify the texts not yet answered, ``chunk_size`` at a time, each chunk committed whole."""
+    pa = require("pyarrow", "batch")
+    done = int(con.execute("SELECT coalesce(max(k), 0) FROM results").fetchone()[0])
+    classified = 0
+    with progress_bar(total=total, initial=done, desc="cascade batch", unit="text", progress=progress) as bar:
+        while done < total:
+            texts = [row[0] for row in con.execute("SELECT text FROM texts WHERE k > ? AND k <= ? ORDER BY k",
+                                                   [done, done + chunk_size]).fetchall()]
+            predictions = model.classify(texts, threshold=threshold, progress=False)
+            answers = pa.table({
+                "k": pa.array(range(done + 1, done + len(texts) + 1), pa.int64()),
+                "label": [p.label for p in predictions], "score": [p.score for p in predictions],
+                "stage": [p.stage for p in predictions],
+                "labels": pa.array([list(p.labels) if p.labels is not None else None for p in predictions],
+                                   pa.list_(pa.string())),
+                "scores": pa.array([list(p.scores) if p.scores is not None else None for p in predictions],
+                                   pa.list_(pa.float64()))})
+            con.execute("BEGIN")
+            con.register("answers_", answers)
+            con.execute("INSERT INTO results SELECT * FROM answers_")
+            con.unregister("answers_")
+            con.execute("COMMIT")
+            done += len(texts)
+            classified += len(texts)
+            bar.update(len(texts))
+            log.debug("batch: %d of %d distinct texts answered", done, total)
+    return classified
+
+
+def _write(con: Any, out: Path, options: str, multi_label: bool) -> int:
+    """Every input row, in input order, with its answer or its error, to ``out`` (via a temporary file)."""
+    tagger = ", r.labels AS labels, r.scores AS scores" if multi_label else ""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    query = (f"SELECT i.*, r.label AS label, r.score AS score, r.stage AS stage{tagger}, w.error_ AS error "
+             "FROM input i JOIN rows w ON w.row_ = i.rowid LEFT JOIN texts t ON t.text = w.text_ AND w.error_ IS NULL "
+             "LEFT JOIN results r ON r.k = t.k ORDER BY i.rowid")
+    try:
+        con.execute(f"COPY ({query}) TO {_literal(str(tmp))} {options}")
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return int(con.execute("SELECT count(*) FROM rows WHERE error_ IS NOT NULL").fetchone()[0])

@@ -1,0 +1,212 @@
+"""``cascade tune``: search the cheap stage's settings with Optuna for what matters in a cascade.
+
+The objective is the share of selection texts that must fall through to the neural stage for the cascade
+to reach the accuracy the base bundle delivers at its own threshold (fewer is cheaper at the same
+accuracy); the cheap stage's cost per text is measured and reported beside it. Each trial first fits on
+a third of the training texts and is pruned there if it is already worse than the median of earlier
+trials at that step. With ``storage`` (an Optuna RDB URL such as ``sqlite:///tune.db``, or a journal file
+``*.journal``/``journal:PATH``) any number of processes, on one machine or many, share one study; the
+study stops at ``trials`` finished or pruned trials in all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._optional import require
+from .datasets import TextDataset
+from .progress import stderr_is_terminal
+from .training.cheap import CheapConfig
+
+log = logging.getLogger(__name__)
+
+PRUNE_SHARE = 1 / 3  # of the training texts, for the first (prunable) step of a trial
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What a study found: the best trial's settings and figures, and the base bundle's for comparison."""
+
+    study: str
+    trials: int  # finished in the study (all workers)
+    pruned: int
+    target_accuracy: float  # the base bundle's cascade accuracy at its threshold, on the selection texts
+    base_fall_through: float  # the fewest texts the base cheap stage sends on at that accuracy
+    best_fall_through: float
+    best_config: CheapConfig
+    best_cheap_ms_per_text: float
+    best_trial: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _config(trial: Any) -> CheapConfig:
+    word_max = trial.suggest_int("word_max_n", 1, 3)
+    char = trial.suggest_categorical("char_ngrams", ["none", "1-3", "1-4", "2-5", "3-5"])
+    max_features = trial.suggest_categorical("max_features", [0, 20_000, 50_000, 100_000])
+    return CheapConfig(
+        word_ngrams=(1, word_max),
+        char_ngrams=None if char == "none" else tuple(int(x) for x in char.split("-")),  # type: ignore[arg-type]
+        min_df=trial.suggest_int("min_df", 1, 5),
+        C=trial.suggest_float("C", 0.5, 200.0, log=True),
+        sublinear_tf=trial.suggest_categorical("sublinear_tf", [True, False]),
+        max_features=max_features or None,
+        class_weight=trial.suggest_categorical("class_weight", ["none", "balanced"]).replace("none", "") or None,
+    )
+
+
+def fewest_falling(probs: np.ndarray, neural_ok: np.ndarray, y: np.ndarray, target: float, measure: str) -> float:
+    """The lowest fall-through rate at which the cascade's accuracy reaches ``target`` on these texts; above
+    1 (by the shortfall) when no threshold reaches it."""
+    from .calibration.curves import threshold_curve
+    from .router import routing_confidence
+
+    curve = threshold_curve(routing_confidence(probs, measure), probs.argmax(axis=1) == y, neural_ok)
+    ok = curve.accuracy >= target - 1e-12
+    return float(curve.fall_through_rate[ok].min()) if ok.any() else 1.0 + float(target - curve.accuracy.max())
+
+
+class _Objective:
+    """One worker's view: the base bundle, its neural stage's answers on the selection texts (computed once)."""
+
+    def __init__(self, train: TextDataset, selection: TextDataset, base: Any) -> None:
+        from .router import fallthrough_answer
+
+        self.train, self.selection, self.base = train, selection, base
+        self.labels = base.labels
+        unknown = sorted(set(train.labels) - set(self.labels))
+        if unknown:
+            raise ValueError(f"training labels the base bundle does not have: {unknown[:5]}")
+        self.y = np.array([self.labels.index(label) if label in self.labels else -1 for label in selection.labels])
+        self.neural = base.neural.predict_proba(selection.texts)
+        base_probs = base.cheap.predict_proba(selection.texts)
+        mixed = fallthrough_answer(base_probs, self.neural, base.cheap_weight)
+        routed = base.route(selection.texts)[0]
+        self.target = float((routed.argmax(axis=1) == self.y).mean())
+        self.base_fall = fewest_falling(base_probs, mixed.argmax(axis=1) == self.y, self.y, self.target, base.measure)
+        rng = np.random.default_rng(0)
+        self.subsample = sorted(rng.choice(len(train), size=max(len(self.labels) * 2, int(len(train) * PRUNE_SHARE)),
+                                           replace=False).tolist())
+
+    def score(self, config: CheapConfig, data: TextDataset) -> tuple[float, Any]:
+        from .router import fallthrough_answer
+        from .text import normalize
+        from .training.cheap import fit_cheap
+
+        present = sorted(set(data.labels))
+        pipeline = fit_cheap(data, present, config)
+        probs = np.zeros((len(self.selection), len(self.labels)))
+        cols = [self.labels.index(label) for label in present]
+        probs[:, cols] = pipeline.predict_proba([normalize(t) for t in self.selection.texts])
+        neural_ok = fallthrough_answer(probs, self.neural, self.base.cheap_weight).argmax(axis=1) == self.y
+        return fewest_falling(probs, neural_ok, self.y, self.target, self.base.measure), pipeline
+
+    def __call__(self, trial: Any) -> float:
+        optuna = require("optuna", "tune")
+        config = _config(trial)
+        sub = TextDataset([self.train.texts[i] for i in self.subsample], [self.train.labels[i] for i in self.subsample])
+        if len(set(sub.labels)) == len(set(self.train.labels)):  # a step to prune on (every label present)
+            early, _ = self.score(config, sub)
+            trial.report(early, step=0)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        value, pipeline = self.score(config, self.train)
+        trial.report(value, step=1)
+        trial.set_user_attr("cheap_ms_per_text", _cost_ms(pipeline, self.selection.texts))
+        trial.set_user_attr("config", _config_dict(config))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        return value
+
+
+def _config_dict(config: CheapConfig) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(config)
+
+
+def _cost_ms(pipeline: Any, texts: list[str], n: int = 300) -> float:
+    """The exported cheap stage's median ms per text, one text per call (what serving one request costs)."""
+    from .stages.cheap import CheapStage
+    from .training.cheap import export_cheap
+
+    with tempfile.TemporaryDirectory(prefix="cascade-tune-") as tmp:
+        features, onnx_file = export_cheap(pipeline, tmp)
+        stage = CheapStage.from_bytes(features.read_bytes(), onnx_file.read_bytes())
+    times = []
+    for text in texts[:n]:
+        started = time.perf_counter()
+        stage.predict_proba([text])
+        times.append(time.perf_counter() - started)
+    return 1000 * float(np.median(times))
+
+
+def storage_of(url: str | None) -> Any:
+    """An Optuna storage: None (in memory), a journal file (``*.journal``, ``*.log`` or ``journal:PATH``;
+    safe for processes sharing a file system), or an RDB URL (``sqlite:///tune.db``, ``postgresql://...``)."""
+    if url is None:
+        return None
+    optuna = require("optuna", "tune")
+    if url.startswith("journal:") or url.endswith((".journal", ".log")):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    if "://" not in url:
+        raise ValueError(f"storage {url!r}: give an RDB URL (sqlite:///tune.db) or a journal file (tune.journal)")
+    return optuna.storages.RDBStorage(url)
+
+
+def tune(train: TextDataset, selection: TextDataset, *, trials: int, base: str | Path | None = None,
+         storage: str | None = None, study: str | None = None, seed: int | None = None,
+         progress: bool = True) -> TuneResult:
+    """Run trials until the study holds ``trials`` finished or pruned ones (counting other workers'), and
+    return the best. ``base``: the bundle whose neural stage and threshold set the target (default: the
+    shipped one)."""
+    optuna = require("optuna", "tune")
+    from .router import Cascade
+
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ValueError(f"trials must be a positive integer, got {trials!r}")
+    model = Cascade.load(base)
+    if model.multi_label:
+        raise ValueError("cascade tune searches single-label cheap stages; this bundle is a tagger")
+    objective = _Objective(train, selection, model)
+    name = study or "cascade-tune"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    the_study = optuna.create_study(study_name=name, storage=storage_of(storage), direction="minimize",
+                                    sampler=sampler, pruner=pruner, load_if_exists=True)
+    the_study.set_user_attr("target_accuracy", objective.target)
+    the_study.set_user_attr("base_fall_through", objective.base_fall)
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = len(the_study.get_trials(deepcopy=False, states=states))
+    if done < trials:
+        from optuna.study import MaxTrialsCallback
+
+        the_study.optimize(objective, n_trials=trials - done, callbacks=[MaxTrialsCallback(trials, states=states)],
+                           show_progress_bar=progress and stderr_is_terminal())
+    finished = the_study.get_trials(deepcopy=False, states=states)
+    best = the_study.best_trial
+    config = CheapConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in best.user_attrs["config"].items()})
+    return TuneResult(study=name, trials=len(finished),
+                      pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in finished),
+                      target_accuracy=objective.target, base_fall_through=objective.base_fall,
+                      best_fall_through=float(best.value), best_config=config,
+                      best_cheap_ms_per_text=float(best.user_attrs["cheap_ms_per_text"]), best_trial=best.number,
+                      extra={"params": best.params})
+
+
+def without_defaults(config: CheapConfig) -> dict[str, Any]:
+    """The settings of ``config`` that differ from the defaults (for messages)."""
+    default = CheapConfig()
+    return {k: v for k, v in _config_dict(config).items() if getattr(default, k) != v}
+
