@@ -33,7 +33,9 @@ INPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parqu
 OUTPUT_FORMATS = INPUT_FORMATS
 WORK_SUFFIX = ".cascade-work"
 MARKER = "CASCADE_BATCH_WORK"  # in a work folder: it is this module's, and only its files are in it
+WRITTEN = "OUTPUT_WRITTEN"  # in a work folder: the output was renamed into place
 ADDED = ("label", "score", "stage", "labels", "scores", "error")
+WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())  # what Python's str.strip() removes
 
 
 @dataclass(frozen=True)
@@ -80,11 +82,11 @@ def _reader(paths: list[Path]) -> str:
     files = "[" + ", ".join(_literal(str(p)) for p in paths) + "]"
     kind = INPUT_FORMATS[paths[0].suffix.lower()]
     if kind == "parquet":
-        return f"read_parquet({files})"
+        return f"read_parquet({files}, union_by_name=true)"
     if kind == "jsonl":
-        return f"read_json({files}, format='newline_delimited')"
+        return f"read_json({files}, format='newline_delimited', union_by_name=true)"
     delim = "\\t" if kind == "tsv" else ","
-    return f"read_csv({files}, delim={_literal(delim)}, header=true, all_varchar=true)"
+    return f"read_csv({files}, delim={_literal(delim)}, header=true, all_varchar=true, union_by_name=true)"
 
 
 def _copy_options(out: Path) -> str:
@@ -134,11 +136,15 @@ def batch(input: str | Path, out: str | Path, *, text_col: str = "text", id_col:
     out = Path(out)
     options = _copy_options(out)
     paths = _inputs(str(input))
-    if out.exists() and not overwrite:
+    leftover = out.with_name(out.name + WORK_SUFFIX)
+    if out.exists() and (leftover / WRITTEN).is_file() and (leftover / MARKER).is_file():
+        shutil.rmtree(leftover)  # a run that wrote its output and was stopped before tidying up
+        log.info("%s was finished by an earlier run; removed its work folder", out)
+    elif out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     if any(p.resolve() == out.resolve() for p in paths):
         raise ValueError(f"{out} is also an input; write elsewhere")
-    columns = _columns(duckdb, paths, text_col, id_col)
+    columns = _columns(duckdb, paths, text_col, id_col, memory_limit)
     model = model if model is not None else Cascade.load(bundle)
     digest = model.bundle.digest if model.bundle is not None else "in-memory model"
     work = _work_folder(out, _signature(paths, text_col, digest, t))
@@ -149,7 +155,7 @@ def batch(input: str | Path, out: str | Path, *, text_col: str = "text", id_col:
         con.execute("SET preserve_insertion_order = true")
         n_rows, n_distinct = _load(con, paths, text_col, columns[text_col])
         classified = _classify(con, model, t, chunk_size, n_distinct, progress)
-        errors = _write(con, out, options, model.multi_label)
+        errors = _write(con, out, work, options, model.multi_label)
     finally:
         con.close()
     shutil.rmtree(work)  # ours: made by _work_folder, holding only this run's files
@@ -159,20 +165,31 @@ def batch(input: str | Path, out: str | Path, *, text_col: str = "text", id_col:
     return report
 
 
-def _columns(duckdb: Any, paths: list[Path], text_col: str, id_col: str | None) -> dict[str, str]:
+def _columns(duckdb: Any, paths: list[Path], text_col: str, id_col: str | None, memory_limit: str) -> dict[str, str]:
     """The input's columns and types, checked before any work: the text (and id) columns exist, and none
     of the columns batch adds is there already."""
     con = duckdb.connect()
     try:
-        columns = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {_reader(paths)}").fetchall()}
+        try:
+            con.execute(f"SET memory_limit = {_literal(memory_limit)}")
+        except duckdb.Error as exc:
+            raise ValueError(f"memory limit {memory_limit!r}: {exc}; give e.g. 512MB or 2GB") from None
+        try:
+            described = con.execute(f"DESCRIBE SELECT * FROM {_reader(paths)}").fetchall()
+        except duckdb.Error as exc:
+            raise ValueError(f"DuckDB cannot read {paths[0] if len(paths) == 1 else 'the input files'}: "
+                             f"{str(exc).splitlines()[0]}") from None
+        columns = {row[0]: row[1] for row in described}
     finally:
         con.close()
     for col, flag in ((text_col, "--text-col"), (id_col, "--id-col")):
         if col is not None and col not in columns:
             raise ValueError(f"column {col!r} not found (columns: {list(columns)[:20]}); pass the right {flag}")
-    clash = [c for c in ADDED if c in columns]
+    reserved = {*ADDED, "rowid"}  # DuckDB's own row number, which keeps the rows in order
+    clash = [c for c in columns if c.lower() in reserved]
     if clash:
-        raise ValueError(f"the input already has column(s) {clash}, which cascade batch adds; rename them")
+        raise ValueError(f"the input has column(s) {clash}, a name cascade batch uses (in any case: "
+                         f"{', '.join(sorted(reserved))}); rename them")
     return columns
 
 
@@ -183,18 +200,22 @@ def _load(con: Any, paths: list[Path], text_col: str, kind: str) -> tuple[int, i
     if "input" not in tables:
         con.execute(f"CREATE TABLE input AS SELECT * FROM {_reader(paths)}")
     if "texts" not in tables:
-        text = _ident(text_col)
-        if kind == "VARCHAR":
-            valid = f"{text} IS NOT NULL AND trim({text}) <> ''"
-            error = (f"CASE WHEN {text} IS NULL THEN 'no text (null)' WHEN trim({text}) = '' THEN 'empty text' "
-                     "END")
+        column = _ident(text_col)
+        if kind == "JSON":  # JSON lines whose values are of several types: judged row by row
+            text = f"(CASE WHEN json_type({column}) = 'VARCHAR' THEN {column} ->> '$' END)"
+            not_text = f"{column} IS NOT NULL AND json_type({column}) NOT IN ('VARCHAR', 'NULL')"
+        elif kind == "VARCHAR":
+            text, not_text = column, "false"
         else:  # numbers, lists, structs: not text
-            valid, error = "false", _literal(f"the text column is {kind}, not text")
+            text, not_text = "NULL", f"{column} IS NOT NULL"
+        blank = f"trim({text}, {_literal(WHITESPACE)}) = ''"
+        error = (f"CASE WHEN {not_text} THEN 'not a string' WHEN {text} IS NULL THEN 'no text (null)' "
+                 f"WHEN {blank} THEN 'empty text' END")
         con.execute("BEGIN")
         con.execute(f"CREATE OR REPLACE TABLE rows AS SELECT rowid AS row_, {text} AS text_, {error} AS error_ "
                     "FROM input")
-        con.execute(f"CREATE OR REPLACE TABLE texts AS SELECT text_ AS text, row_number() OVER (ORDER BY text_) AS k "
-                    f"FROM (SELECT DISTINCT {text} AS text_ FROM input WHERE {valid}) ORDER BY k")
+        con.execute("CREATE OR REPLACE TABLE texts AS SELECT text_ AS text, row_number() OVER (ORDER BY text_) AS k "
+                    "FROM (SELECT DISTINCT text_ FROM rows WHERE error_ IS NULL) ORDER BY k")
         con.execute("CREATE OR REPLACE TABLE results (k BIGINT PRIMARY KEY, label VARCHAR, score DOUBLE, "
                     "stage VARCHAR, labels VARCHAR[], scores DOUBLE[])")
         con.execute("COMMIT")
@@ -233,15 +254,17 @@ def _classify(con: Any, model: Any, threshold: float | None, chunk_size: int, to
     return classified
 
 
-def _write(con: Any, out: Path, options: str, multi_label: bool) -> int:
-    """Every input row, in input order, with its answer or its error, to ``out`` (via a temporary file)."""
+def _write(con: Any, out: Path, work: Path, options: str, multi_label: bool) -> int:
+    """Every input row, in input order, with its answer or its error, to ``out`` (written in the work
+    folder, beside ``out``, then renamed into place; a marker says it was, for a rerun after a kill)."""
     tagger = ", r.labels AS labels, r.scores AS scores" if multi_label else ""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = work / f"out{out.suffix}"
     query = (f"SELECT i.*, r.label AS label, r.score AS score, r.stage AS stage{tagger}, w.error_ AS error "
              "FROM input i JOIN rows w ON w.row_ = i.rowid LEFT JOIN texts t ON t.text = w.text_ AND w.error_ IS NULL "
              "LEFT JOIN results r ON r.k = t.k ORDER BY i.rowid")
     try:
         con.execute(f"COPY ({query}) TO {_literal(str(tmp))} {options}")
+        (work / WRITTEN).write_text("the output was written; only this folder is left to remove\n")
         os.replace(tmp, out)
     finally:
         if tmp.exists():

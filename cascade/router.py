@@ -17,6 +17,7 @@ import numpy as np
 
 from .bundle import Bundle, default_bundle_path, read_bundle
 from .bundle.manifest import MEASURES
+from .cache import DEFAULT_ENTRIES, ResultCache
 from .errors import BundleError, CascadeError
 from .inputs import as_text_list, check_top_k, is_stream, refuse_ambiguous, text_chunks
 from .limits import DEFAULT_LIMITS, Limits, chunks
@@ -25,7 +26,8 @@ from .multilabel import DEFAULT_SEP, SET_MEASURES, Decisions, assign, set_confid
 from .stages.cheap import CheapStage
 from .stages.head import FILE as HEAD_FILE
 from .stages.head import LinearHead
-from .stages.neural import DEFAULT_PROVIDERS, NeuralStage, check_batch_size, check_threads
+from .stages.neural import DEFAULT_PROVIDERS, NeuralStage, check_batch_size, check_providers, check_threads
+from .text import normalize
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +131,8 @@ class Cascade:
     def __init__(self, cheap: CheapStage, neural: NeuralStage, labels: Sequence[str], threshold: float,
                  bundle: Bundle | None = None, measure: str | None = None,
                  always_neural: Sequence[str] = (), cheap_weight: float = 0.0,
-                 abstain_below: float | None = None, decisions: Decisions | None = None) -> None:
+                 abstain_below: float | None = None, decisions: Decisions | None = None,
+                 cache_size: int = DEFAULT_ENTRIES) -> None:
         if neural.embedding_dim is not None and neural.head is None:
             raise BundleError("neural.onnx is a sentence encoder (token states out) but the bundle gives it no head: "
                               "its manifest needs neural.type 'frozen-encoder' and neural.head")
@@ -162,6 +165,7 @@ class Cascade:
         self.cheap_weight = float(cheap_weight)  # the cheap stage's share of the vote on texts that fall through
         # "none of these": a final probability under this means no label fits (None: always answer)
         self.abstain_below = None if abstain_below is None else check_threshold(abstain_below)
+        self.cache = ResultCache(cache_size)  # answers of repeated texts (0: off)
 
     def __repr__(self) -> str:
         shown = ", ".join(repr(label) for label in self.labels[:3]) + (", ..." if len(self.labels) > 3 else "")
@@ -174,13 +178,15 @@ class Cascade:
     @classmethod
     def load(cls, path: str | Path | None = None, *, threads: int | None = None, batch_size: int = 32,
              providers: Sequence[str] = DEFAULT_PROVIDERS, verify: bool = True, digest: str | None = None,
-             limits: Limits = DEFAULT_LIMITS) -> "Cascade":
+             limits: Limits = DEFAULT_LIMITS, cache_size: int = DEFAULT_ENTRIES) -> "Cascade":
         """Load a bundle folder (default: the shipped one), checking its manifest and every file's hash.
 
         ``digest`` (``sha256:...``, as ``cascade info`` prints it) refuses any bundle but that one;
-        ``limits`` bounds the work one text can cost (see :class:`cascade.Limits`)."""
+        ``limits`` bounds the work one text can cost (see :class:`cascade.Limits`); ``cache_size``: answers
+        of repeated texts kept (least recently used out; 0 turns the cache off; see :mod:`cascade.cache`)."""
         threads = check_threads(threads)
         batch_size = check_batch_size(batch_size)
+        providers = check_providers(providers)  # before the bundle: not a bundle problem
         if not isinstance(limits, Limits):
             raise TypeError(f"limits must be a cascade.Limits, got {type(limits).__name__}")
         if path is None:
@@ -219,7 +225,8 @@ class Cascade:
                    always_neural=calibration.get("always_neural", ()),
                    cheap_weight=float(manifest.get("mix", {}).get("cheap_weight", 0.0)),
                    abstain_below=manifest.get("abstain", {}).get("below"),
-                   decisions=Decisions.from_dict(manifest["decisions"]) if multi_label else None)
+                   decisions=Decisions.from_dict(manifest["decisions"]) if multi_label else None,
+                   cache_size=cache_size)
 
     @property
     def multi_label(self) -> bool:
@@ -302,13 +309,14 @@ class Cascade:
         if not items:
             return []
         spans = chunks(items, self.cheap.limits)
+        cached = threshold is None
         if not progress or len(items) < MIN_TEXTS:  # no bar to build: one text must stay microseconds
-            predictions = [p for start, end in spans for p in self._predict(items[start:end], t, top_k)]
+            predictions = [p for start, end in spans for p in self._predict(items[start:end], t, top_k, cached)]
             return predictions[0] if single else predictions
         predictions = []
         with progress_bar(total=len(items), desc="classify", unit="text", progress=True) as bar:
             for start, end in spans:
-                predictions += self._predict(items[start:end], t, top_k)
+                predictions += self._predict(items[start:end], t, top_k, cached)
                 bar.update(end - start)
         return predictions
 
@@ -321,10 +329,44 @@ class Cascade:
             refuse_ambiguous(texts)  # at the call, not at the first answer
         top_k = check_top_k(top_k, len(self.labels))
         t = self.threshold if threshold is None else check_threshold(threshold)
-        return (p for chunk in text_chunks(texts, self.cheap.limits.chunk_size) for p in self._predict(chunk, t, top_k))
+        cached = threshold is None
+        return (p for chunk in text_chunks(texts, self.cheap.limits.chunk_size)
+                for p in self._predict(chunk, t, top_k, cached))
 
-    def _predict(self, items: list[str], threshold: float, top_k: int) -> list[Prediction]:
-        return self.predictions(*self.route(items, threshold), top_k)
+    def _predict(self, items: list[str], threshold: float, top_k: int, cached: bool = False) -> list[Prediction]:
+        if not cached or self.cache.max_entries == 0:
+            return self.predictions(*self.route(items, threshold), top_k)
+        return self.predictions(*self.route_cached(items), top_k)
+
+    def cache_state(self) -> tuple[Any, ...]:
+        """Everything a cached answer depends on besides its text: when any of it changes, the cache empties."""
+        decisions = (None if self.decisions is None else
+                     (self.decisions.cheap.tobytes(), self.decisions.fallen.tobytes(), self.decisions.at_least_one))
+        return (self.bundle.digest if self.bundle is not None else id(self), self.threshold, self.measure,
+                self.cheap_weight, self._always_neural_idx.tobytes(), self.cheap.temperature, self.neural.temperature,
+                self.abstain_below, decisions)
+
+    def route_cached(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`route` at the model's own threshold, answering repeated texts from :attr:`cache` (and each
+        distinct text of the call once): the same numbers, since an answer depends on its text alone."""
+        keys = [normalize(t, self.cheap.limits) for t in texts]
+        state = self.cache_state()
+        found = self.cache.get_many(keys, state)
+        probs = np.empty((len(texts), len(self.labels)))
+        to_neural = np.zeros(len(texts), dtype=bool)
+        todo: dict[str, list[int]] = {}
+        for i, entry in enumerate(found):
+            if entry is None:
+                todo.setdefault(keys[i], []).append(i)
+            else:
+                probs[i], to_neural[i] = entry
+        if todo:
+            first = [rows[0] for rows in todo.values()]
+            fresh, fell = self.route([texts[i] for i in first], None)
+            for (rows, p, n) in zip(todo.values(), fresh, fell):
+                probs[rows], to_neural[rows] = p, n
+            self.cache.put_many(list(todo), fresh, fell, state)
+        return probs, to_neural
 
     def predictions(self, probs: np.ndarray, to_neural: np.ndarray, top_k: int = 1) -> list[Prediction]:
         """One :class:`Prediction` per row of final probabilities (``to_neural``: which stage answered it)."""

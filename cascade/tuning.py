@@ -47,6 +47,11 @@ class TuneResult:
     best_trial: int
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def reachable(self) -> bool:
+        """Whether the best trial reached the target accuracy at all (its objective is above 1 otherwise)."""
+        return self.best_fall_through <= 1.0
+
 
 def _config(trial: Any) -> CheapConfig:
     word_max = trial.suggest_int("word_max_n", 1, 3)
@@ -126,6 +131,18 @@ class _Objective:
         return value
 
 
+def _fingerprint(train: TextDataset, selection: TextDataset, model: Any) -> str:
+    """What makes two workers' trials comparable: the same texts and labels, the same base bundle."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for data in (train, selection):
+        digest.update(json.dumps([data.texts, data.labels]).encode("utf-8", "surrogatepass"))
+    digest.update((model.bundle.digest if model.bundle is not None else "").encode())
+    return digest.hexdigest()
+
+
 def _config_dict(config: CheapConfig) -> dict[str, Any]:
     from dataclasses import asdict
 
@@ -159,9 +176,13 @@ def storage_of(url: str | None) -> Any:
         from optuna.storages.journal import JournalFileBackend
 
         return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
-    if "://" not in url:
-        raise ValueError(f"storage {url!r}: give an RDB URL (sqlite:///tune.db) or a journal file (tune.journal)")
-    return optuna.storages.RDBStorage(url)
+    if "://" not in url or url.rstrip("/") in ("sqlite:", "sqlite://"):
+        raise ValueError(f"storage {url!r}: give an RDB URL with a database (sqlite:///tune.db) or a journal file "
+                         "(tune.journal)")
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # SQLAlchemy's many error types: one clear line, the cause kept
+        raise ValueError(f"storage {url!r} cannot be opened: {str(exc).splitlines()[0][:200]}") from exc
 
 
 def tune(train: TextDataset, selection: TextDataset, *, trials: int, base: str | Path | None = None,
@@ -175,6 +196,7 @@ def tune(train: TextDataset, selection: TextDataset, *, trials: int, base: str |
 
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
+    the_storage = storage_of(storage)  # a bad URL fails before the bundle is loaded
     model = Cascade.load(base)
     if model.multi_label:
         raise ValueError("cascade tune searches single-label cheap stages; this bundle is a tagger")
@@ -183,8 +205,14 @@ def tune(train: TextDataset, selection: TextDataset, *, trials: int, base: str |
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-    the_study = optuna.create_study(study_name=name, storage=storage_of(storage), direction="minimize",
+    the_study = optuna.create_study(study_name=name, storage=the_storage, direction="minimize",
                                     sampler=sampler, pruner=pruner, load_if_exists=True)
+    fingerprint = _fingerprint(train, selection, model)
+    recorded = the_study.user_attrs.get("fingerprint")
+    if recorded is not None and recorded != fingerprint:
+        raise ValueError(f"study {name!r} in this storage was run on other data or another base bundle; its trials "
+                         "are not comparable: give another --study name")
+    the_study.set_user_attr("fingerprint", fingerprint)
     the_study.set_user_attr("target_accuracy", objective.target)
     the_study.set_user_attr("base_fall_through", objective.base_fall)
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

@@ -141,3 +141,19 @@ def test_a_progress_bar_only_for_many_texts_and_only_on_a_terminal(tiny_model, t
     tiny_model.classify(many, threshold=0.0, progress=False)
     assert opened == [router.MIN_TEXTS]
     assert "\r" not in capsys.readouterr().err  # stderr is not a terminal here: the bar stays silent
+
+
+def test_an_unavailable_execution_provider_is_an_error_listing_the_available_ones(tiny_bundle):
+    """Issue 15: CUDA/OpenVINO used to fall back to the CPU with only onnxruntime's warning."""
+    import onnxruntime as ort
+    import pytest
+
+    import cascade
+    from cascade.cli import main
+
+    with pytest.raises(ValueError, match=r"not available in this onnxruntime build; available: \[.*CPUExecutionProvider"):
+        cascade.load(tiny_bundle, providers=["NoSuchExecutionProvider"])
+    assert cascade.load(tiny_bundle, providers=["CPUExecutionProvider"]).neural.session.get_providers() == [
+        "CPUExecutionProvider"]
+    assert main(["classify", "x", "--bundle", str(tiny_bundle), "--provider", "NoSuchExecutionProvider"]) == 2
+    assert "CPUExecutionProvider" in ort.get_available_providers()

@@ -123,6 +123,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from ..training.build import train_cheap
     from ..tuning import tune
 
+    from ..bundle import check_output_folder
+
+    if args.out is not None:
+        check_output_folder(args.out)  # before the trials, not after
     data, selection, _, name = _load_training_data(args)
     if selection is None:
         parts = carve_splits(data, args.selection_share, args.certification_share)
@@ -134,7 +138,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {
         "study": result.study, "trials": result.trials, "pruned": result.pruned,
         "target_accuracy": result.target_accuracy, "base_fall_through": result.base_fall_through,
-        "best_fall_through": result.best_fall_through, "best_trial": result.best_trial,
+        "best_fall_through": result.best_fall_through, "target_reached": result.reachable,
+        "best_trial": result.best_trial,
         "best_cheap_ms_per_text": result.best_cheap_ms_per_text, "best_config": asdict(result.best_config),
     }
     if args.out is not None:

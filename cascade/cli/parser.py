@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "stage (0: none, 1: all; default: the bundle's); not a score filter")
     p.add_argument("--top-k", type=int, default=1, help="also list the k most likely labels")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    add_provider_arg(p)
 
     p = sub.add_parser("info", help="show a bundle's metadata and metrics",
                        description="Print a bundle's manifest as JSON (checked, hashes verified): its labels count, "
@@ -213,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.add_argument("--threshold", type=float, default=None, help="routing cut-off (default: the bundle's)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    add_provider_arg(p)
     add_bundle_arg(p)
 
     p = sub.add_parser("tune", help="search the cheap stage's settings with Optuna (needs [tune])",
@@ -264,3 +266,10 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
             kind = str(f.type)
             p.add_argument(flag, type=int if "int" in kind else float if "float" in kind else str, default=None,
                            help=help_text)
+
+
+def add_provider_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--provider", action="append", default=None, dest="providers", metavar="NAME",
+                   help="onnxruntime execution provider for the neural stage, in order of preference; repeat for "
+                        "several (default: CPUExecutionProvider; an unavailable one is an error listing those "
+                        "available)")

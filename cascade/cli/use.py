@@ -24,7 +24,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         raise ValueError("nothing to classify: give texts, '-' (one text per line on stdin) or --input FILE")
     if args.input is None and (args.format is not None or args.id_col is not None or args.text_col != "text"):
         raise ValueError("--format, --text-col and --id-col apply to --input FILE")
-    model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
+    model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest, **_providers(args))
     if args.input is not None:
         return _classify_rows(model, args)
     if args.texts == ["-"]:
@@ -94,11 +94,15 @@ def _answer_chunk(model: Any, chunk: list[Any], args: argparse.Namespace, out: A
     return len(chunk) - len(good)
 
 
+def _providers(args: argparse.Namespace) -> dict[str, Any]:
+    return {"providers": args.providers} if args.providers else {}
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from ..batch import batch
     from ..router import Cascade
 
-    model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
+    model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest, **_providers(args))
     report = batch(args.input, args.out, text_col=args.text_col, id_col=args.id_col, model=model,
                    threshold=args.threshold, chunk_size=args.chunk_size, memory_limit=args.memory_limit,
                    overwrite=args.overwrite)

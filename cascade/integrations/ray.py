@@ -26,6 +26,9 @@ import numpy as np
 from .._optional import require
 
 
+ADDED = ("label", "score", "stage", "error")
+
+
 class BundleClassifier:
     """A Ray Data actor: loads the bundle once, then classifies batches (dicts of numpy columns)."""
 
@@ -79,7 +82,17 @@ def classify_dataset(ds: Any, bundle: str | Path | None = None, *, text_col: str
     ``ship``: send the bundle's files through the object store (no shared file system needed)."""
     ray = require("ray", "ray")
     from ..bundle import MANIFEST, read_bundle
+    from ..router import check_threshold
 
+    if threshold is not None:
+        threshold = check_threshold(threshold)  # here, not late inside every actor
+    names = ds.schema().names if ds.schema() is not None else []
+    if text_col not in names:
+        raise ValueError(f"column {text_col!r} not found (columns: {names[:20]}); pass the right text_col")
+    clash = [n for n in names if n.lower() in ADDED]
+    if clash:
+        raise ValueError(f"the dataset has column(s) {clash}, which classify_dataset adds ({', '.join(ADDED)}); "
+                         "rename them first (ds.rename_columns)")
     source = read_bundle(bundle if bundle is not None else _default())
     if source.manifest.get("task") == "multi-label":
         raise ValueError("classify_dataset answers single-label bundles; this one is a tagger")

@@ -42,21 +42,23 @@ def create_app(settings: ServeSettings, model: Cascade | None = None) -> Any:
     """The ASGI app for ``settings`` (``model``: an already loaded cascade, else the settings' bundle is
     loaded and verified at startup)."""
     fastapi = require("fastapi", "serve")
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
-    from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+    from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, StringConstraints
 
     state = _State()
     metrics = ServiceMetrics()
 
-    Text = Annotated[str, StringConstraints(max_length=settings.max_chars)]
+    Text = Annotated[StrictStr, StringConstraints(max_length=settings.max_chars)]
 
     class ClassifyRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         texts: list[Text] = Field(max_length=settings.max_texts,
                                   description=f"texts to classify, at most {settings.max_texts}, each at most "
                                               f"{settings.max_chars} characters")
-        top_k: int | None = Field(1, ge=1, description="labels listed per text (null: every label)")
-        threshold: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False,
+        # strict: true, "2" or "0.5" are not numbers here, as they are not for classify()
+        top_k: StrictInt | None = Field(1, ge=1, description="labels listed per text (null: every label)")
+        threshold: StrictFloat | StrictInt | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False,
                                         description="routing cut-off on the cheap stage's confidence (null: the "
                                                     "bundle's); not a score filter")
 
@@ -90,6 +92,14 @@ def create_app(settings: ServeSettings, model: Cascade | None = None) -> Any:
                                       "is sure of, an INT8 transformer the rest.")
 
     app.add_middleware(_Guard, settings=settings, metrics=metrics)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Any, exc: Any) -> Any:
+        # FastAPI's own answer echoes the input, which JSON cannot always hold (NaN, lone surrogates)
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        return Response(json.dumps({"detail": detail}, ensure_ascii=True, default=str), status_code=422,
+                        media_type="application/json")
 
     @app.get("/healthz", summary="the process is alive")
     async def healthz() -> dict[str, str]:
@@ -202,8 +212,8 @@ class _Guard:
             await _answer(send, 401, {"detail": "missing or wrong API key: send 'Authorization: Bearer <key>'"},
                           ((b"www-authenticate", b"Bearer"),))
             return
-        if scope.get("method") == "POST" and not headers.get(b"content-type", b"").lower().startswith(
-                b"application/json"):
+        media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope.get("method") == "POST" and media != b"application/json":
             await _answer(send, 415, {"detail": "send the body as JSON with 'Content-Type: application/json'"})
             return
         limit = self.settings.max_body_bytes

@@ -23,6 +23,23 @@ from .head import LinearHead
 from .tokenization import TextEncoder
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+
+
+def check_providers(providers: Sequence[str]) -> list[str]:
+    """``providers`` as a list, each one this onnxruntime build has: an unavailable one (CUDA without a
+    GPU build, OpenVINO without its package) is an error listing the available ones, instead of
+    onnxruntime's silent fall back to the CPU."""
+    import onnxruntime as ort
+
+    if isinstance(providers, str):
+        providers = [providers]
+    available = ort.get_available_providers()
+    missing = [p for p in providers if not isinstance(p, str) or p not in available]
+    if not providers or missing:
+        raise ValueError(f"execution provider(s) {missing or providers!r} not available in this onnxruntime "
+                         f"build; available: {available} (CUDA needs onnxruntime-gpu, OpenVINO "
+                         "onnxruntime-openvino)")
+    return list(providers)
 MAX_BATCH_SIZE = 4096
 # A graph that quantizes activations with per-batch scales gives a text a score that depends on its
 # batch-mates; such models are run one text at a time (bundles built now carry fixed scales).
@@ -98,6 +115,7 @@ class NeuralStage:
         import onnxruntime as ort
 
         batch_size = check_batch_size(batch_size)
+        providers = check_providers(providers)
         self.encoder = TextEncoder(tokenizer, max_length, limits, windows)
         self.multi_label = multi_label
         self.limits = limits
