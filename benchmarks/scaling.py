@@ -112,7 +112,7 @@ def main() -> None:
     log_log_plot(BATCHES, by_batch, "texts per call (BANKING77 test texts)", "cost against batch size",
                  args.out / "scaling_batch.png")
 
-    model = cascade.load(bundle.path, threads=args.threads)
+    model = cascade.load(bundle.path, threads=args.threads, cache_size=0)
     conf = confidence(model.cheap.predict_proba(test), model.measure)
     xs, ys = [], []
     for q in np.linspace(0, 1, 11):

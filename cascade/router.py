@@ -20,8 +20,10 @@ from .bundle.manifest import MEASURES
 from .cache import DEFAULT_ENTRIES, ResultCache
 from .errors import BundleError, CascadeError
 from .inputs import as_text_list, check_top_k, is_stream, refuse_ambiguous, text_chunks
-from .limits import DEFAULT_LIMITS, Limits, chunks
-from .progress import MIN_TEXTS, progress_bar
+from .limits import DEFAULT_LIMITS, Limits
+from .progress import MIN_TEXTS, progress_bar, stderr_is_terminal
+
+BAR_CHUNK = 4096  # texts between two updates of a progress bar
 from .multilabel import DEFAULT_SEP, SET_MEASURES, Decisions, assign, set_confidence
 from .stages.cheap import CheapStage
 from .stages.head import FILE as HEAD_FILE
@@ -308,16 +310,17 @@ class Cascade:
         t = self.threshold if threshold is None else check_threshold(threshold)
         if not items:
             return []
-        spans = chunks(items, self.cheap.limits)
         cached = threshold is None
-        if not progress or len(items) < MIN_TEXTS:  # no bar to build: one text must stay microseconds
-            predictions = [p for start, end in spans for p in self._predict(items[start:end], t, top_k, cached)]
+        if not (progress and len(items) >= MIN_TEXTS and stderr_is_terminal()):
+            # one pass: the cheap stage chunks its own work, the neural stage length-sorts every text that
+            # falls through at once (splitting the list here cost 29% of the throughput)
+            predictions = self._predict(items, t, top_k, cached)
             return predictions[0] if single else predictions
         predictions = []
         with progress_bar(total=len(items), desc="classify", unit="text", progress=True) as bar:
-            for start, end in spans:
-                predictions += self._predict(items[start:end], t, top_k, cached)
-                bar.update(end - start)
+            for start in range(0, len(items), BAR_CHUNK):
+                predictions += self._predict(items[start:start + BAR_CHUNK], t, top_k, cached)
+                bar.update(min(BAR_CHUNK, len(items) - start))
         return predictions
 
     def classify_iter(self, texts: Iterable[str], *, threshold: float | None = None,

@@ -134,6 +134,9 @@ def test_a_progress_bar_only_for_many_texts_and_only_on_a_terminal(tiny_model, t
 
     monkeypatch.setattr(router, "progress_bar", spy)
     many = (tiny_val.texts * (router.MIN_TEXTS // len(tiny_val) + 1))[: router.MIN_TEXTS]
+    assert tiny_model.classify(many, threshold=0.0)[:100] == tiny_model.classify(many[:100], threshold=0.0)
+    assert opened == []  # stderr is not a terminal here: no bar, and the list is not split for one
+    monkeypatch.setattr(router, "stderr_is_terminal", lambda: True)
     small = tiny_model.classify(many[:100])
     assert opened == []
     assert tiny_model.classify(many, threshold=0.0)[:100] == tiny_model.classify(many[:100], threshold=0.0)
