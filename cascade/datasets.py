@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import BinaryIO, Iterator, Literal
+from typing import Any, BinaryIO, Iterator, Literal
 
 from .limits import DEFAULT_LIMITS
 
@@ -136,18 +136,9 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 def _read_jsonl(path: Path, text_col: str, label_col: str, max_field_chars: int) -> TextDataset:
     """JSON lines: one object a line holding ``text_col`` and ``label_col`` strings; blank lines skipped."""
     texts, labels = [], []
+    example = f'{{"{text_col}": "...", "{label_col}": "..."}}'
     with path.open("rb") as fh:
-        for lineno, line in enumerate(utf8_lines(fh, path, max_field_chars, JSON_BYTES_PER_CHAR), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object") \
-                    from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: a JSON {type(row).__name__}, not an object; write one object "
-                                 f"a line, e.g. {{\"{text_col}\": \"...\", \"{label_col}\": \"...\"}}")
+        for lineno, row in json_objects(fh, path, max_field_chars, example):
             for col in (text_col, label_col):
                 if col not in row:
                     raise ValueError(f"{path}:{lineno}: field {col!r} not found (fields: {sorted(row)[:10]}); pass "
@@ -166,6 +157,23 @@ def _read_jsonl(path: Path, text_col: str, label_col: str, max_field_chars: int)
     if not texts:
         raise ValueError(f"{path}: no rows")
     return TextDataset(texts, labels)
+
+
+def json_objects(fh: BinaryIO, path: Path, max_field_chars: int, example: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line, object) of a JSON-lines file, blank lines skipped; a line that is not one JSON object is an
+    error naming it (``example``: what a line should look like)."""
+    for lineno, line in enumerate(utf8_lines(fh, path, max_field_chars, JSON_BYTES_PER_CHAR), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object, "
+                             f"e.g. {example}") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}:{lineno}: a JSON {type(obj).__name__}, not an object; write one object a line, "
+                             f"e.g. {example}")
+        yield lineno, obj
 
 
 def utf8_lines(fh: BinaryIO, path: Path, max_field_chars: int, bytes_per_char: int = 4) -> Iterator[str]:

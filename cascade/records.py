@@ -11,13 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Literal
 
-from .datasets import (
-    JSON_BYTES_PER_CHAR,
-    JSONL_SUFFIXES,
-    TSV_SUFFIXES,
-    csv_rows,
-    utf8_lines,
-)
+from .datasets import JSONL_SUFFIXES, TSV_SUFFIXES, csv_rows, json_objects
 from .limits import DEFAULT_LIMITS
 
 Format = Literal["csv", "tsv", "jsonl"]
@@ -76,17 +70,7 @@ def read_rows(fh: BinaryIO, name: str, fmt: Format, text_col: str = "text", id_c
     where = Path(name)
     if fmt == "jsonl":
         index = 0
-        for lineno, line in enumerate(utf8_lines(fh, where, max_field_chars, JSON_BYTES_PER_CHAR), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{name}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object, "
-                                 f"e.g. {{\"{text_col}\": \"...\"}}") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{name}:{lineno}: a JSON {type(obj).__name__}, not an object; write one object a "
-                                 f"line, e.g. {{\"{text_col}\": \"...\"}}")
+        for lineno, obj in json_objects(fh, where, max_field_chars, f'{{"{text_col}": "..."}}'):
             for col, flag in ((text_col, "--text-col"), (id_col, "--id-col")):
                 if col is not None and col not in obj:
                     raise ValueError(f"{name}:{lineno}: field {col!r} not found (fields: {sorted(obj)[:10]}); pass "
