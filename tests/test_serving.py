@@ -299,3 +299,16 @@ def test_readme_documents_every_setting_with_its_flag_and_variable():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     for f in fields(ServeSettings):
         assert f"`--{f.name.replace('_', '-')}`" in readme and f"`{ServeSettings.env_name(f.name)}`" in readme, f.name
+
+
+def test_repeated_texts_are_answered_from_the_cache_with_the_same_answers(shipped, reference):
+    texts = load_banking77("test").texts[700:740]
+    first = shipped.classify({"texts": texts})[1]
+    again = shipped.classify({"texts": texts})[1]
+    assert first == again and first["predictions"] == [p.to_dict() for p in reference.classify(texts)]
+    body = shipped.request("GET", "/metrics")[2].decode()
+    hits = next(s.value for f in prometheus_parser.text_string_to_metric_families(body)
+                if f.name == "cascade_cache_hits" for s in f.samples)
+    assert hits >= 40
+    own = shipped.classify({"texts": texts, "threshold": 1.0})[1]  # its own threshold: computed, not cached
+    assert own["fall_through"] == 40

@@ -42,6 +42,15 @@ class ServiceMetrics:
         self.drift = prom.Gauge("cascade_fall_through_drift", "1 while the window's rate differs from the promised "
                                 "one at the configured level", registry=r)
 
+        self.cache_hits = prom.Gauge("cascade_cache_hits", "texts answered from the answer cache", registry=r)
+        self.cache_misses = prom.Gauge("cascade_cache_misses", "texts the answer cache did not hold", registry=r)
+        self.cache_entries = prom.Gauge("cascade_cache_entries", "answers the cache holds now", registry=r)
+
+    def update_cache(self, cache: Any) -> None:
+        self.cache_hits.set(cache.hits)
+        self.cache_misses.set(cache.misses)
+        self.cache_entries.set(len(cache))
+
     def render(self) -> tuple[bytes, str]:
         return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST
 
