@@ -62,8 +62,9 @@ def _default() -> Cascade:
 
 
 @overload
-def classify(texts: str, *, threshold: float | None = ..., top_k: int | None = ...,
-             progress: bool = ...) -> Prediction: ...
+def classify(  # type: ignore[overload-overlap]  # a str is one text, though it is also an iterable of str
+        texts: str, *, threshold: float | None = ..., top_k: int | None = ...,
+        progress: bool = ...) -> Prediction: ...
 @overload
 def classify(texts: Iterable[str], *, threshold: float | None = ..., top_k: int | None = ...,
              progress: bool = ...) -> list[Prediction]: ...

@@ -285,8 +285,9 @@ class Cascade:
         return probs
 
     @overload
-    def classify(self, texts: str, *, threshold: float | None = ..., top_k: int | None = ...,
-                 progress: bool = ...) -> Prediction: ...
+    def classify(  # type: ignore[overload-overlap]  # a str is one text, though it is also an iterable of str
+            self, texts: str, *, threshold: float | None = ..., top_k: int | None = ...,
+            progress: bool = ...) -> Prediction: ...
     @overload
     def classify(self, texts: Iterable[str], *, threshold: float | None = ...,
                  top_k: int | None = ..., progress: bool = ...) -> list[Prediction]: ...

@@ -224,7 +224,8 @@ def tune(train: TextDataset, selection: TextDataset, *, trials: int, base: str |
                            show_progress_bar=progress and stderr_is_terminal())
     finished = the_study.get_trials(deepcopy=False, states=states)
     best = the_study.best_trial
-    config = CheapConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in best.user_attrs["config"].items()})
+    settings: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in best.user_attrs["config"].items()}
+    config = CheapConfig(**settings)
     return TuneResult(study=name, trials=len(finished),
                       pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in finished),
                       target_accuracy=objective.target, base_fall_through=objective.base_fall,

@@ -52,7 +52,10 @@ class BundleClassifier:
         texts = batch[self.text_col]
         ok = np.array([isinstance(t, str) and bool(t.strip()) for t in texts], dtype=bool)
         answers = iter(self.model.classify([str(t) for t in texts[ok]], threshold=self.threshold, progress=False))
-        label, score, stage, error = [], [], [], []
+        label: list[str | None] = []
+        score: list[float] = []
+        stage: list[str | None] = []
+        error: list[str | None] = []
         for good, text in zip(ok, texts):
             if good:
                 p = next(answers)

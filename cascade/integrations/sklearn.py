@@ -39,6 +39,8 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
     Fitted attributes: ``classes_``, ``model_`` (the :class:`cascade.Cascade`), ``bundle_path_``.
     """
 
+    _owned: weakref.finalize | None = None  # removes the bundle folder this estimator made (out=None)
+
     def __init__(self, *, C: float = 20.0, head_C: float = 10.0, threshold: float | None = None,
                  selection_share: float = 0.1, out: str | Path | None = None,
                  encoder_from: str | Path | None = None, threads: int | None = None) -> None:
