@@ -43,3 +43,17 @@ def test_a_quick_run_never_writes_over_the_committed_results(tmp_path):
 def test_no_stale_figure_at_the_repository_root():
     """Issue 12: docs_curve.png at the root was stale and used nowhere."""
     assert not list(REPO.glob("*.png"))
+
+
+def test_the_gpu_benchmark_says_it_skipped_where_there_is_no_gpu():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    if {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers()):
+        return  # a GPU build: the script measures instead (minutes), not a unit test's job
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu.py"
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith("skipped: none of") and "onnxruntime-gpu" in run.stdout
