@@ -29,15 +29,15 @@ MIN_TEXTS = 5_000  # fewer texts than this finish too soon for a bar to help
 CHUNK = 1024
 
 
-def map_with_progress(fn: Callable[[list[str]], np.ndarray], texts: list[str], *, desc: str,
-                      progress: bool) -> np.ndarray:
-    """``fn(texts)`` computed ``CHUNK`` texts at a time behind a bar when there are at least ``MIN_TEXTS``
+def map_with_progress(fn: Callable[[list[str]], np.ndarray], texts: list[str], *, desc: str, progress: bool,
+                      min_texts: int = MIN_TEXTS, chunk: int = CHUNK) -> np.ndarray:
+    """``fn(texts)`` computed ``chunk`` texts at a time behind a bar when there are at least ``min_texts``
     (the same rows as one call: ``fn``'s row for a text must depend on that text only)."""
-    if not progress or len(texts) < MIN_TEXTS:
+    if not progress or not texts or len(texts) < min_texts:
         return fn(texts)
     parts = []
     with progress_bar(total=len(texts), desc=desc, unit="text", progress=progress) as bar:
-        for start in range(0, len(texts), CHUNK):
-            parts.append(fn(texts[start : start + CHUNK]))
+        for start in range(0, len(texts), chunk):
+            parts.append(fn(texts[start : start + chunk]))
             bar.update(len(parts[-1]))
     return np.concatenate(parts)

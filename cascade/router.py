@@ -37,6 +37,17 @@ Stage = Literal["cheap", "neural"]
 
 
 @dataclass(frozen=True)
+class CachedRows:
+    """:meth:`Cascade.cached_rows`: the cache's answers for some texts, and the rows it lacked (``fresh``)."""
+
+    keys: list[str]
+    state: tuple[Any, ...]
+    probs: np.ndarray  # final probabilities of the rows the cache held; other rows unset
+    to_neural: np.ndarray
+    fresh: np.ndarray  # rows the cache did not hold
+
+
+@dataclass(frozen=True)
 class Prediction:
     """One answer: the label, its probability, which stage gave it, and the top-k (label, probability).
 
@@ -350,27 +361,33 @@ class Cascade:
                 self.cheap_weight, self._always_neural_idx.tobytes(), self.cheap.temperature, self.neural.temperature,
                 self.abstain_below, decisions)
 
-    def route_cached(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`route` at the model's own threshold, answering repeated texts from :attr:`cache` (and each
-        distinct text of the call once): the same numbers, since an answer depends on its text alone."""
+    def cached_rows(self, texts: list[str]) -> CachedRows:
+        """What :attr:`cache` holds for ``texts`` (at the model's own threshold): their keys, the settings the
+        answers belong to, the final probabilities and routing of the rows it held, and which rows it did not."""
         keys = [normalize(t, self.cheap.limits) for t in texts]
         state = self.cache_state()
         found = self.cache.get_many(keys, state)
         probs = np.empty((len(texts), len(self.labels)))
         to_neural = np.zeros(len(texts), dtype=bool)
-        todo: dict[str, list[int]] = {}
         for i, entry in enumerate(found):
-            if entry is None:
-                todo.setdefault(keys[i], []).append(i)
-            else:
+            if entry is not None:
                 probs[i], to_neural[i] = entry
+        return CachedRows(keys, state, probs, to_neural, np.array([entry is None for entry in found], dtype=bool))
+
+    def route_cached(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`route` at the model's own threshold, answering repeated texts from :attr:`cache` (and each
+        distinct text of the call once): the same numbers, since an answer depends on its text alone."""
+        rows = self.cached_rows(texts)
+        todo: dict[str, list[int]] = {}
+        for i in rows.fresh.nonzero()[0]:
+            todo.setdefault(rows.keys[i], []).append(int(i))
         if todo:
-            first = [rows[0] for rows in todo.values()]
+            first = [same[0] for same in todo.values()]
             fresh, fell = self.route([texts[i] for i in first], None)
-            for (rows, p, n) in zip(todo.values(), fresh, fell):
-                probs[rows], to_neural[rows] = p, n
-            self.cache.put_many(list(todo), fresh, fell, state)
-        return probs, to_neural
+            for same, p, n in zip(todo.values(), fresh, fell):
+                rows.probs[same], rows.to_neural[same] = p, n
+            self.cache.put_many(list(todo), fresh, fell, rows.state)
+        return rows.probs, rows.to_neural
 
     def predictions(self, probs: np.ndarray, to_neural: np.ndarray, top_k: int = 1) -> list[Prediction]:
         """One :class:`Prediction` per row of final probabilities (``to_neural``: which stage answered it)."""

@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 from .._optional import require
 from ..router import Cascade, check_threshold
-from ..text import normalize
 from .batcher import NeuralBatcher, Overloaded
 from .drift import FallThroughMonitor, promised_rate
 from .metrics import ServiceMetrics
@@ -152,7 +151,8 @@ def create_app(settings: ServeSettings, model: Cascade | None = None) -> Any:
             return Response('{"predictions": [], "fall_through": 0}', media_type="application/json")
         threshold = check_threshold(request.threshold) if request.threshold is not None else None
         loop = asyncio.get_running_loop()
-        probs, to_neural, fresh = await loop.run_in_executor(state.cheap_executor, _cheap_part, m, texts, threshold)
+        probs, to_neural, fresh, cached = await loop.run_in_executor(state.cheap_executor, _cheap_part, m, texts,
+                                                                     threshold)
         ask = to_neural & fresh  # repeated texts were answered from the cache, neural part included
         fallen = [texts[i] for i in ask.nonzero()[0]]
         neural = None
@@ -166,10 +166,9 @@ def create_app(settings: ServeSettings, model: Cascade | None = None) -> Any:
                 return JSONResponse({"detail": f"overloaded: {exc}; retry shortly"}, status_code=503,
                                     headers={"Retry-After": "1"})
         probs = m.merge_neural(probs, ask, neural)
-        if threshold is None and fresh.any():
+        if cached is not None and fresh.any():
             rows = fresh.nonzero()[0]
-            m.cache.put_many([normalize(texts[i], m.cheap.limits) for i in rows], probs[rows], to_neural[rows],
-                             m.cache_state())
+            m.cache.put_many([cached.keys[i] for i in rows], probs[rows], to_neural[rows], cached.state)
         top_k = len(m.labels) if request.top_k is None else request.top_k
         predictions = [p.to_dict() for p in m.predictions(probs, to_neural, top_k)]
         n_fallen = int(to_neural.sum())
@@ -266,26 +265,20 @@ async def _answer(send: Any, status: int, body: dict[str, Any], headers: tuple[t
     await send({"type": "http.response.body", "body": raw})
 
 
-def _cheap_part(m: Cascade, texts: list[str], threshold: float | None) -> tuple[Any, Any, Any]:
+def _cheap_part(m: Cascade, texts: list[str], threshold: float | None) -> tuple[Any, Any, Any, Any]:
     """The cheap stage's probabilities and routing for the texts the answer cache does not hold (at the
     bundle's own threshold; a request with its own threshold bypasses the cache), and the cached answers of
-    the rest: (probabilities, answered by the neural stage, computed now)."""
+    the rest: (probabilities, answered by the neural stage, computed now, the cache's view or None)."""
     import numpy as np
 
     if threshold is not None or m.cache.max_entries == 0:
         probs, to_neural = m.route_cheap(texts, threshold)
-        return probs, to_neural, np.ones(len(texts), dtype=bool)
-    found = m.cache.get_many([normalize(t, m.cheap.limits) for t in texts], m.cache_state())
-    fresh = np.array([entry is None for entry in found], dtype=bool)
-    probs = np.empty((len(texts), len(m.labels)))
-    to_neural = np.zeros(len(texts), dtype=bool)
-    for i, entry in enumerate(found):
-        if entry is not None:
-            probs[i], to_neural[i] = entry
-    if fresh.any():
-        rows = fresh.nonzero()[0]
-        probs[rows], to_neural[rows] = m.route_cheap([texts[i] for i in rows], None)
-    return probs, to_neural, fresh
+        return probs, to_neural, np.ones(len(texts), dtype=bool), None
+    rows = m.cached_rows(texts)
+    if rows.fresh.any():
+        fresh = rows.fresh.nonzero()[0]
+        rows.probs[fresh], rows.to_neural[fresh] = m.route_cheap([texts[i] for i in fresh], None)
+    return rows.probs, rows.to_neural, rows.fresh, rows
 
 
 def _model(state: _State) -> Cascade:

@@ -25,7 +25,7 @@ from ..errors import CascadeError
 from ..evaluation import label_indices
 from ..stages.head import FILE as HEAD_FILE
 from ..multilabel import label_matrix, split_labels
-from ..progress import progress_bar
+from ..progress import map_with_progress
 from ..splits import CERTIFICATION_SHARE, SELECTION_SHARE, build_splits
 from ..stages.neural import NeuralStage
 from ..stages.tokenization import check_windows
@@ -168,12 +168,7 @@ def check_labels(train: TextDataset, selection: TextDataset, min_texts: int) -> 
 def embed_with_progress(stage: NeuralStage, texts: list[str], desc: str, progress: bool) -> np.ndarray:
     """Sentence embeddings of ``texts``, chunk by chunk behind a progress bar (the same numbers as one
     call: an embedding depends on its text only)."""
-    out = np.empty((len(texts), stage.embedding_dim or 0), dtype=np.float32)
-    with progress_bar(total=len(texts), desc=desc, unit="text", progress=progress) as bar:
-        for start in range(0, len(texts), EMBED_CHUNK):
-            out[start : start + EMBED_CHUNK] = stage.embed(texts[start : start + EMBED_CHUNK])
-            bar.update(min(EMBED_CHUNK, len(texts) - start))
-    return out
+    return map_with_progress(stage.embed, texts, desc=desc, progress=progress, min_texts=0, chunk=EMBED_CHUNK)
 
 
 @dataclass(frozen=True)
