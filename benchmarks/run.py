@@ -2,6 +2,10 @@
 
     python benchmarks/run.py --checkpoint runs/minilm-banking77 --fp32 runs/work/onnx/model-fp32-optimized.onnx
     python benchmarks/run.py --quick          # a smoke run (CI): few texts, one round, no plots
+    python benchmarks/run.py --cascade pruned-3=runs/pruned-3-bundle   # another bundle's cascade beside
+
+``cascade@selection-best`` is the shipped bundle at the most accurate threshold on its selection texts (the
+one its build rule compared with; recorded in its manifest): a point on the frontier, not what ships.
 
 Every system runs in this process with the same thread count; batch throughput and one-text latency are
 measured in interleaved rounds (warm-up excluded) and reported as medians with [min-max]. Cold start
@@ -34,7 +38,8 @@ from cascade.bundle import default_bundle_path  # noqa: E402
 from cascade.evaluation import macro_f1  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-SYSTEMS = ["pytorch", "onnx_fp32", "onnx_int8", "sklearn", "cheap", "fasttext", "cascade", "cascade@0.4", "cascade@0.9"]
+SYSTEMS = ["pytorch", "onnx_fp32", "onnx_int8", "sklearn", "cheap", "fasttext", "cascade", "cascade@0.4", "cascade@0.9",
+           "cascade@selection-best"]
 
 
 def machine() -> str:
@@ -71,6 +76,8 @@ def cold_start(name: str, args: argparse.Namespace) -> dict[str, float]:
     for flag in ("checkpoint", "fp32"):
         if getattr(args, flag):
             cmd += [f"--{flag}", str(getattr(args, flag))]
+    for spec in args.cascade:
+        cmd += ["--cascade", spec]
     spawned = time.time()
     out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
     return {"cold_start_s": out["first_answer"] - spawned, "peak_rss_mb": out["peak_rss_mb"]}
@@ -81,6 +88,8 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=default_bundle_path())
     parser.add_argument("--checkpoint", type=Path, default=None, help="fine-tuned torch checkpoint (HF pipeline)")
     parser.add_argument("--fp32", type=Path, default=None, help="fp32 ONNX export of the same model")
+    parser.add_argument("--cascade", action="append", default=[], metavar="NAME=BUNDLE",
+                        help="another bundle's cascade, at its own threshold, as system cascade[NAME] (repeatable)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--n", type=int, default=None, help="test texts for throughput (default: all)")
@@ -103,7 +112,7 @@ def main() -> None:
     texts, gold = test.texts[: args.n], test.labels[: args.n]
     systems: dict[str, System] = {}
     skipped: dict[str, str] = {}
-    for name in SYSTEMS:
+    for name in SYSTEMS + [f"cascade[{spec.split('=', 1)[0]}]" for spec in args.cascade]:
         try:
             systems[name] = load_system(name, args)
         except Unavailable as exc:

@@ -189,6 +189,16 @@ def load_system(name: str, args: Any) -> System:
         return System(name, "the best-known fast linear text classifier", predict,
                       lambda t: model.predict(clean(t), k=1)[0][0].removeprefix("__label__"),
                       model_path.stat().st_size, "1")
+    if name.startswith("cascade["):  # another bundle, at its own threshold (run.py --cascade NAME=BUNDLE)
+        paths = dict(spec.split("=", 1) for spec in args.cascade)
+        bundle = cascade.read_bundle(paths[name[len("cascade["):-1]])
+        name, why = "cascade", f"the cascade of {bundle.path.name} at its own threshold"
+    elif name == "cascade@selection-best":
+        best = float(bundle.manifest["metrics"]["selection"]["rule"]["best_threshold"])
+        name, why = f"cascade@{best}", (f"the most accurate threshold on the selection texts ({best:.3f}; not "
+                                        "shipped: a frontier point)")
+    else:
+        why = "the product" + (" at its shipped threshold" if name == "cascade" else "")
     if name.startswith("cascade"):
         model = cascade.load(bundle.path, threads=args.threads, batch_size=64, cache_size=0)  # its work, not lookups
         threshold = model.threshold if name == "cascade" else float(name.split("@", 1)[1])
@@ -196,7 +206,6 @@ def load_system(name: str, args: Any) -> System:
         def predict(texts: list[str]) -> list[str]:
             return [p.label for p in model.classify(texts, threshold=threshold)]
 
-        return System(name, "the product" + (" at its shipped threshold" if name == "cascade" else ""), predict,
-                      lambda t: model.classify(t, threshold=threshold).label,
+        return System(name, why, predict, lambda t: model.classify(t, threshold=threshold).label,
                       sum(e["bytes"] for e in bundle.manifest["files"].values()), f"onnxruntime {args.threads}")
     raise ValueError(f"unknown system {name!r}")

