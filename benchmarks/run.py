@@ -83,12 +83,22 @@ def cold_start(name: str, args: argparse.Namespace) -> dict[str, float]:
     return {"cold_start_s": out["first_answer"] - spawned, "peak_rss_mb": out["peak_rss_mb"]}
 
 
+def cascade_spec(spec: str) -> str:
+    """``--cascade NAME=BUNDLE``: checked here, so a typo fails before anything is measured."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path or any(c in name for c in "[]=@"):
+        raise argparse.ArgumentTypeError(f"{spec!r}: expected NAME=BUNDLE, e.g. pruned-4=runs/pruned-4-bundle")
+    if not (Path(path) / "manifest.json").is_file():
+        raise argparse.ArgumentTypeError(f"{spec!r}: {path} is not a cascade bundle (no manifest.json)")
+    return spec
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=default_bundle_path())
     parser.add_argument("--checkpoint", type=Path, default=None, help="fine-tuned torch checkpoint (HF pipeline)")
     parser.add_argument("--fp32", type=Path, default=None, help="fp32 ONNX export of the same model")
-    parser.add_argument("--cascade", action="append", default=[], metavar="NAME=BUNDLE",
+    parser.add_argument("--cascade", action="append", default=[], metavar="NAME=BUNDLE", type=cascade_spec,
                         help="another bundle's cascade, at its own threshold, as system cascade[NAME] (repeatable)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=3)
@@ -100,6 +110,9 @@ def main() -> None:
                              "temporary folder)")
     parser.add_argument("--cold", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    names = [spec.split("=", 1)[0] for spec in args.cascade]
+    if len(set(names)) < len(names):
+        parser.error(f"--cascade: each NAME once (got {', '.join(names)})")
     args.out = results_folder(args.out, args.quick)
     test = cascade.load_banking77("test")
     if args.quick:

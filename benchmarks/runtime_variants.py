@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import cascade  # noqa: E402
+from cascade.bundle.store import shipped_bundle_path  # noqa: E402
 from cascade.stages.tokenization import TextEncoder  # noqa: E402
 
 CALIBRATION_TEXTS = 300
@@ -83,7 +84,7 @@ def main() -> None:
     fp32 = args.encoders / "encoder-fp32.onnx"
     if not fp32.is_file():
         sys.exit(f"{fp32} missing: run python -m cascade.training.encoder --out {args.encoders} first")
-    feeds = calibration_feeds(cascade.load().bundle.file("tokenizer.json"))
+    feeds = calibration_feeds(shipped_bundle_path() / "tokenizer.json")
     qdq(fp32, args.encoders / "encoder-int8-qdq.onnx", feeds)
     print(f"wrote {args.encoders / 'encoder-int8-qdq.onnx'}")
     try:

@@ -194,7 +194,11 @@ def load_system(name: str, args: Any) -> System:
         bundle = cascade.read_bundle(paths[name[len("cascade["):-1]])
         name, why = "cascade", f"the cascade of {bundle.path.name} at its own threshold"
     elif name == "cascade@selection-best":
-        best = float(bundle.manifest["metrics"]["selection"]["rule"]["best_threshold"])
+        rule = bundle.manifest.get("metrics", {}).get("selection", {}).get("rule", {})
+        if "best_threshold" not in rule:
+            raise Unavailable(f"{bundle.path}'s manifest records no most accurate selection threshold "
+                              "(metrics.selection.rule.best_threshold): a bundle from `cascade train` does")
+        best = float(rule["best_threshold"])
         name, why = f"cascade@{best}", (f"the most accurate threshold on the selection texts ({best:.3f}; not "
                                         "shipped: a frontier point)")
     else:

@@ -22,6 +22,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -95,13 +96,16 @@ def spacy_rows(rounds: int) -> list[dict]:
     return out
 
 
-def pruned_rows(folders: list[Path], model: cascade.Cascade, y: np.ndarray, measure, timed_traffic) -> list[dict]:
+def pruned_rows(folders: list[Path], model: cascade.Cascade, y: np.ndarray,
+                measure: Callable[[str, NeuralStage, float, bool, str], dict],
+                timed_traffic: Callable[[cascade.Cascade], float]) -> list[dict]:
     """Each pruned, distilled encoder (python -m cascade.training.pruning) with a head fitted on its own
     embeddings of the training texts: alone, and as the cascade's neural stage at the shipped threshold."""
     if not folders:
         return [{"technique": "pruning: keep 4 or 3 of the 6 layers, distil the full encoder's embeddings",
                  "shipped": False, "why": "not measured: pass --pruned with python -m cascade.training.pruning's folders"}]
     from cascade.training.head import fit_head
+    from cascade.training.pruning import DISTILLATION_INFO_FILE
 
     rows: list[dict] = []
     train, test = cascade.load_banking77("train"), cascade.load_banking77("test")
@@ -109,7 +113,7 @@ def pruned_rows(folders: list[Path], model: cascade.Cascade, y: np.ndarray, meas
     tokenizer = model.bundle.file("tokenizer.json")
     for folder in folders:
         build = json.loads((folder / "encoder" / "build.json").read_text())
-        info = json.loads((folder / "model" / "cascade_distillation.json").read_text())
+        info = json.loads((folder / "model" / DISTILLATION_INFO_FILE).read_text())
         path = folder / "encoder" / f"encoder-int8-{build['activation_scales'].removeprefix('static-')}.onnx"
         stage = NeuralStage(path, tokenizer, 128, threads=2, batch_size=64)
         stage.head = fit_head(stage.embed(train.texts), y_train, len(model.labels),
@@ -167,9 +171,13 @@ def main() -> None:
 
     def openvino_row(name: str, path: Path, precision: str, why: str) -> None:
         try:
-            import openvino  # noqa: F401
+            import openvino as ov
         except ImportError:
             rows.append({"technique": name, "shipped": False, "why": "not measured: pip install openvino nncf"})
+            return
+        if precision == "bf16" and "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            rows.append({"technique": name, "shipped": False,
+                         "why": "not measured: this CPU has no bf16 (OpenVINO would run f32 under that name)"})
             return
         if not missing(name, path, "python benchmarks/runtime_variants.py"):
             stage = NeuralStage(args.encoders / "encoder-fp32.onnx", bundle.file("tokenizer.json"), 128, threads=2,

@@ -59,3 +59,18 @@ def test_the_gpu_benchmark_says_it_skipped_where_there_is_no_gpu():
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu.py"
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.startswith("skipped: none of") and "onnxruntime-gpu" in run.stdout
+
+
+def test_cascade_specs_are_checked_before_anything_runs(tmp_path):
+    import argparse
+    import importlib.util
+
+    import pytest
+
+    spec = importlib.util.spec_from_file_location("bench_run", REPO / "benchmarks" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    assert run.cascade_spec(f"again={REPO / 'artifacts'}") == f"again={REPO / 'artifacts'}"
+    for bad in ("artifacts", "=artifacts", "x=", "a[b]=artifacts", f"x={tmp_path}"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            run.cascade_spec(bad)

