@@ -322,6 +322,15 @@ def read_bundle(path: str | Path, verify: bool = True, *, digest: str | None = N
     raise BundleError(f"{path}: the bundle kept changing while it was read; try again")
 
 
+def enclosing_bundle(path: str | Path) -> Path | None:
+    """The bundle ``path`` lies inside, ``path`` itself not counted (symlinks and '..' resolved: where a
+    file written there would really land), or None."""
+    for parent in Path(path).absolute().resolve().parents:
+        if (parent / MANIFEST).is_file() and _listed_files(parent) is not None:
+            return parent
+    return None
+
+
 def check_output_folder(path: str | Path) -> Path:
     """Fail before long work if a bundle cannot be written at ``path``: it exists and is not a cascade
     bundle, it lies inside a bundle, or its folder is not writable. Returns the absolute path."""
@@ -339,10 +348,10 @@ def check_output_folder(path: str | Path) -> Path:
         if problem is not None:
             raise BundleError(f"{path} exists and is not a cascade bundle ({problem}); refusing to replace it: "
                               "choose another output folder, or move that one away yourself")
-    for parent in path.resolve().parents:  # symlinks and '..' resolved: where it would really land
-        if (parent / MANIFEST).is_file() and _listed_files(parent) is not None:
-            raise BundleError(f"{path} is inside the bundle {parent}; a bundle holds only its own files: "
-                              "choose an output folder outside it")
+    parent = enclosing_bundle(path)
+    if parent is not None:
+        raise BundleError(f"{path} is inside the bundle {parent}; a bundle holds only its own files: "
+                          "choose an output folder outside it")
     atomic.check_writable(path, "folder")
     return path
 

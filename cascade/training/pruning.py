@@ -202,21 +202,15 @@ def distilled_already(model_dir: Path, keep: int, config: DistilConfig, base_mod
     return done if same else None
 
 
-def _inside_bundle(path: Path) -> Path | None:
-    """The bundle folder ``path`` is, or lies in, if any."""
-    for folder in (path, *path.parents):
-        if (folder / "manifest.json").is_file():
-            return folder
-    return None
-
-
 def _check_out(out: Path, add_to: Path | None) -> None:
     """Fail before any work if ``out`` cannot be the work folder: a file, inside a bundle, or holding the
     bundle the encoder goes into."""
+    from ..bundle.store import enclosing_bundle, is_bundle
+
     out = out.absolute()
     if out.exists() and not out.is_dir():
         raise CascadeError(f"--out {out} is a file; choose a work folder (it will hold model/ and encoder/)")
-    bundle = _inside_bundle(out.resolve())
+    bundle = out.resolve() if is_bundle(out) else enclosing_bundle(out)
     if bundle is not None:
         raise CascadeError(f"--out {out} is inside the bundle {bundle}; a bundle holds only its own files: choose a "
                            "work folder outside it (e.g. runs/pruned-4)")

@@ -99,6 +99,8 @@ def test_a_real_bundle_is_replaced_and_nothing_else_is_touched(tmp_path, tiny_bu
 def test_output_folder_problems_are_found_before_the_long_work(tmp_path, tiny_bundle, tiny_train, tiny_val, monkeypatch):
     """train-cheap refuses a bad --out before fitting anything."""
     import cascade.training.build as build
+    import cascade.training.train  # noqa: F401  imported before the patch: it binds the real function by name,
+    # and a first import while the patch is in place kept the stub for every later test of `cascade train`
 
     fitted = []
     monkeypatch.setattr(build, "_fit_and_export_cheap", lambda *a, **k: fitted.append(1))
