@@ -115,10 +115,9 @@ def pruned_rows(folders: list[Path], model: cascade.Cascade, y: np.ndarray,
         build = json.loads((folder / "encoder" / "build.json").read_text())
         info = json.loads((folder / "model" / DISTILLATION_INFO_FILE).read_text())
         path = folder / "encoder" / f"encoder-int8-{build['activation_scales'].removeprefix('static-')}.onnx"
-        stage = NeuralStage(path, tokenizer, 128, threads=2, batch_size=64)
-        stage.head = fit_head(stage.embed(train.texts), y_train, len(model.labels),
-                              C=float(model.bundle.manifest["neural"]["head_C"]))
-        stage.n_classes = stage.head.n_classes
+        embeddings = NeuralStage(path, tokenizer, 128, threads=2, batch_size=64).embed(train.texts)
+        head = fit_head(embeddings, y_train, len(model.labels), C=float(model.bundle.manifest["neural"]["head_C"]))
+        stage = NeuralStage(path, tokenizer, 128, threads=2, batch_size=64, head=head)
         kept = len(info["layers"])
         rows.append(measure(f"pruning: {kept} of 6 layers (layers {info['layers']}), distilled, INT8 static scales, own head",
                 stage, path.stat().st_size / 1e6, False,

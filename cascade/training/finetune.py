@@ -188,7 +188,7 @@ def finetune(
                  score, record["seconds"])
         if score > result.best_val_score:
             result.best_epoch, result.best_val_score = epoch, score
-            _save_checkpoint(model, base, output_dir)
+            save_checkpoint(model, base, output_dir)
     result.seconds = time.perf_counter() - started
     log.info("kept epoch %d of %d (validation %s %.4f); %.0f s in all", result.best_epoch, config.epochs, metric,
              result.best_val_score, result.seconds)
@@ -270,7 +270,8 @@ def predict_logits(model: Any, encoder: TextEncoder, texts: list[str], torch: An
     return out
 
 
-def _save_checkpoint(model: Any, base: Path, output_dir: Path) -> None:
+def save_checkpoint(model: Any, base: Path, output_dir: Path) -> None:
+    """``model`` as a Hugging Face folder, with the base model's tokenizer files beside it."""
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(output_dir))
     shutil.copyfile(base / TOKENIZER_FILE, output_dir / TOKENIZER_FILE)

@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,12 +35,12 @@ from ..stages.tokenization import TextEncoder
 log = logging.getLogger(__name__)
 
 DISTILLATION_INFO_FILE = "cascade_distillation.json"
-_MODEL_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
 @dataclass(frozen=True)
 class DistilConfig:
-    """Distillation settings (chosen by the selection texts' embedding distance, never by labels)."""
+    """Distillation settings; the epoch kept is chosen by the selection texts' embedding distance, never by
+    labels."""
 
     epochs: int = 20
     learning_rate: float = 1e-4
@@ -111,7 +110,7 @@ def distil_pruned_encoder(output_dir: str | Path, keep: int, train_texts: list[s
     before any training, included)."""
     torch = require("torch", "train")
     transformers = require("transformers", "train")
-    from .finetune import base_model_dir, length_bucketed_batches
+    from .finetune import base_model_dir, length_bucketed_batches, save_checkpoint
 
     base = Path(base_model) if base_model is not None else base_model_dir()
     output_dir = Path(output_dir)
@@ -135,19 +134,12 @@ def distil_pruned_encoder(output_dir: str | Path, keep: int, train_texts: list[s
         got = _embeddings(student, encoder, val_texts, torch)
         return float((1 - (got * val_target).sum(1)).mean())
 
-    def save() -> None:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        student.save_pretrained(str(output_dir))
-        for name in _MODEL_FILES:
-            if (base / name).is_file():
-                shutil.copyfile(base / name, output_dir / name)
-
     before = val_distance()
     result = DistilResult(output_dir, layers, config, best_val_distance=before, val_distance_before=before,
                           base_model=str(base))
     # an earlier run's record goes first: until this run's is written, the folder's model is nobody's
     (output_dir / DISTILLATION_INFO_FILE).unlink(missing_ok=True)
-    save()  # epoch 0, the pruned encoder as cut: kept if no epoch of distillation beats it
+    save_checkpoint(student, base, output_dir)  # epoch 0, the model as cut: kept if no epoch beats it
     log.info("kept layers %s; validation distance before distillation %.4f", layers, before)
     rows = encoder.token_ids(train_texts)
     total_steps = config.epochs * math.ceil(len(rows) / config.batch_size)
@@ -177,7 +169,7 @@ def distil_pruned_encoder(output_dir: str | Path, keep: int, train_texts: list[s
         log.info("epoch %d: train distance %.4f, validation distance %.4f", epoch, np.mean(losses), distance)
         if distance < result.best_val_distance:
             result.best_epoch, result.best_val_distance = epoch, distance
-            save()
+            save_checkpoint(student, base, output_dir)
     result.seconds = time.perf_counter() - started
     text = json.dumps(result.to_dict(), indent=2) + "\n"
     write_file_atomic(output_dir / DISTILLATION_INFO_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
