@@ -13,7 +13,7 @@ def check_top_k(top_k: Any, n_labels: int) -> int:
     if top_k is None:
         return n_labels
     if isinstance(top_k, bool) or not isinstance(top_k, Integral) or not 1 <= int(top_k) <= n_labels:
-        raise ValueError(f"top_k must be an integer from 1 to {n_labels}, got {top_k!r}")
+        raise ValueError(f"top_k must be an integer from 1 to {n_labels}, got {repr(top_k)[:40]}")
     return int(top_k)
 
 

@@ -74,3 +74,18 @@ def test_cascade_specs_are_checked_before_anything_runs(tmp_path):
     for bad in ("artifacts", "=artifacts", "x=", "a[b]=artifacts", f"x={tmp_path}"):
         with pytest.raises(argparse.ArgumentTypeError):
             run.cascade_spec(bad)
+
+
+def test_serve_benchmark_quick_run_answers_beside_slow_clients_and_closes_them(tmp_path):
+    """The smoke run of benchmarks/serve.py: every part runs; beside the slow connections the normal client's
+    requests are all answered, and the server closes every slow connection."""
+    out = tmp_path / "serve"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "serve.py"), "--quick", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["rows"] and result["big_request"]["big_status"] == 200
+    for row in result["slow_clients"]:
+        assert row["answered"] == row["requests"] and row.get("closed_by_server", 0) == row["connections"], row
+    md = out.with_suffix(".md").read_text()
+    assert "| workload |" in md and "| beside the normal client |" in md and "| one-text requests |" in md

@@ -120,8 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ..serving.settings import ServeSettings
 
     settings = ServeSettings.from_sources({f.name: getattr(args, f.name) for f in fields(ServeSettings)})
-    serve(settings)
-    return 0
+    return 130 if serve(settings) else 0  # 130: stopped by Ctrl-C, as a shell reports it
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -18,8 +18,8 @@ class ServiceMetrics:
         self._prom = prom
         self.registry = prom.CollectorRegistry()
         r = self.registry
-        self.requests = prom.Counter("cascade_requests", "HTTP requests by route and status code",
-                                     ["route", "status"], registry=r)
+        self.requests = prom.Counter("cascade_requests", "HTTP requests by route and status code (499: the client "
+                                     "went away before its answer)", ["route", "status"], registry=r)
         self.latency = prom.Histogram("cascade_request_seconds", "request latency, by route", ["route"],
                                       buckets=LATENCY_BUCKETS, registry=r)
         self.texts = prom.Counter("cascade_texts", "texts answered, by the stage that answered", ["stage"],
@@ -30,8 +30,19 @@ class ServiceMetrics:
                                             buckets=LATENCY_BUCKETS, registry=r)
         self.queue_depth = prom.Gauge("cascade_neural_queue_texts", "fall-through texts waiting or running",
                                       registry=r)
-        self.overloaded = prom.Counter("cascade_overloaded", "requests refused with 503 because the neural "
-                                       "queue was full", registry=r)
+        self.overloaded = prom.Counter("cascade_overloaded", "requests refused with 503 because the neural queue "
+                                       "was full (queue) or max-concurrency requests were being answered "
+                                       "(concurrency)", ["reason"], registry=r)
+        self.cut_off = prom.Counter("cascade_shutdown_cut_off", "requests answered 503 because a shutdown's grace "
+                                    "period ended before they were done", registry=r)
+        self.answering = prom.Gauge("cascade_requests_answering", "requests whose body is in, being answered",
+                                    registry=r)
+        self.connections = prom.Gauge("cascade_connections_open", "open HTTP connections", registry=r)
+        self.connections_closed = prom.Counter("cascade_connections_closed", "connections the server closed on "
+                                               "its own: idle, header_timeout, head_too_large, send_timeout, "
+                                               "replaced (to make room for a new one), refused (every one was being "
+                                               "answered), shutdown (a stalled reader at the end of the grace period)",
+                                               ["reason"], registry=r)
         self.promised = prom.Gauge("cascade_fall_through_promised_ratio", "fall-through rate the bundle promised "
                                    "at its threshold (-1: none recorded)", registry=r)
         self.observed = prom.Gauge("cascade_fall_through_observed_ratio", "fall-through rate over the sliding "

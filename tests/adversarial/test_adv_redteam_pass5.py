@@ -88,12 +88,12 @@ def test_a_bad_memory_limit_fails_before_any_work(tmp_path, tiny_bundle):
     assert not list(tmp_path.glob("*.cascade-work"))
 
 
-# serve 5 and 6: NaN/Infinity/lone surrogates made 500s; booleans and strings passed as numbers
+# serve 5 and 6: NaN/Infinity made 500s; booleans and strings passed as numbers (lone surrogates, 422 here
+# once, are answered as classify() answers them since issue 22: test_adv_serve_clients.py)
 @pytest.fixture(scope="module")
 def server():
     pytest.importorskip("fastapi")
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from test_serving import Server
+    from serve_helpers import Server
 
     s = Server()
     yield s
@@ -101,7 +101,7 @@ def server():
 
 
 @pytest.mark.parametrize("raw", [b'{"texts": ["my card"], "threshold": NaN}', b'{"texts": ["my card"], "threshold": Infinity}',
-                                 b'{"texts": ["\\ud800 lone"]}', b'{"texts": ["a"], "threshold": true}',
+                                 b'{"texts": ["a"], "threshold": true}',
                                  b'{"texts": ["a"], "threshold": "0.5"}', b'{"texts": ["a"], "top_k": "2"}',
                                  b'{"texts": ["a"], "top_k": true}'])
 def test_odd_values_get_422_not_500_or_a_silent_cast(server, raw):
