@@ -1,8 +1,8 @@
 """The request guard: pure ASGI middleware (no per-request task of Starlette's) that every request passes
 before a route sees it.
 
-In order: the API key (401); a server shutting down (503); for routes that take a body, a protocol upgrade
-the server cannot follow (400), its media type (415), its declared and actual size (413) and the time it takes to arrive (``body_timeout``: 408), then the
+In order: the API key (401); a server shutting down (503); for routes that take a body, its media type
+(415), its declared and actual size (413) and the time it takes to arrive (``body_timeout``: 408), then the
 cap on requests being answered (``max_concurrency``: 503). Routes that take no body never read one: a
 request that sends one anyway is answered and its connection closed. A body route's work runs as a task
 the :class:`~cascade.serving.drain.Drain` can cancel at the end of a shutdown's grace period, and that is
@@ -94,16 +94,12 @@ class RequestGuard:
         if not reads_body:
             await self.app(scope, _no_body(receive), send)
             return
-        if b"upgrade" in headers and has_body:  # the parser hands the body to the upgraded protocol, not to us
-            await send_json(send, 400, "this server speaks HTTP/1.1 only: send the request without an 'Upgrade' "
-                                       "header (curl: --http1.1)")
-            return
         media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if media != b"application/json":
             await send_json(send, 415, "send the body as JSON with 'Content-Type: application/json'")
             return
-        declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.settings.max_body_bytes:
+        declared = headers.get(b"content-length", b"").strip().lstrip(b"0") or b"0"
+        if declared.isdigit() and (len(declared) > 18 or int(declared) > self.settings.max_body_bytes):
             await send_json(send, 413, self._too_large())
             return
         work = asyncio.ensure_future(self._answer(scope, receive, send, ex))

@@ -9,8 +9,7 @@ from typing import Any
 
 STATUSES: dict[int, str] = {
     200: "answered",
-    400: "not HTTP/1.1 the parser can read (sent by uvicorn's parser; the connection is closed), or a body sent "
-         "with an `Upgrade` header (`curl --http2`: use `--http1.1`)",
+    400: "not HTTP/1.1 the parser can read (sent by uvicorn's h11 parser; the connection is closed)",
     401: "missing or wrong API key (every route but `/healthz` and `/readyz`)",
     404: "no such route",
     405: "method not allowed on the route",

@@ -22,20 +22,20 @@ from typing import Any
 from .._optional import require
 from ..router import Cascade
 from .app import create_app
-from .connections import ConnectionGuard, guarded_protocol
+from .connections import MAX_REFUSED_LINGERING, ConnectionGuard, guarded_protocol
 from .settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
 BACKSTOP_SECONDS = 5.0  # past the grace period, uvicorn itself cancels what is left (never needed: tested)
-SPARE_DESCRIPTORS = 64  # files the process needs besides its connections (bundle, pipes, the listening socket)
+SPARE_DESCRIPTORS = 64 + MAX_REFUSED_LINGERING  # files the process needs besides its connections (bundle, pipes, the listening socket)
 
 
 def serve(settings: ServeSettings) -> bool:
     """Serve until SIGINT or SIGTERM, then shut down within ``graceful_seconds`` (and one unit of stage
     work). Returns True when stopped by Ctrl-C (SIGINT), which the caller reports as exit status 130."""
     uvicorn = require("uvicorn", "serve")
-    require("httptools", "serve")  # the connection guard follows uvicorn's httptools parser
+    require("h11", "serve")  # the connection guard runs under uvicorn's h11 protocol
 
     if settings.host not in ("127.0.0.1", "::1", "localhost") and settings.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach it can use it (set --api-key or "
@@ -50,10 +50,11 @@ def serve(settings: ServeSettings) -> bool:
                             max_head_bytes=settings.max_head_bytes,
                             on_close=lambda reason: metrics.connections_closed.labels(reason).inc())
     metrics.connections.set_function(lambda: len(guard))
-    app.state.drain.on_cut.append(guard.abort_stalled)
+    app.state.drain.on_cut.append(guard.cut)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, workers=1,
                             http=guarded_protocol(guard), ws="none",
-                            limit_concurrency=None, timeout_keep_alive=settings.idle_timeout,
+                            limit_concurrency=None, timeout_keep_alive=settings.idle_timeout + 1,  # the guard's first
+                            h11_max_incomplete_event_size=settings.max_head_bytes + (64 << 10),  # the guard's 431 first
                             timeout_graceful_shutdown=settings.graceful_seconds + BACKSTOP_SECONDS,
                             proxy_headers=False, access_log=False, log_level="info", lifespan="on")
     server = _server(uvicorn, config, app.state.drain, settings.graceful_seconds)

@@ -87,8 +87,11 @@ class ServeSettings:
         if not 0.0 <= self.max_wait_ms <= 1000.0:
             raise ValueError(f"max_wait_ms must be between 0 and 1000, got {self.max_wait_ms}")
         for name in ("idle_timeout", "header_timeout", "body_timeout", "send_timeout"):
-            if not 0.0 < getattr(self, name) <= 3600.0:
-                raise ValueError(f"{name} must be above 0 and at most 3600 seconds, got {getattr(self, name)}")
+            if not 0.1 <= getattr(self, name) <= 3600.0:
+                raise ValueError(f"{name} must be between 0.1 and 3600 seconds, got {getattr(self, name)}")
+        if self.max_head_bytes < 1024:
+            raise ValueError(f"max_head_bytes must be at least 1024 (a request line and a few headers), got "
+                             f"{self.max_head_bytes}")
         if not 0.0 < self.drift_level < 0.5:
             raise ValueError(f"drift_level must be between 0 and 0.5, got {self.drift_level}")
         if not 0.0 <= self.graceful_seconds <= 3600.0:
