@@ -6,9 +6,11 @@ split:
 * ``slow``: one normal client (a new connection per request) alone, then beside 1,030 connections that each
   sent half a request head, a partial body to `/healthz`, or nothing at all, on a server with its defaults
   and an API key; how many of those connections the server closed, and when;
-* ``big``: one-text requests alone, then while one 4 MB request (256 texts of 16,000 characters) is answered.
+* ``big``: one-text requests alone, then while one 4 MB request (256 texts of 16,000 characters) is answered;
+* ``shutdown``: SIGTERM with ``--graceful-seconds 2`` while 12 requests of 250 long texts, all sent to the neural
+  stage, are in flight: how each is answered, and when the process exits.
 
-    python benchmarks/serve.py [--parts load slow big] [--requests-per-client 40] [--out benchmarks/serve_results]
+    python benchmarks/serve.py [--parts load slow big shutdown] [--requests-per-client 40] [--out benchmarks/serve_results]
 
 Each configuration runs a real server process on loopback; the load comes from this process (asyncio,
 one keep-alive connection per client, a few microseconds of client work per request). Client and server
@@ -325,9 +327,53 @@ def big_table(big: dict) -> list[str]:
     return lines + ["", f"The big request itself: status {big['big_status']}, {big['big_seconds']:.1f} s."]
 
 
+def shutdown_part(n_requests: int, n_texts: int, grace: float = 2.0) -> dict:
+    """``n_requests`` concurrent requests of ``n_texts`` long texts, all sent to the neural stage (seconds of
+    work each), then SIGTERM with ``--graceful-seconds`` ``grace``: how each was answered, and when the
+    process exited."""
+    import signal
+    import threading
+    from collections import Counter
+
+    proc, port = start_server(True, ["--graceful-seconds", str(grace)])
+    texts = _long_texts(n_texts, 2000)
+    statuses: list[int] = []
+
+    def heavy(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            statuses.append(_post(conn, {"texts": texts[i:] + texts[:i], "threshold": 1.0})[0])
+        except OSError:
+            statuses.append(-1)  # no answer at all
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=heavy, args=(i,)) for i in range(n_requests)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    exit_s = time.monotonic() - signalled
+    for t in threads:
+        t.join(timeout=60)
+    return {"requests": n_requests, "texts_each": n_texts, "graceful_seconds": grace,
+            "statuses": dict(Counter(str(s) for s in statuses)), "exit_after_sigterm_s": exit_s}
+
+
+def shutdown_table(row: dict) -> list[str]:
+    answered = ", ".join(f"{n} × {'no answer' if s == '-1' else s}" for s, n in sorted(row["statuses"].items()))
+    return ["| requests in flight at SIGTERM | `--graceful-seconds` | answered | process exited after SIGTERM |",
+            "|---|---|---|---|",
+            f"| {row['requests']} × {row['texts_each']} texts of 2,000 characters, `\"threshold\": 1.0` | "
+            f"{row['graceful_seconds']:g} s | {answered} | {row['exit_after_sigterm_s']:.1f} s |"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", nargs="+", choices=("load", "slow", "big"), default=["load", "slow", "big"],
+    parser.add_argument("--parts", nargs="+", choices=("load", "slow", "big", "shutdown"),
+                        default=["load", "slow", "big", "shutdown"],
                         help="what to measure (default: all)")
     parser.add_argument("--requests-per-client", type=int, default=40,
                         help="requests each client sends at 8 clients and more (at 1 client: 25x this)")
@@ -355,6 +401,10 @@ def main() -> None:
         result["big_request"] = big_request(texts, 4 if args.quick else 256, 10 if args.quick else 200)
         print(json.dumps(result["big_request"]), flush=True)
         md += big_table(result["big_request"]) + [""]
+    if "shutdown" in args.parts:
+        result["shutdown"] = shutdown_part(4 if args.quick else 12, 20 if args.quick else 250)
+        print(json.dumps(result["shutdown"]), flush=True)
+        md += shutdown_table(result["shutdown"]) + [""]
     result["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
     result["measured"] = time.strftime("%Y-%m-%d")
     result["command"] = "python benchmarks/serve.py " + " ".join(sys.argv[1:])

@@ -85,7 +85,9 @@ def test_serve_benchmark_quick_run_answers_beside_slow_clients_and_closes_them(t
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.with_suffix(".json").read_text())
     assert result["rows"] and result["big_request"]["big_status"] == 200
+    assert set(result["shutdown"]["statuses"]) <= {"200", "503"}  # never a 500, never no answer
     for row in result["slow_clients"]:
         assert row["answered"] == row["requests"] and row.get("closed_by_server", 0) == row["connections"], row
     md = out.with_suffix(".md").read_text()
     assert "| workload |" in md and "| beside the normal client |" in md and "| one-text requests |" in md
+    assert "| requests in flight at SIGTERM |" in md
