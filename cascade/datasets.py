@@ -25,10 +25,15 @@ SPLITS = ("train", "selection", "certification", "test", "train_full")
 
 @dataclass(frozen=True)
 class TextDataset:
-    """Parallel lists of texts and their string labels."""
+    """Parallel lists of texts and their string labels; optionally, each text's group (author, customer,
+    source: a group never straddles two splits) and time (the newest texts select and certify)."""
 
     texts: list[str]
     labels: list[str]
+    groups: list[str] | None = None
+    times: list[float] | None = None
+    group_col: str | None = None  # the columns they were read from (recorded by a build)
+    time_col: str | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -51,9 +56,11 @@ def _data_dir() -> Path:
     return Path(str(resources.files("cascade") / "data" / "banking77"))
 
 def read_csv(path: str | Path, text_col: str = "text", label_col: str = "category", *,
+             group_col: str | None = None, time_col: str | None = None,
              max_field_chars: int = DEFAULT_LIMITS.max_csv_field_chars) -> TextDataset:
     """Read a labelled UTF-8 file: CSV, or TSV (``.tsv``/``.tab``), or JSON lines (``.jsonl``/``.ndjson``,
-    one object per line with the text and label fields); a UTF-8 byte-order mark is skipped. Errors name
+    one object per line with the text and label fields); a UTF-8 byte-order mark is skipped. ``group_col``
+    and ``time_col``: also each row's group and time (a number, or an ISO 8601 date or time). Errors name
     the file, the line and the fix (wrong encoding, missing column, missing value, a field longer than
     ``max_field_chars``). Memory per line is bounded by ``max_field_chars``, whatever the file holds."""
     path = Path(path)
@@ -63,24 +70,92 @@ def read_csv(path: str | Path, text_col: str = "text", label_col: str = "categor
         raise FileNotFoundError(f"no such file: {path}")
     suffix = path.suffix.lower()
     if suffix in JSONL_SUFFIXES:
-        return _read_jsonl(path, text_col, label_col, max_field_chars)
-    texts, labels = [], []
+        return _read_jsonl(path, text_col, label_col, max_field_chars, group_col, time_col)
+    texts: list[str] = []
+    labels: list[str] = []
+    groups: list[str] = []
+    times = TimeColumn(time_col)
     with path.open("rb") as fh:
         rows = csv_rows(fh, path, "\t" if suffix in TSV_SUFFIXES else ",", max_field_chars)
         _, fields = next(rows)
-        for col in (text_col, label_col):
-            if col not in fields:
-                raise ValueError(f"{path}: column {col!r} not found (columns: {fields}); "
-                                 "pass the right --text-col/--label-col")
+        for col, flag in ((text_col, "--text-col"), (label_col, "--label-col"), (group_col, "--group-col"),
+                          (time_col, "--time-col")):
+            if col is not None and col not in fields:
+                raise ValueError(f"{path}: column {col!r} not found (columns: {fields}); pass the right {flag}"
+                                 f"{_RECORDED if flag in ('--group-col', '--time-col') else ''}")
         t, c = fields.index(text_col), fields.index(label_col)
+        g = fields.index(group_col) if group_col is not None else None
+        w = fields.index(time_col) if time_col is not None else None
         for line, row in rows:
             if row[c].strip() == "":
                 raise ValueError(f"{path}:{line}: missing text or label (the label is empty)")
             texts.append(row[t])
             labels.append(row[c].strip())
+            if g is not None:
+                groups.append(_group_value(row[g], f"{path}:{line}", group_col))
+            if w is not None:
+                times.add(row[w], f"{path}:{line}")
     if not texts:
         raise ValueError(f"{path}: no rows")
-    return TextDataset(texts, labels)
+    return TextDataset(texts, labels, groups if group_col is not None else None,
+                       times.times if time_col is not None else None, group_col, time_col)
+
+
+_RECORDED = " (cascade calibrate --data looks for the column the bundle's build carved by)"
+
+
+def _group_value(value: Any, where: str, col: str | None) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()) or isinstance(value, (dict, list)):
+        raise ValueError(f"{where}: the group {col!r} is empty or not a single value; give every row its group")
+    return str(value).strip()
+
+
+def parse_time(value: Any, where: str, col: str | None) -> tuple[float, str]:
+    """A time cell as a number (seconds, or any increasing count) and its kind ("number" or "date"): a
+    number, or an ISO 8601 date or time (a time without a zone is read as UTC)."""
+    from datetime import datetime, timezone
+
+    kind = "number"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            try:
+                moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"{where}: the time {col!r} is {text[:40]!r}: give a number or an ISO 8601 date "
+                                 "(2026-11-30, 2026-11-30T14:05:00Z)") from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            number, kind = moment.timestamp(), "date"
+    else:
+        raise ValueError(f"{where}: the time {col!r} is missing; give every row its time")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"{where}: the time {col!r} must be a finite number or a date")
+    return number, kind
+
+
+class TimeColumn:
+    """The times of one column, read with :func:`parse_time`; numbers and dates in one column are refused
+    (their orders do not compare: a date written 20251231 reads as a number far below any date's)."""
+
+    def __init__(self, col: str | None) -> None:
+        self.col = col
+        self.times: list[float] = []
+        self._kind: tuple[str, str] | None = None  # (kind, where first seen)
+
+    def add(self, value: Any, where: str) -> None:
+        number, kind = parse_time(value, where, self.col)
+        if self._kind is None:
+            self._kind = (kind, where)
+        elif kind != self._kind[0]:
+            raise ValueError(f"{where}: the time {self.col!r} is a {kind}, but {self._kind[1]} holds a "
+                             f"{self._kind[0]}: give every row the same kind, all numbers or all ISO 8601 dates "
+                             "(2026-11-30; a date written 20261130 reads as a number)")
+        self.times.append(number)
 
 
 def csv_rows(fh: BinaryIO, path: Path, delimiter: str, max_field_chars: int) -> Iterator[tuple[int, list[str]]]:
@@ -133,16 +208,20 @@ JSON_BYTES_PER_CHAR = 6  # a character JSON escapes as \\uXXXX
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
-def _read_jsonl(path: Path, text_col: str, label_col: str, max_field_chars: int) -> TextDataset:
+def _read_jsonl(path: Path, text_col: str, label_col: str, max_field_chars: int, group_col: str | None = None,
+                time_col: str | None = None) -> TextDataset:
     """JSON lines: one object a line holding ``text_col`` and ``label_col`` strings; blank lines skipped."""
-    texts, labels = [], []
+    texts: list[str] = []
+    labels: list[str] = []
+    groups: list[str] = []
+    times = TimeColumn(time_col)
     example = f'{{"{text_col}": "...", "{label_col}": "..."}}'
     with path.open("rb") as fh:
         for lineno, row in json_objects(fh, path, max_field_chars, example):
-            for col in (text_col, label_col):
-                if col not in row:
+            for col in (text_col, label_col, group_col, time_col):
+                if col is not None and col not in row:
                     raise ValueError(f"{path}:{lineno}: field {col!r} not found (fields: {sorted(row)[:10]}); pass "
-                                     "the right --text-col/--label-col")
+                                     "the right --text-col/--label-col/--group-col/--time-col")
             text, label = row[text_col], row[label_col]
             if isinstance(label, list):
                 raise ValueError(f"{path}:{lineno}: {label_col!r} is a list; give the topics as one string joined "
@@ -154,9 +233,14 @@ def _read_jsonl(path: Path, text_col: str, label_col: str, max_field_chars: int)
                 raise ValueError(f"{path}:{lineno}: text longer than {max_field_chars:,} characters")
             texts.append(text)
             labels.append(label.strip())
+            if group_col is not None:
+                groups.append(_group_value(row[group_col], f"{path}:{lineno}", group_col))
+            if time_col is not None:
+                times.add(row[time_col], f"{path}:{lineno}")
     if not texts:
         raise ValueError(f"{path}: no rows")
-    return TextDataset(texts, labels)
+    return TextDataset(texts, labels, groups if group_col is not None else None,
+                       times.times if time_col is not None else None, group_col, time_col)
 
 
 def json_objects(fh: BinaryIO, path: Path, max_field_chars: int, example: str) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -62,7 +62,7 @@ def _json_id(value: Any, where: str) -> Any:
 
 
 def read_rows(fh: BinaryIO, name: str, fmt: Format, text_col: str = "text", id_col: str | None = None, *,
-              max_field_chars: int = DEFAULT_LIMITS.max_csv_field_chars) -> Iterator[Row]:
+              max_field_chars: int = DEFAULT_LIMITS.max_csv_field_chars, text_flag: str = "--text-col") -> Iterator[Row]:
     """The rows of an open binary file (``name`` for messages), lazily. A malformed file (a missing column
     or field, a line that is not a JSON object, a row whose field count differs from the header's, an id
     JSON cannot hold) is an error naming the line; a missing, null, non-string or empty text only marks
@@ -71,7 +71,7 @@ def read_rows(fh: BinaryIO, name: str, fmt: Format, text_col: str = "text", id_c
     if fmt == "jsonl":
         index = 0
         for lineno, obj in json_objects(fh, where, max_field_chars, f'{{"{text_col}": "..."}}'):
-            for col, flag in ((text_col, "--text-col"), (id_col, "--id-col")):
+            for col, flag in ((text_col, text_flag), (id_col, "--id-col")):
                 if col is not None and col not in obj:
                     raise ValueError(f"{name}:{lineno}: field {col!r} not found (fields: {sorted(obj)[:10]}); pass "
                                      f"the right {flag} (a null value marks only its row)")
@@ -81,10 +81,37 @@ def read_rows(fh: BinaryIO, name: str, fmt: Format, text_col: str = "text", id_c
         return
     rows = csv_rows(fh, where, "\t" if fmt == "tsv" else ",", max_field_chars)
     _, fields = next(rows)
-    for col, flag in ((text_col, "--text-col"), (id_col, "--id-col")):
+    for col, flag in ((text_col, text_flag), (id_col, "--id-col")):
         if col is not None and col not in fields:
             raise ValueError(f"{name}: column {col!r} not found (columns: {fields}); pass the right {flag}")
     t = fields.index(text_col)
     i = fields.index(id_col) if id_col is not None else None
     for index, (lineno, row) in enumerate(rows):
         yield _checked(_json_id(row[i], f"{name}:{lineno}") if i is not None else index, row[t])
+
+
+TEXT_FILE_SUFFIXES = (".txt", ".csv", *TSV_SUFFIXES, *JSONL_SUFFIXES)
+
+
+def read_texts(path: Path, text_col: str = "text", *, text_flag: str = "--text-col",
+               max_field_chars: int = DEFAULT_LIMITS.max_csv_field_chars) -> list[str]:
+    """The non-empty texts of a file: a ``.txt`` file's lines (UTF-8), or a CSV, TSV or JSON-lines table's
+    ``text_col`` (rows without a usable text skipped; ``text_flag`` names the option that sets it in
+    messages); an error names the file when it holds none or is of another kind."""
+    from .datasets import utf8_lines
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    if path.suffix.lower() not in TEXT_FILE_SUFFIXES:
+        raise ValueError(f"{path}: read as text files are {', '.join(TEXT_FILE_SUFFIXES)} (a .txt file holds one text a "
+                         "line); write the texts out in one of these (Parquet: `cascade batch` reads it)")
+    with path.open("rb") as fh:
+        if path.suffix.lower() == ".txt":
+            texts = [line.rstrip("\r\n") for line in utf8_lines(fh, path, max_field_chars)]
+        else:
+            texts = [row.text for row in read_rows(fh, str(path), format_of(path, None), text_col, text_flag=text_flag,
+                                                   max_field_chars=max_field_chars) if not row.error and row.text]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise ValueError(f"{path}: no texts")
+    return texts

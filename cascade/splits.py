@@ -33,6 +33,9 @@ PRODUCT_BUDGET = 10_000_000  # most similarity entries computed at once (bounds 
 MAX_NEAR_DUPLICATE_TEXTS = 300_000  # beyond this, comparing every pair would take too long: copies only
 RULE = (f"near-duplicate groups (word TF-IDF cosine >= {NEAR_DUPLICATE_COSINE}) kept whole; per label, groups "
         "ranked by SHA-256 of salt + text; certification first, then selection")
+RULE_BY_TIME = (f"near-duplicate groups (word TF-IDF cosine >= {NEAR_DUPLICATE_COSINE}) and given groups kept whole; "
+                "per label, groups ranked newest first (ties: SHA-256 of salt + text); certification first, then "
+                "selection")
 
 
 def near_duplicate_groups(texts: list[str], cosine: float = NEAR_DUPLICATE_COSINE) -> np.ndarray:
@@ -104,19 +107,35 @@ def carve_splits(data: TextDataset, selection: float = SELECTION_SHARE,
     of each label's texts in the last two, near-duplicate groups kept whole (see the module docstring).
     Either share may be 0 (that part is then empty). ``label_sep``: multi-label data (cells of topics
     joined by it), stratified by each text's rarest topic, so texts with several topics reach every part
-    as often as any other."""
+    as often as any other. ``data.groups``: texts of one group (an author, a customer, a source) are kept
+    together like near-copies. ``data.times``: the newest groups certify, the next newest select, instead of
+    a hash order: promises are then made on texts like the ones users send next. The columns they were read
+    from are recorded, so ``cascade calibrate --data`` reads them again."""
     for name, share in (("selection", selection), ("certification", certification)):
         if not 0.0 <= share < 1.0:
             raise ValueError(f"the {name} share must be in [0, 1), got {share}")
     if selection + certification >= 0.9:
         raise ValueError(f"selection + certification shares ({selection + certification:.2f}) leave too little "
                          "to train on; keep their sum under 0.9")
+    for values, what in ((data.groups, "groups"), (data.times, "times")):
+        if values is not None and len(values) != len(data):
+            raise ValueError(f"{len(values)} {what} for {len(data)} texts")
+    group_col = data.group_col or ("(given)" if data.groups is not None else None)
+    time_col = data.time_col or ("(given)" if data.times is not None else None)
     groups = near_duplicate_groups(data.texts) if selection or certification else np.arange(len(data))
+    if data.groups is not None:
+        groups = _merge_groups(groups, data.groups)
     members: dict[int, list[int]] = defaultdict(list)
     for i, g in enumerate(groups):
         members[int(g)].append(i)
     ranks = [hashlib.sha256((salt + text).encode("utf-8")).digest() for text in data.texts]
     lead = {g: min(idx, key=ranks.__getitem__) for g, idx in members.items()}  # the group's lowest-ranked text
+    times = data.times
+    newest = {g: max(times[i] for i in idx) for g, idx in members.items()} if times is not None else None
+
+    def order(g: int) -> tuple[float, bytes]:  # the newest groups first (with times), else by hash rank
+        return (-newest[g] if newest is not None else 0.0, ranks[lead[g]])
+
     strata = _strata(data.labels, label_sep)
     by_label: dict[str, list[int]] = defaultdict(list)  # a group goes with its lead's stratum, ranked by its lead
     for g, i in lead.items():
@@ -125,30 +144,75 @@ def carve_splits(data: TextDataset, selection: float = SELECTION_SHARE,
     for label in strata:
         label_sizes[label] += 1
     part = np.zeros(len(data), dtype=np.int8)  # 0 train, 1 selection, 2 certification
+    wanted = {1: 0, 2: 0}
+    missed: dict[int, list[str]] = {1: [], 2: []}  # labels that wanted texts in a part and got none
     for label, label_groups in by_label.items():  # a group joins a part if that brings the part nearer its size
         size = label_sizes[label]
         want_cert = round(size * certification) if size > 2 else 0
         want_sel = round(size * selection) if size > 2 else 0
         taken = {1: 0, 2: 0}
-        for g in sorted(label_groups, key=lambda g: ranks[lead[g]]):
+        for g in sorted(label_groups, key=order):
             size_g = len(members[g])
             for k, want in ((2, want_cert), (1, want_sel)):
                 if taken[k] < want and taken[k] + size_g - want <= want - taken[k]:  # closer to the target
                     part[members[g]] = k
                     taken[k] += size_g
                     break
+        for k, want in ((1, want_sel), (2, want_cert)):
+            wanted[k] += want
+            if want and not taken[k]:
+                missed[k].append(label)
+    _check_parts(part, wanted, missed, members, group_col)
     def pick(k: int) -> TextDataset:
         return TextDataset([t for t, p in zip(data.texts, part) if p == k],
                            [y for y, p in zip(data.labels, part) if p == k])
 
     n_groups = sum(len(idx) > 1 for idx in members.values())
     certification_part = pick(2)
-    settings = {"rule": RULE, "selection_share": selection, "certification_share": certification, "salt": salt,
+    settings = {"rule": RULE if time_col is None else RULE_BY_TIME, "selection_share": selection,
+                "certification_share": certification, "salt": salt,
                 **({"label_sep": label_sep} if label_sep is not None else {}),
+                **({"group_col": group_col} if group_col is not None else {}),
+                **({"time_col": time_col} if time_col is not None else {}),
                 "near_duplicate_groups": int(n_groups),
                 "texts_in_near_duplicate_groups": int(sum(len(idx) for idx in members.values() if len(idx) > 1)),
                 "certification_digest": _digest(certification_part)}
     return Splits(pick(0), pick(1), certification_part, settings)
+
+
+def _check_parts(part: np.ndarray, wanted: dict[int, int], missed: dict[int, list[str]],
+                 members: dict[int, list[int]], group_col: str | None) -> None:
+    """Refuse a carve whose groups leave a part that should hold texts empty; warn for labels left out of
+    one (their groups are bigger than the part's share of the label)."""
+    joined = f"the groups of column {group_col!r}" if group_col is not None else "groups of near-copies"
+    largest = max((len(idx) for idx in members.values()), default=0)
+    for k, name in ((1, "selection"), (2, "certification")):
+        if wanted[k] and not (part == k).any():
+            raise ValueError(f"no texts can go to the {name} part: {joined} are too big for it (the largest holds "
+                             f"{largest:,} of {len(part):,} texts, the part should hold about {wanted[k]:,}); give a "
+                             "finer group column, or the selection texts yourself with --val")
+        if missed[k]:
+            shown = ", ".join(repr(label) for label in missed[k][:5])
+            log.warning("%d label(s) have no %s texts: %s are bigger than that share of them (%s%s)", len(missed[k]),
+                        name, joined, shown, ", ..." if len(missed[k]) > 5 else "")
+
+
+def _merge_groups(rep: np.ndarray, keys: list[str]) -> np.ndarray:
+    """Group ids joining ``rep``'s groups with the given ones (texts sharing a key): a group id is the index
+    of the group's first text."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(rep)
+    first: dict[str, int] = {}
+    by_key = np.array([first.setdefault(k, i) for i, k in enumerate(keys)], dtype=np.int64)
+    rows = np.concatenate([np.arange(n), np.arange(n)])
+    cols = np.concatenate([rep, by_key])
+    _, comp = connected_components(coo_matrix((np.ones(2 * n, dtype=np.int8), (rows, cols)), shape=(n, n)),
+                                   directed=False)
+    lowest = np.full(comp.max() + 1, n, dtype=np.int64)
+    np.minimum.at(lowest, comp, np.arange(n))
+    return lowest[comp]
 
 
 def _strata(labels: list[str], label_sep: str | None) -> list[str]:
@@ -191,6 +255,11 @@ def certification_split(data: TextDataset, recorded: dict[str, Any], source: str
     if not share or "sizes" not in recorded:
         raise ValueError("this bundle's build set no certification texts aside (its selection texts were given, or "
                          "it predates the three-way split); certify on labelled texts it never saw, with --val")
+    for key in ("group_col", "time_col"):
+        if recorded.get(key) != getattr(data, key):
+            raise ValueError(f"this bundle's build carved by {key.replace('_col', '')} column "
+                             f"{recorded.get(key)!r}; read {source} with it (calibrate --data reads the recorded "
+                             "columns by itself)")
     parts = carve_splits(data, float(recorded["selection_share"]), float(share), str(recorded.get("salt", "")),
                          recorded.get("label_sep"))
     sizes = parts.describe()["sizes"]

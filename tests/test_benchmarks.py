@@ -91,3 +91,21 @@ def test_serve_benchmark_quick_run_answers_beside_slow_clients_and_closes_them(t
     md = out.with_suffix(".md").read_text()
     assert "| workload |" in md and "| beside the normal client |" in md and "| one-text requests |" in md
     assert "| requests in flight at SIGTERM |" in md
+
+
+def test_replay_and_monitor_simulation_quick_runs(tmp_path):
+    """The smoke runs of benchmarks/replay_promises.py (one small replicate, with and without traffic) and
+    benchmarks/monitor_simulation.py."""
+    out = tmp_path / "replay.json"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "replay_promises.py"), "--quick", "--out", str(out)],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert {p["traffic"] for p in results[0]["promises"]} == {False, True}
+    assert "With traffic:" in out.with_suffix(".md").read_text()
+    sim = tmp_path / "sim"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "monitor_simulation.py"), "--streams", "200",
+                          "--texts", "500", "--out", str(sim)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = json.loads(sim.with_suffix(".json").read_text())["rows"]
+    assert rows[0]["alarm_rate"] < 0.15 and rows[-1]["alarm_rate"] > 0.5

@@ -119,6 +119,28 @@ def _int(value: Any, field: str, lo: int, hi: int) -> int:
     return int(value)
 
 
+REFERENCE_FIGURES = ("accuracy", "exact_match", "mean_text_f1")
+
+
+def _check_reference(reference: dict[str, Any], threshold: float, multi_label: bool) -> None:
+    """``calibration.reference``: what a server estimates its own traffic's figure with, made for this
+    bundle's task and at its threshold (a cut read at another threshold would estimate another routing)."""
+    if _real(reference.get("threshold"), "calibration.reference.threshold", 0.0, 1.0) != threshold:
+        raise _fail("calibration.reference.threshold", f"must equal the bundle's threshold ({threshold:g}): the "
+                    "reference was made for another routing")
+    _real(reference.get("atc_cut"), "calibration.reference.atc_cut", -1e6, 1.0)  # a negative entropy, or a probability
+    _real(reference.get("certify_figure"), "calibration.reference.certify_figure", 0.0, 1.0)
+    if reference.get("promised") is not None:
+        _real(reference["promised"], "calibration.reference.promised", 0.0, 1.0, lo_open=True)
+        if reference["promised"] >= 1.0:
+            raise _fail("calibration.reference.promised", "must be below 1 (no finite sample certifies perfection)")
+    figures, score = (REFERENCE_FIGURES[1:], "set_prob") if multi_label else (REFERENCE_FIGURES[:1], "negentropy")
+    if reference.get("figure") not in figures:
+        raise _fail("calibration.reference.figure", f"must be one of {list(figures)} for this bundle's task")
+    if reference.get("score") != score:
+        raise _fail("calibration.reference.score", f"must be {score!r} for this bundle's task")
+
+
 def _dict(value: Any, field: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _fail(field, f"must be an object, got {type(value).__name__}")
@@ -262,6 +284,10 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
     if not isinstance(always, list) or len(always) > len(labels) \
             or not all(isinstance(label, str) and label in known for label in always):
         raise _fail("calibration.always_neural", "must be a list of the bundle's labels")
+
+    if "reference" in calibration:
+        _check_reference(_dict(calibration["reference"], "calibration.reference"), float(manifest["threshold"]),
+                         manifest.get("task") == "multi-label")
 
     for key in ("confidence", "threshold_rule", "created"):
         if key in manifest and not isinstance(manifest[key], str):

@@ -18,9 +18,19 @@ import numpy as np
 
 from ..multilabel import SET_MEASURES
 from .curves import Curve
-from .rules import FIT_FRACTION, Policy, ThresholdChoice, by_curve, by_target, by_target_f1
-from .scoring import Scored, score_single, score_tagging
+from .rules import (
+    FIT_FRACTION,
+    Policy,
+    ThresholdChoice,
+    TrafficChecker,
+    by_curve,
+    by_target,
+    by_target_f1,
+    target_sequences,
+)
+from .scoring import Scored, calibrated_answers, score_single, score_tagging
 from .statistics import aurc
+from .traffic import AnswerConfidence, answer_confidence, atc_cut, check, shift_test
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
@@ -55,6 +65,12 @@ MEASURE_NAMES = {"max_prob": "cheap-stage max probability", "margin": "cheap-sta
                  "set_prob": "cheap-stage probability that its set of topics is exactly right",
                  "min_margin": "cheap-stage distance of its least decided topic from that topic's cut-off"}
 DEFAULT_MEASURES = ("max_prob", "margin")
+MIN_TRAFFIC_TEXTS = 100
+SHIFT_P_VALUE = 0.01  # below this, the traffic is reported as unlike the certifying texts
+PREMISE = ("a promise holds for texts drawn like the certifying texts; texts unlike them (new phrasings, another "
+           "source, texts that are not siblings of the training file's) may do worse. Check it on your recent "
+           "unlabelled traffic (`cascade calibrate --traffic FILE`, `Calibrator.observe_traffic`), and watch it with "
+           "labelled feedback (`cascade monitor`, the server's POST /v1/feedback)")
 
 
 def _fit_part(texts: Sequence[str]) -> np.ndarray:
@@ -93,6 +109,8 @@ class Calibrator:
     n_duplicates_: int = 0
     warnings_: list[str] = field(default_factory=list)
     choice_: ThresholdChoice | None = None
+    traffic_: dict[str, Any] = field(default_factory=dict)  # what observe_traffic saw (empty: no traffic)
+    _traffic_p: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # (cheap_p, fallen answer)
     _fit: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)  # the fit part's mask
     _scored: Scored | None = field(default=None, repr=False)
 
@@ -143,9 +161,104 @@ class Calibrator:
         self._fit, self._scored = fit, scored
         self._policies = {False: self._make_policy(())}
         self.choice_ = None
+        self._traffic_p, self.traffic_ = None, {}
         log.info("calibrated on %d texts (%d fit, %d certify): temperatures %s, measure %s (AURC %s)",
                  len(texts), self.n_fit_, self.n_certify_, self.temperatures_, self.measure_, self.aurc_)
         return self
+
+    def observe_traffic(self, texts: Sequence[str], *, progress: bool = True) -> "Calibrator":
+        """Score recent unlabelled texts (what users send now) with both stages, so that :meth:`choose`
+        promises a target only where the traffic supports it too (see :mod:`cascade.calibration.traffic`), and
+        test whether the traffic looks like the certifying texts. Call after :meth:`calibrate`."""
+        from ..inputs import as_text_list
+        from ..progress import map_with_progress
+        from ..router import routing_confidence
+
+        self._require_fitted()
+        texts, _ = as_text_list(texts)
+        given = len(texts)
+        texts = list(dict.fromkeys(texts))  # a text sent twice is one draw, as for the certifying texts
+        if len(texts) < MIN_TRAFFIC_TEXTS:
+            raise ValueError(f"{len(texts)} distinct traffic texts: give at least {MIN_TRAFFIC_TEXTS} (a few thousand "
+                             "make the estimate's bound tight)")
+        cheap_logits = self.model.cheap.logits(texts)
+        neural_logits = map_with_progress(self.model.neural.logits, texts, desc="neural stage (traffic)",
+                                          progress=progress)
+        self._traffic_p = calibrated_answers(self.model, cheap_logits, neural_logits, self.temperatures_)
+        sc = self._require_scored()
+        route = routing_confidence(self._traffic_p[0], self.measure_, None, sc.decisions)
+        shift = shift_test(self._policy(False).conf, route)
+        self.traffic_ = {"n_texts": len(texts), "duplicates_dropped": given - len(texts), "shift": shift, "method": "average thresholded confidence (Garg et "
+                         "al., ICLR 2022) on the confidence in the final answer; shift: two-sample Kolmogorov-Smirnov "
+                         "test of the routing confidence, certifying texts against traffic"}
+        if shift["p_value"] < SHIFT_P_VALUE:
+            self._warn(f"the traffic does not look like the certifying texts: its routing confidence averages "
+                       f"{shift['traffic_mean_confidence']:.3f} against {shift['certify_mean_confidence']:.3f} "
+                       f"(Kolmogorov-Smirnov p = {shift['p_value']:.2g}); promises are held to what the traffic "
+                       "supports")
+        self.choice_ = None
+        return self
+
+    def _answer_confidence(self, policy: Policy, score: str = "negentropy"
+                           ) -> tuple[AnswerConfidence, AnswerConfidence | None]:
+        """The confidence in each answer of the certify part and of the traffic (None without traffic), as
+        ``policy`` routes them (``score``: see :func:`cascade.calibration.traffic.answer_confidence`)."""
+        from ..router import routing_confidence
+
+        sc, fit = self._require_scored(), self._fit
+        certify = answer_confidence(sc.cheap_p[~fit], sc.neural_p[~fit], policy.conf, sc.decisions, score)
+        if self._traffic_p is None:
+            return certify, None
+        idx = np.array([self.model.labels.index(c) for c in policy.always_neural], dtype=np.int64)
+        cheap_p, fallen = self._traffic_p
+        route = routing_confidence(cheap_p, self.measure_, idx, sc.decisions)
+        return certify, answer_confidence(cheap_p, fallen, route, sc.decisions, score)
+
+    def _outcome(self, policy: Policy, threshold: float, f1: bool) -> np.ndarray:
+        """Each certifying text's score at ``threshold``: right or wrong, or (``f1``) its F1."""
+        from ..router import fall_through
+
+        mask = fall_through(policy.conf, threshold)
+        if f1 and policy.f1 is not None:
+            return np.where(mask, policy.f1[1], policy.f1[0])
+        return np.where(mask, policy.neural_ok, policy.cheap_ok).astype(np.float64)
+
+    def _traffic_checker(self, policy: Policy, level: float, f1: bool) -> TrafficChecker | None:
+        certify, traffic = self._answer_confidence(policy)
+        if traffic is None:
+            return None
+
+        def at(threshold: float) -> Any:
+            return check(certify, self._outcome(policy, threshold, f1), traffic, threshold, level)
+
+        return at
+
+    def traffic_estimate(self, threshold: float, *, figure: str = "accuracy", per_class: bool = False,
+                         confidence: float = 0.95) -> Any:
+        """What the traffic (:meth:`observe_traffic`) says of routing at ``threshold``: the ATC estimate of
+        ``figure`` (``accuracy``, a tagger's exact match; ``mean_text_f1``) and its lower bound at
+        ``confidence`` (a :class:`cascade.calibration.traffic.TrafficCheck`)."""
+        if self._traffic_p is None:
+            raise ValueError("call observe_traffic(texts) first")
+        policy = self._policy(per_class)
+        checker = self._traffic_checker(policy, confidence, figure == "mean_text_f1")
+        if checker is None:
+            raise ValueError("call observe_traffic(texts) first")
+        return checker(float(threshold))
+
+    def reference(self, choice: ThresholdChoice | None = None) -> dict[str, Any]:
+        """What a server needs to estimate, on its own traffic, the figure promised at ``choice``'s threshold
+        (the ATC cut on the certifying texts' confidence in their final answers), and the promise itself."""
+        choice = self._resolve(choice)
+        policy = self._policy(bool(choice.always_neural))
+        f1 = choice.mode == "target_f1"
+        certify, _ = self._answer_confidence(policy)
+        outcome = self._outcome(policy, choice.threshold, f1)
+        promised = choice.request.get(choice.mode) if choice.certified else None
+        return {"threshold": choice.threshold, "atc_cut": atc_cut(certify.at(choice.threshold), outcome),
+                "certify_figure": float(outcome.mean()), "figure": "mean_text_f1" if f1 else
+                ("exact_match" if self.model.multi_label else "accuracy"), "promised": promised,
+                "score": "set_prob" if self.model.multi_label else "negentropy"}
 
     TIMING_TEXTS = 256
     TIMING_REPEATS = 5
@@ -317,10 +430,11 @@ class Calibrator:
         curve = policy.curve
         mode, value = next(iter(given.items()))
         value = float(value)
+        _, level = target_sequences(policy, confidence)
         if mode == "target_accuracy":
-            choice = by_target(policy, self.measure_, value, confidence)
+            choice = by_target(policy, self.measure_, value, confidence, self._traffic_checker(policy, level, False))
         elif mode == "target_f1":
-            choice = by_target_f1(policy, self.measure_, value, confidence)
+            choice = by_target_f1(policy, self.measure_, value, confidence, self._traffic_checker(policy, level, True))
         elif mode == "fallthrough":
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"fallthrough must be a share between 0 and 1, got {value}")
@@ -340,10 +454,31 @@ class Calibrator:
             neural_acc = float(np.mean(policy.neural_ok))
             choice = by_curve(policy, self.measure_, mode, value, curve.accuracy >= neural_acc - value / 100 - 1e-12,
                                     confidence, "no threshold comes that close to the neural stage")
+        choice = self._with_traffic_figures(choice, policy, level)
         self.choice_ = choice
         if not choice.feasible:
             self._warn(choice.reason)
         return choice
+
+    def _with_traffic_figures(self, choice: ThresholdChoice, policy: Policy, level: float) -> ThresholdChoice:
+        """The traffic's estimate at the chosen threshold for every rule (a target rule has it already), and,
+        for a bundle that abstains, the share of the traffic its "none of these" cut would reject."""
+        from dataclasses import replace
+
+        checker = self._traffic_checker(policy, level, choice.mode == "target_f1")
+        if checker is None:
+            return choice
+        traffic = dict(choice.expected.get("traffic") or checker(choice.threshold).to_dict())
+        cut = self.abstain_cut(choice)
+        if cut is not None:
+            _, answers = self._answer_confidence(policy, "max_prob")  # what the cut reads
+            if answers is not None:
+                share = self.model.bundle.manifest["abstain"]["max_rejected_share"] if self.model.bundle else None
+                traffic["abstain"] = {"asked_rejected_share": share,
+                                      "traffic_rejected_share": float((answers.at(choice.threshold) < cut).mean()),
+                                      "note": "the traffic's share includes texts that fit no label; the asked share "
+                                              "is of texts that fit one"}
+        return replace(choice, expected={**choice.expected, "traffic": traffic})
 
     # -- output --
 
@@ -365,6 +500,8 @@ class Calibrator:
             "n_certify": self.n_certify_,
             "n_duplicates_dropped": self.n_duplicates_,
             "method": "temperatures and measure fitted on a 30% hash split; choices certified on the rest",
+            "premise": PREMISE,
+            "traffic": self.traffic_ or None,
             "warnings": list(self.warnings_),
         }
 
@@ -419,7 +556,7 @@ class Calibrator:
         manifest = {k: v for k, v in bundle.manifest.items() if k not in ("files", "format_version")}
         manifest["threshold"] = choice.threshold
         manifest["calibration"] = {**self.report(), "always_neural": list(choice.always_neural),
-                                   "choice": choice.to_dict()}
+                                   "choice": choice.to_dict(), "reference": self.reference(choice)}
         asked = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in choice.request.items())
         manifest["threshold_rule"] = f"cascade calibrate: {asked}"
         manifest["confidence"] = MEASURE_NAMES[self.measure_]

@@ -9,6 +9,7 @@ before the certifying texts are seen; :func:`by_curve` reads estimates off the c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +26,9 @@ from .statistics import (
     hoeffding_bentkus_p,
     samples_needed,
 )
+from .traffic import TrafficCheck, supported_bound
+
+TrafficChecker = Callable[[float], TrafficCheck]  # a threshold -> what the traffic says of it
 
 FIT_FRACTION = 0.3  # the share of calibration texts that fit the scores; the rest certify
 
@@ -121,7 +125,10 @@ def target_sequences(policy: Policy, confidence: float) -> tuple[list[int], floa
     return starts, 1.0 - (1.0 - confidence) / len(starts)
 
 
-def by_target(policy: Policy, measure: str, target: float, confidence: float) -> ThresholdChoice:
+def by_target(policy: Policy, measure: str, target: float, confidence: float,
+              traffic: TrafficChecker | None = None) -> ThresholdChoice:
+    """The cheapest threshold certified to reach ``target`` accuracy; with ``traffic``, the cheapest one
+    the traffic supports too (see :func:`_with_traffic`)."""
     if not 0.0 < target < 1.0:
         raise ValueError(f"target_accuracy must be between 0 and 1, got {target}")
     request = {"target_accuracy": target, "confidence": confidence}
@@ -129,12 +136,16 @@ def by_target(policy: Policy, measure: str, target: float, confidence: float) ->
     # the threshold that sends every text to the neural stage, one from the threshold most accurate on
     # the fit part. Neither order depends on the certifying texts; Bonferroni covers using both.
     starts, level = target_sequences(policy, confidence)
-    found = []
+    found: list[int] = []
+    passed: set[int] = set()
     for start in starts:
         i, lower = fixed_sequence_threshold(policy.conf, policy.cheap_ok, policy.neural_ok, target, level, GRID,
                                             np.arange(start, -1, -1))
         if i is not None:
             found.append(i)
+            passed.update(range(i, start + 1))
+    if traffic is not None and passed:
+        return _with_traffic(policy, measure, "target_accuracy", request, sorted(passed), lower, level, traffic)
     chosen = min(found) if found else None
     if chosen is not None:
         t = float(GRID[chosen])
@@ -160,11 +171,43 @@ def by_target(policy: Policy, measure: str, target: float, confidence: float) ->
         reason = (f"accuracy {target:.2%} cannot be promised at confidence {confidence:.0%} from {n} certifying "
                   f"texts: the best {bound} is {lower[best]:.2%} ({where}); {more}. "
                   "Closest feasible: that threshold")
+    if traffic is not None:
+        expected["traffic"] = traffic(t).to_dict()
     return ThresholdChoice(t, measure, "target_accuracy", request, expected, False, reason,
                            policy.always_neural)
 
 
-def by_target_f1(policy: Policy, measure: str, target: float, confidence: float) -> ThresholdChoice:
+def _with_traffic(policy: Policy, measure: str, mode: str, request: dict[str, float], passed: list[int],
+                  lower: np.ndarray, level: float, traffic: TrafficChecker) -> ThresholdChoice:
+    """Of the thresholds the certifying texts certified (``passed``, grid indices, with their lower bounds),
+    the cheapest whose figure the traffic supports too (:func:`cascade.calibration.traffic.supported_bound`
+    reaches the target); if none, no promise, saying why with both figures."""
+    target = float(request[mode])
+    kind = "accuracy" if mode == "target_accuracy" else "f1"
+    what = "accuracy" if kind == "accuracy" else "mean F1"
+    checks = []
+    for i in passed:  # cheapest first
+        t = float(GRID[i])
+        check = traffic(t)
+        checks.append((i, check))
+        if supported_bound(float(lower[i]), check) >= target:
+            expected = expected_figures(policy, t, level, kind)
+            expected.update(traffic=check.to_dict(), supported_lower_bound=supported_bound(float(lower[i]), check))
+            return ThresholdChoice(t, measure, mode, request, expected, always_neural=policy.always_neural)
+    i, check = max(checks, key=lambda c: (c[1].bound, -c[0]))
+    t = float(GRID[i])
+    expected = {**expected_figures(policy, t), "traffic": check.to_dict()}
+    reason = (f"{what} {target:.2%} is certified on the certifying texts (at threshold {t:.3f} their lower bound is "
+              f"{float(lower[i]):.2%}, their {what} {check.certify_figure:.2%}), but the traffic does not support it: on "
+              f"its {check.n_traffic:,} texts the estimated {what} there is {check.estimate:.2%} (average thresholded "
+              f"confidence), with a lower bound of {check.bound:.2%} at {level:.1%}; the traffic supports at most "
+              f"{check.bound:.2%} at any certified threshold. Texts like the traffic were not certified: certify on "
+              "labelled texts drawn like it, or ask for at most what it supports. Not promised")
+    return ThresholdChoice(t, measure, mode, request, expected, False, reason, policy.always_neural)
+
+
+def by_target_f1(policy: Policy, measure: str, target: float, confidence: float,
+                 traffic: TrafficChecker | None = None) -> ThresholdChoice:
     """As :meth:`_by_target`, for the mean per-text F1 of a multi-label bundle: at each threshold the
     Hoeffding-Bentkus p-value for "mean F1 < target" (the loss 1 - F1 is bounded in [0, 1]) must be at
     most the level, walking the same two fixed sequences."""
@@ -180,8 +223,16 @@ def by_target_f1(policy: Policy, measure: str, target: float, confidence: float)
     n = len(policy.conf)
     _, f1_sums = grid_correct_counts(policy.conf, policy.f1[0], policy.f1[1], GRID)
     p_values = hoeffding_bentkus_p(1.0 - f1_sums / n, n, 1.0 - target)
-    found = [i for start in starts
-             if (i := fixed_sequence(p_values <= 1.0 - level, np.arange(start, -1, -1))) is not None]
+    found: list[int] = []
+    passed: set[int] = set()
+    for start in starts:
+        i = fixed_sequence(p_values <= 1.0 - level, np.arange(start, -1, -1))
+        if i is not None:
+            found.append(i)
+            passed.update(range(i, start + 1))
+    if traffic is not None and passed:
+        lower = np.array([hoeffding_bentkus_lower(float(f1_sums[i] / n), n, level) for i in range(len(GRID))])
+        return _with_traffic(policy, measure, "target_f1", request, sorted(passed), lower, level, traffic)
     if found:
         t = float(GRID[min(found)])
         return ThresholdChoice(t, measure, "target_f1", request, expected_figures(policy, t, level, "f1"))
@@ -200,4 +251,6 @@ def by_target_f1(policy: Policy, measure: str, target: float, confidence: float)
         reason = (f"mean F1 {target:.2%} cannot be promised at confidence {confidence:.0%} from {n} certifying texts: "
                   f"the best {what} is {bound:.2%} ({where}); more labelled held-out texts at this F1 would help. "
                   "Closest feasible: that threshold")
+    if traffic is not None:
+        expected["traffic"] = traffic(t).to_dict()
     return ThresholdChoice(t, measure, "target_f1", request, expected, False, reason)

@@ -43,11 +43,20 @@ class Scored:
     neural_f1: np.ndarray | None = None
 
 
+def calibrated_answers(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.ndarray,
+                       temperatures: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(the cheap stage's calibrated probabilities, the answer given to a text that falls through) of texts
+    whose labels are not known (traffic), with temperatures fitted on labelled ones."""
+    from ..router import fallthrough_answer
+
+    squash = sigmoid if model.multi_label else softmax
+    cheap_p = squash(cheap_logits / temperatures["cheap"])
+    return cheap_p, fallthrough_answer(cheap_p, squash(neural_logits / temperatures["neural"]), model.cheap_weight)
+
+
 def score_single(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.ndarray, y: np.ndarray,
                  fit: np.ndarray) -> Scored:
     """Softmax temperatures on the fit part (texts with a known label), ECE on the certify part."""
-    from ..router import fallthrough_answer
-
     known = y >= 0
     temperatures, ece = {}, {}
     for name, logits in (("cheap", cheap_logits), ("neural", neural_logits)):
@@ -56,8 +65,7 @@ def score_single(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.n
         temperatures[name] = t
         ece[name] = {"before": expected_calibration_error(softmax(logits[certify]), y[certify]),
                      "after": expected_calibration_error(softmax(logits[certify] / t), y[certify])}
-    cheap_p = softmax(cheap_logits / temperatures["cheap"])
-    fallen = fallthrough_answer(cheap_p, softmax(neural_logits / temperatures["neural"]), model.cheap_weight)
+    cheap_p, fallen = calibrated_answers(model, cheap_logits, neural_logits, temperatures)
     return Scored(temperatures, ece, cheap_p, fallen, cheap_p.argmax(1) == y, fallen.argmax(1) == y, y)
 
 
@@ -72,8 +80,6 @@ def score_tagging(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.
     """Sigmoid temperatures on the fit part, marginal calibration error on the certify part, the cut-offs
     moved with the temperatures, and each text's exact-match outcome and F1. ``missed``: per text, how many
     of its topics the bundle does not know (no set with one is exactly right; each lowers its F1)."""
-    from ..router import fallthrough_answer
-
     decisions = model.decisions
     if decisions is None:
         raise ValueError("score_tagging needs a multi-label bundle")
@@ -93,8 +99,7 @@ def score_tagging(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.
     moved = Decisions(moved_cutoffs(raw["cheap"], temperatures["cheap"]),
                       moved_cutoffs(raw["fallen"], temperatures["neural"]), decisions.at_least_one,
                       moved_cutoffs(raw["neural"], temperatures["neural"]) if decisions.neural is not None else None)
-    cheap_p = sigmoid(cheap_logits / temperatures["cheap"])
-    fallen = fallthrough_answer(cheap_p, sigmoid(neural_logits / temperatures["neural"]), model.cheap_weight)
+    cheap_p, fallen = calibrated_answers(model, cheap_logits, neural_logits, temperatures)
     cheap_sets = assign(cheap_p, moved.cheap, moved.at_least_one)
     fallen_sets = assign(fallen, moved.fallen, moved.at_least_one)
     truth = y.astype(bool)

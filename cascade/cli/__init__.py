@@ -1,4 +1,5 @@
-"""The ``cascade`` command: classify, batch, serve, info, calibrate, evaluate, bench, train, train-cheap, finetune.
+"""The ``cascade`` command: classify, batch, serve, info, calibrate, monitor, evaluate, bench, train, train-cheap,
+finetune, tune.
 
 :mod:`~cascade.cli.parser` declares the arguments, :mod:`~cascade.cli.use` runs the commands that use a
 bundle, :mod:`~cascade.cli.build` those that build one, :mod:`~cascade.cli.streams` reads and writes the
@@ -21,13 +22,14 @@ from .use import (
     cmd_classify,
     cmd_evaluate,
     cmd_info,
+    cmd_monitor,
     cmd_serve,
 )
 
 log = logging.getLogger("cascade")
 
 COMMANDS = {"classify": cmd_classify, "batch": cmd_batch, "serve": cmd_serve, "info": cmd_info, "calibrate": cmd_calibrate, "evaluate": cmd_evaluate,
-            "bench": cmd_bench,
+            "bench": cmd_bench, "monitor": cmd_monitor,
             "train-cheap": cmd_train_cheap, "train": cmd_train,
             "finetune": cmd_finetune, "tune": cmd_tune}
 

@@ -17,10 +17,13 @@ BUNDLED_NAME = "BANKING77 (bundled)"
 def _load_training_data(args: argparse.Namespace) -> tuple[TextDataset, TextDataset | None, list[str], str]:
     """(data, selection texts or None to carve them, labels, name) of a build command."""
     if args.data is None:
-        if args.val is not None:
-            raise SystemExit("--val needs --data (the bundled BANKING77 is carved by the package's own rule)")
+        if args.val is not None or args.group_col is not None or args.time_col is not None:
+            raise ValueError("--val, --group-col and --time-col need --data (the bundled BANKING77 is carved by the "
+                             "package's own rule)")
         return load_banking77("train_full"), None, banking77_labels(), BUNDLED_NAME
-    data = read_csv(args.data, args.text_col, args.label_col)
+    if args.val is not None and (args.group_col is not None or args.time_col is not None):
+        raise ValueError("--group-col and --time-col shape the carve of --data; with --val nothing is carved")
+    data = read_csv(args.data, args.text_col, args.label_col, group_col=args.group_col, time_col=args.time_col)
     selection = read_csv(args.val, args.text_col, args.label_col) if args.val is not None else None
     return data, selection, sorted(set(data.labels)), str(args.data)
 
@@ -119,11 +122,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
+    from ..bundle import check_output_folder
     from ..splits import carve_splits
     from ..training.build import train_cheap
     from ..tuning import tune
-
-    from ..bundle import check_output_folder
 
     if args.out is not None:
         check_output_folder(args.out)  # before the trials, not after

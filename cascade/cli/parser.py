@@ -33,6 +33,12 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    help="share of --data carved out as selection texts (default: 0.1)")
     p.add_argument("--certification-share", type=float, default=0.1,
                    help="share of --data set aside, untouched, for `cascade calibrate --data` (default: 0.1)")
+    p.add_argument("--group-col", default=None,
+                   help="a column naming each text's group (author, customer, source): no group is split between "
+                        "train, selection and certification")
+    p.add_argument("--time-col", default=None,
+                   help="a column with each text's time (a number or an ISO 8601 date): the newest texts certify, "
+                        "the next newest select (promises are made on texts like the ones users send next)")
 
 
 def add_multi_label_args(p: argparse.ArgumentParser) -> None:
@@ -52,7 +58,8 @@ EXIT_CODES = """exit codes:
   0  done
   1  internal error (a bug: rerun with -v for the traceback and report it)
   2  usage error, or bad input, file or bundle (the message names it and the fix)
-  3  calibrate: the target cannot be certified on these texts (nothing saved without --allow-uncertified)"""
+  3  calibrate: the target cannot be certified on these texts, or the traffic does not support it (nothing
+     saved without --allow-uncertified); monitor: the promise was found violated"""
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
@@ -120,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability that the --target-accuracy (or --target-f1) promise holds (default: 0.95)")
     p.add_argument("--per-class", action="store_true",
                    help="send classes whose cheap-stage answers are much worse than the rest to the neural stage")
+    p.add_argument("--traffic", type=Path, default=None, metavar="FILE",
+                   help="recent unlabelled texts users sent (.txt: one per line; or CSV, TSV, JSON lines with "
+                        "--traffic-col): a --target-accuracy/--target-f1 promise is made only where this traffic "
+                        "supports it too, and how far it looks like the certifying texts is reported")
+    p.add_argument("--traffic-col", default="text", help="text column or field of a --traffic table (default: text)")
     p.add_argument("--plot", type=Path, default=None, help="save the trade-off curve to this PNG")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--save", action="store_true", help="write the threshold and calibration into the bundle")
@@ -141,6 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None, help="evaluate at this threshold instead of the bundle's")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
     add_bundle_arg(p)
+
+    p = sub.add_parser("monitor", help="check a bundle's promise on labelled texts, as they come",
+                       description="Classify labelled texts in order (a file of feedback: CSV, TSV or JSON lines) "
+                                   "and test the bundle's promise on them with an anytime-valid test (a betting "
+                                   "confidence sequence): prints a JSON line of running figures every --every texts "
+                                   "and a summary; the alarm says when the promise is violated at confidence "
+                                   "1 - --alpha, however often the figures are looked at.",
+                       epilog="Exit status 3 when the promise was found violated.")
+    p.add_argument("--data", type=Path, required=True, help="labelled texts, in the order they came")
+    p.add_argument("--text-col", default="text", help="text column (default: text)")
+    p.add_argument("--label-col", default="category", help="label column (default: category)")
+    add_bundle_arg(p)
+    p.add_argument("--target", type=float, default=None,
+                   help="the promised figure to test (default: the one the bundle's calibration certified)")
+    p.add_argument("--alpha", type=float, default=0.05, help="the alarm's error rate (default: 0.05)")
+    p.add_argument("--every", type=int, default=500, help="texts between two progress lines (default: 500)")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
 
     p = sub.add_parser("bench", help="run benchmarks/run.py (from a clone): every system side by side",
                        description="Runs the repository's benchmarks/run.py with the arguments given after "

@@ -1,4 +1,4 @@
-"""Commands that use a bundle: classify, batch, serve, info, calibrate, evaluate, bench."""
+"""Commands that use a bundle: classify, batch, serve, info, calibrate, monitor, evaluate, bench."""
 
 from __future__ import annotations
 
@@ -147,12 +147,18 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     from ..bundle import check_output_folder
     from ..calibration import CalibrationWarning, calibrate, plot_path
+    from ..calibration.calibrator import MIN_TRAFFIC_TEXTS, PREMISE
+    from ..records import read_texts
     from ..router import Cascade
 
     # Everything that could fail at the end is checked before the long work.
     plot = plot_path(args.plot) if args.plot is not None else None
     model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
     data = _certification_data(args, model.bundle.manifest if model.bundle is not None else {})
+    traffic = read_texts(args.traffic, args.traffic_col, text_flag="--traffic-col") if args.traffic is not None else None
+    if traffic is not None and len(set(traffic)) < MIN_TRAFFIC_TEXTS:
+        raise ValueError(f"{args.traffic}: {len(set(traffic))} distinct texts; --traffic needs at least "
+                         f"{MIN_TRAFFIC_TEXTS} (a few thousand make the estimate's bound tight)")
     if args.out is not None:
         check_output_folder(args.out)
     elif args.save and model.bundle is not None:
@@ -160,6 +166,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)  # reported in the JSON below
         cal = calibrate(model, data.texts, data.labels, label_sep=args.label_sep)
+        if traffic is not None:
+            cal.observe_traffic(traffic)
         choice = cal.choose(target_accuracy=args.target_accuracy, confidence=args.confidence,
                             fallthrough=args.fallthrough, latency_ms=args.latency_ms,
                             match_neural=args.match_neural, per_class=args.per_class, target_f1=args.target_f1)
@@ -167,7 +175,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.save or args.out is not None:
         if choice.mode in ("target_accuracy", "target_f1") and not choice.feasible and not args.allow_uncertified:
             result["saved"] = None
-            result["not_saved"] = "the target cannot be certified; nothing written (--allow-uncertified writes it)"
+            result["not_saved"] = ("no promise made (choice.reason says why); nothing written (--allow-uncertified "
+                                   "writes the closest threshold anyway)")
         else:
             result["saved"] = str(cal.save(args.out, choice, allow_uncertified=args.allow_uncertified).path)
     plot_error = None
@@ -181,10 +190,50 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     out.write(json.dumps(result, indent=2, allow_nan=False) + "\n")
     for message in cal.warnings_:
         sys.stderr.write(f"warning: {message}\n")
+    if choice.certified and traffic is None:
+        sys.stderr.write(f"note: {PREMISE}\n")
     if plot_error is not None:
         sys.stderr.write(f"cascade calibrate: error: {plot_error}\n")
         return 2
     return 0 if choice.feasible else 3
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from ..calibration.feedback import check_feedback_labels, outcomes, promise_of
+    from ..calibration.sequential import PromiseMonitor
+    from ..router import Cascade
+
+    if args.every < 1:
+        raise ValueError(f"--every must be a positive number of texts, got {args.every}")
+    model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
+    promised, figure = promise_of(model)
+    target = args.target if args.target is not None else promised
+    monitor = PromiseMonitor(target, args.alpha)  # checks target and alpha before any work
+    data = read_csv(args.data, args.text_col, args.label_col)
+    labels = check_feedback_labels(model, data.labels)
+    kept: list[int] = []  # a text is counted once, as by the server's /v1/feedback
+    seen: set[str] = set()
+    for i, text in enumerate(data.texts):
+        if text not in seen:
+            seen.add(text)
+            kept.append(i)
+    out = utf8_stdout()
+    state = monitor.state
+    for start in range(0, len(kept), args.every):
+        rows = kept[start:start + args.every]
+        predictions = model.classify([data.texts[i] for i in rows], progress=False)
+        state = monitor.update(outcomes(predictions, [labels[i] for i in rows], figure))
+        out.write(json.dumps({"figure": figure, **state.to_dict()}, allow_nan=False) + "\n")
+        out.flush()
+    summary = {"figure": figure, "source": "--target" if args.target is not None else
+               ("the bundle's calibration" if promised is not None else "none: no promise to test"),
+               "repeated_texts_skipped": len(data.texts) - len(kept), **state.to_dict()}
+    out.write(json.dumps({"summary": summary}, allow_nan=False) + "\n")
+    if state.violated:
+        sys.stderr.write(f"cascade monitor: the promise ({figure} >= {target:.2%}) is violated at confidence "
+                         f"{1 - args.alpha:.0%}, first after {state.violated_after} texts\n")
+        return 3
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -219,8 +268,16 @@ def _certification_data(args: argparse.Namespace, manifest: dict[str, Any]) -> T
         return read_csv(args.val, args.text_col, args.label_col)
     training = manifest.get("training", {})
     recorded = training.get("splits", {})
-    if args.data is not None:
-        return certification_split(read_csv(args.data, args.text_col, args.label_col), recorded, str(args.data))
+    if args.data is not None:  # the group and time columns the build carved by, if any
+        given = [key for key in ("group_col", "time_col") if recorded.get(key) == "(given)"]
+        if given:
+            raise ValueError(f"this bundle's build carved by {' and '.join(k[:-4] + 's' for k in given)} given in Python, "
+                             "not read from a column, so --data cannot find its certification split again; certify "
+                             "from Python (cascade.carve_splits on the same TextDataset, then cascade.calibrate) or "
+                             "with --val")
+        data = read_csv(args.data, args.text_col, args.label_col, group_col=recorded.get("group_col"),
+                        time_col=recorded.get("time_col"))
+        return certification_split(data, recorded, str(args.data))
     if training.get("data") == BUNDLED_NAME:
         return certification_split(load_banking77("train_full"), recorded, BUNDLED_NAME)
     raise ValueError("give --data (the CSV the bundle was built from: its certification split is used) or --val "

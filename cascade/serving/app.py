@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from .._optional import require
+from ..calibration.feedback import outcomes, promise_of
+from ..calibration.traffic import served_score
 from ..router import Cascade
 from .batcher import NeuralBatcher, Overloaded, TooLarge
 from .drain import Drain
@@ -21,13 +23,14 @@ from .drift import FallThroughMonitor, promised_rate
 from .guard import OPEN_PATHS, RequestGuard
 from .metrics import ServiceMetrics
 from .pipeline import Pipeline
-from .requests import Invalid, parse_classify, request_schema
+from .promises import EstimateWatch, FeedbackWatch
+from .requests import Invalid, feedback_schema, parse_classify, parse_feedback, request_schema
 from .responses import RETRY_AFTER, body
 from .settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
-BODY_ROUTES = frozenset({("POST", "/v1/classify")})
+BODY_ROUTES = frozenset({("POST", "/v1/classify"), ("POST", "/v1/feedback")})
 
 __all__ = ["OPEN_PATHS", "create_app"]
 
@@ -38,6 +41,8 @@ class _State:
     def __init__(self) -> None:
         self.pipeline: Pipeline | None = None
         self.monitor: FallThroughMonitor | None = None
+        self.estimate: EstimateWatch | None = None
+        self.feedback: FeedbackWatch | None = None
         self.ready = False
 
     @property
@@ -66,6 +71,10 @@ def create_app(settings: ServeSettings, model: Cascade | None = None) -> Any:
         promised = promised_rate(loaded.bundle.manifest) if loaded.bundle is not None else None
         state.monitor = FallThroughMonitor(promised[0] if promised else None, promised[1] if promised else "",
                                            window=settings.drift_window, level=settings.drift_level)
+        manifest = loaded.bundle.manifest if loaded.bundle is not None else {}
+        state.estimate = EstimateWatch(manifest.get("calibration", {}).get("reference"), window=settings.drift_window,
+                                       level=settings.drift_level)
+        state.feedback = FeedbackWatch(*promise_of(loaded), alpha=settings.feedback_alpha)
         batcher = NeuralBatcher(loaded.neural.predict_proba, max_batch=settings.max_batch,
                                 max_chars=settings.slice_chars, max_wait_ms=settings.max_wait_ms,
                                 max_queue=settings.max_queue, batching=settings.batching, on_batch=_batch_done)
@@ -113,6 +122,10 @@ def create_app(settings: ServeSettings, model: Cascade | None = None) -> Any:
                          "source": monitor.source if monitor else "",
                          "calibration": {"request": calibration.get("request"),
                                          "expected": calibration.get("expected")} if calibration else None},
+            "traffic_estimate": {"figure": state.estimate.figure, "promised": state.estimate.promised,
+                                 "method": "average thresholded confidence with the calibration's cut, over the last "
+                                           f"{settings.drift_window} texts at the bundle's threshold"}
+            if state.estimate is not None and state.estimate.cut is not None else None,
             "limits": {"max_texts": settings.max_texts, "max_chars": settings.max_chars,
                        "max_body_bytes": settings.max_body_bytes},
             "version": _version(),
@@ -124,6 +137,8 @@ def create_app(settings: ServeSettings, model: Cascade | None = None) -> Any:
             metrics.update_drift(state.monitor.check(), state.monitor.promised)
             metrics.queue_depth.set(state.pipeline.batcher.queued)
             metrics.update_cache(state.pipeline.model.cache)
+        if state.estimate is not None and state.feedback is not None:
+            metrics.update_promise(state.estimate.check(), state.feedback.state)
         payload, content_type = metrics.render()
         return Response(payload, media_type=content_type)
 
@@ -154,9 +169,40 @@ def create_app(settings: ServeSettings, model: Cascade | None = None) -> Any:
         metrics.texts.labels("cheap").inc(len(asked.texts) - n_fallen)
         if asked.threshold is None and state.monitor is not None:
             state.monitor.record(to_neural.tolist())
+        if asked.threshold is None and state.estimate is not None and state.estimate.cut is not None:
+            state.estimate.record(served_score(probs, to_neural, m.decisions))
         # serialised here: FastAPI's generic encoder would walk every float again
         return Response(json.dumps({"predictions": predictions, "fall_through": n_fallen}, allow_nan=False),
                         media_type="application/json")
+
+    @app.post("/v1/feedback", summary="the true labels of texts already classified: checked against the promise",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": feedback_schema(settings.max_texts, settings.max_chars)}}}})
+    async def feedback(request: Request) -> Any:
+        m = state.model
+        try:
+            given = parse_feedback(await request.body(), max_texts=settings.max_texts, max_chars=settings.max_chars,
+                                   model=m)
+        except Invalid as exc:
+            return _detail(exc.errors, 422)
+        if state.pipeline is None or state.feedback is None:
+            raise RuntimeError("the server is not started")
+        new = state.feedback.unseen(given.texts)  # a text is counted once, however often it is posted
+        texts = [t for t, keep in zip(given.texts, new) if keep]
+        labels = [y for y, keep in zip(given.labels, new) if keep]
+        if not texts:
+            return Response(json.dumps({"recorded": 0, "repeated": len(given.texts),
+                                        "promise": state.feedback.state.to_dict()}, allow_nan=False),
+                            media_type="application/json")
+        try:  # the answers the bundle gives at its own threshold (the cache answers those already served)
+            probs, to_neural = await state.pipeline.route(texts, None)
+        except (TooLarge, Overloaded) as exc:
+            metrics.overloaded.labels("queue").inc()
+            return _detail(f"overloaded: {exc}; retry shortly", 503, {"Retry-After": RETRY_AFTER[1].decode()})
+        scores = outcomes(m.predictions(probs, to_neural, 1), labels, state.feedback.figure)
+        promise, recorded = state.feedback.record(texts, scores)
+        return Response(json.dumps({"recorded": recorded, "repeated": len(given.texts) - recorded,
+                                    "promise": promise.to_dict()}, allow_nan=False), media_type="application/json")
 
     def _detail(detail: Any, status: int, headers: dict[str, str] | None = None) -> Any:
         return Response(body(detail), status_code=status, media_type="application/json", headers=headers)

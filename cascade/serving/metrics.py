@@ -53,6 +53,24 @@ class ServiceMetrics:
         self.drift = prom.Gauge("cascade_fall_through_drift", "1 while the window's rate differs from the promised "
                                 "one at the configured level", registry=r)
 
+        self.estimated = prom.Gauge("cascade_estimated_figure", "the promised figure (accuracy, exact match or mean "
+                                    "F1) estimated on the last drift-window texts served at the bundle's threshold "
+                                    "(average thresholded confidence; -1: no calibration reference, or no text served yet)", registry=r)
+        self.estimate_promised = prom.Gauge("cascade_estimated_figure_promised", "the figure the bundle's "
+                                            "calibration promised (-1: none)", registry=r)
+        self.estimate_supported = prom.Gauge("cascade_promise_supported_by_traffic", "1 while recent traffic "
+                                             "supports the promise, 0 while it does not, -1 unknown (no promise, "
+                                             "or the window is not full)", registry=r)
+        self.feedback_texts = prom.Gauge("cascade_feedback_texts", "labelled texts posted to /v1/feedback",
+                                         registry=r)
+        self.feedback_mean = prom.Gauge("cascade_feedback_mean", "their mean outcome (accuracy, exact match or F1; "
+                                        "-1 before any)", registry=r)
+        self.feedback_lower = prom.Gauge("cascade_feedback_lower", "lower end of its anytime-valid confidence "
+                                         "sequence", registry=r)
+        self.feedback_upper = prom.Gauge("cascade_feedback_upper", "upper end of its anytime-valid confidence "
+                                         "sequence", registry=r)
+        self.promise_violated = prom.Gauge("cascade_promise_violated", "1 once labelled feedback shows the promise "
+                                           "violated at the configured confidence", registry=r)
         self.cache_hits = prom.Gauge("cascade_cache_hits", "texts answered from the answer cache", registry=r)
         self.cache_misses = prom.Gauge("cascade_cache_misses", "texts the answer cache did not hold", registry=r)
         self.cache_entries = prom.Gauge("cascade_cache_entries", "answers the cache holds now", registry=r)
@@ -64,6 +82,16 @@ class ServiceMetrics:
 
     def render(self) -> tuple[bytes, str]:
         return self._prom.generate_latest(self.registry), self._prom.CONTENT_TYPE_LATEST
+
+    def update_promise(self, estimate: Any, feedback: Any) -> None:
+        self.estimated.set(-1.0 if estimate.estimate is None else estimate.estimate)
+        self.estimate_promised.set(-1.0 if estimate.promised is None else estimate.promised)
+        self.estimate_supported.set(-1.0 if estimate.supported is None else float(estimate.supported))
+        self.feedback_texts.set(feedback.n)
+        self.feedback_mean.set(feedback.mean if feedback.n else -1.0)
+        self.feedback_lower.set(feedback.lower)
+        self.feedback_upper.set(feedback.upper)
+        self.promise_violated.set(float(feedback.violated))
 
     def update_drift(self, state: Any, promised: float | None) -> None:
         self.promised.set(-1.0 if promised is None else promised)

@@ -110,3 +110,65 @@ def request_schema(max_texts: int, max_chars: int) -> dict[str, Any]:
                                                           "(null: the bundle's); not a score filter"},
         },
     }
+
+
+@dataclass(frozen=True)
+class FeedbackRequest:
+    texts: list[str]
+    labels: list[Any]  # checked: a label, or a sorted list of topics
+
+
+def parse_feedback(raw: bytes, *, max_texts: int, max_chars: int, model: Any) -> FeedbackRequest:
+    """A checked ``POST /v1/feedback`` body: ``{"texts": [...], "labels": [...]}``, one label per text (a
+    tagger's: a list of topics); :class:`Invalid` naming what is wrong, an unknown label included."""
+    from ..calibration.feedback import check_feedback_labels
+
+    value = parse_json(raw)
+    if not isinstance(value, dict):
+        raise Invalid([_error([], 'the body must be a JSON object such as {"texts": ["..."], "labels": ["..."]}',
+                              "model_attributes_type")])
+    errors = [_error([key], f"unknown field {key!r}; the fields are texts, labels", "extra_forbidden")
+              for key in value if key not in ("texts", "labels")]
+    texts, labels = value.get("texts"), value.get("labels")
+    for name, items in (("texts", texts), ("labels", labels)):
+        if name not in value:
+            errors.append(_error([name], f"{name} is required: a list", "missing"))
+        elif not isinstance(items, list):
+            errors.append(_error([name], f"{name} must be a list, got {_kind(items)}", "list_type"))
+        elif len(items) > max_texts:
+            errors.append(_error([name], f"at most {max_texts} per request, got {len(items)}", "too_long"))
+    if errors or not isinstance(texts, list) or not isinstance(labels, list):
+        raise Invalid(errors)
+    if len(texts) != len(labels):
+        raise Invalid([_error(["labels"], f"{len(labels)} labels for {len(texts)} texts: give one label per text",
+                              "value_error")])
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            errors.append(_error(["texts", i], f"texts[{i}] is {_kind(text)}, not a string", "string_type"))
+        elif len(text) > max_chars:
+            errors.append(_error(["texts", i], f"texts[{i}] has {len(text)} characters, more than the {max_chars} "
+                                               "allowed per text", "string_too_long"))
+    if errors:
+        raise Invalid(errors)
+    try:
+        checked = check_feedback_labels(model, labels)
+    except ValueError as exc:
+        where = str(exc).split("]", 1)[0].removeprefix("labels[")
+        loc: list[Any] = ["labels", int(where)] if where.isdigit() else ["labels"]
+        raise Invalid([_error(loc, str(exc), "value_error")]) from None
+    return FeedbackRequest(list(texts), checked)
+
+
+def feedback_schema(max_texts: int, max_chars: int) -> dict[str, Any]:
+    """The feedback body's JSON schema, for the OpenAPI page."""
+    return {
+        "type": "object", "additionalProperties": False, "required": ["texts", "labels"],
+        "properties": {
+            "texts": {"type": "array", "maxItems": max_texts, "items": {"type": "string", "maxLength": max_chars},
+                      "description": "texts already classified (or any texts): each is answered again, at the "
+                                     "bundle's own threshold, and checked against its label"},
+            "labels": {"type": "array", "maxItems": max_texts,
+                       "items": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                       "description": "one per text: its true label (a tagger's: a list of topics)"},
+        },
+    }

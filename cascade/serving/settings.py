@@ -62,10 +62,12 @@ class ServeSettings:
     send_timeout: float = field(default=30.0, metadata={"help": "seconds an answer may wait for the client to read "
                                                                 "it once the socket's send buffer is full (closed "
                                                                 "above)"})
-    drift_window: int = field(default=2000, metadata={"help": "texts in the sliding window whose fall-through rate "
-                                                              "is tested against the promised one"})
-    drift_level: float = field(default=0.001, metadata={"help": "significance level of that two-sided binomial "
-                                                                "test"})
+    drift_window: int = field(default=2000, metadata={"help": "texts in the sliding window whose fall-through rate, "
+                                                              "and estimated accuracy, are tested against the "
+                                                              "promised ones"})
+    drift_level: float = field(default=0.001, metadata={"help": "significance level of those tests"})
+    feedback_alpha: float = field(default=0.05, metadata={"help": "POST /v1/feedback: the promise is declared "
+                                                                  "violated at confidence 1 - this (anytime-valid)"})
     graceful_seconds: float = field(default=30.0, metadata={"help": "on SIGTERM/SIGINT, how long requests in "
                                                                     "flight may take to finish; then they get 503 "
                                                                     "and their work is cancelled"})
@@ -78,7 +80,7 @@ class ServeSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("max_wait_ms", "idle_timeout", "header_timeout", "body_timeout", "send_timeout", "drift_level",
-                     "graceful_seconds"):
+                     "feedback_alpha", "graceful_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -94,6 +96,8 @@ class ServeSettings:
                              f"{self.max_head_bytes}")
         if not 0.0 < self.drift_level < 0.5:
             raise ValueError(f"drift_level must be between 0 and 0.5, got {self.drift_level}")
+        if not 0.0 < self.feedback_alpha < 0.5:
+            raise ValueError(f"feedback_alpha must be between 0 and 0.5, got {self.feedback_alpha}")
         if not 0.0 <= self.graceful_seconds <= 3600.0:
             raise ValueError(f"graceful_seconds must be between 0 and 3600, got {self.graceful_seconds}")
         if self.max_queue < self.max_texts:

@@ -247,7 +247,7 @@ def test_every_variable_is_parsed_by_its_settings_type():
     for f in fields(ServeSettings):
         kind = next((t for t in (bool, int, float, str) if t in (hints[f.name], *typing.get_args(hints[f.name]))),
                     None)
-        if f.name in ("bundle", "api_key", "threads", "drift_level", "max_wait_ms"):
+        if f.name in ("bundle", "api_key", "threads", "drift_level", "max_wait_ms", "feedback_alpha"):
             continue
         raw_value, value = SAMPLES[kind]
         if f.name == "max_queue":
@@ -255,8 +255,10 @@ def test_every_variable_is_parsed_by_its_settings_type():
         environ[ServeSettings.env_name(f.name)] = raw_value
         expected[f.name] = value
     environ.update({"CASCADE_SERVE_THREADS": "1", "CASCADE_SERVE_BUNDLE": "some/where", "CASCADE_API_KEY": KEY,
-                    "CASCADE_SERVE_DRIFT_LEVEL": "0.01", "CASCADE_SERVE_MAX_WAIT_MS": "2.5"})
-    expected.update(threads=1, bundle=Path("some/where"), api_key=KEY, drift_level=0.01, max_wait_ms=2.5)
+                    "CASCADE_SERVE_DRIFT_LEVEL": "0.01", "CASCADE_SERVE_MAX_WAIT_MS": "2.5",
+                    "CASCADE_SERVE_FEEDBACK_ALPHA": "0.01"})
+    expected.update(threads=1, bundle=Path("some/where"), api_key=KEY, drift_level=0.01, max_wait_ms=2.5,
+                    feedback_alpha=0.01)
     s = ServeSettings.from_sources({}, environ)
     for name, value in expected.items():
         assert getattr(s, name) == value and type(getattr(s, name)) is type(value), name
