@@ -88,6 +88,33 @@ def summarize(scores: StageScores, threshold: float, measure: str = "max_prob",
     }
 
 
+def neural_adds_nothing(metrics: dict[str, Any], ms_per_text: dict[str, float] | None = None) -> str | None:
+    """Why a bundle is effectively its cheap stage, from its figures on the selection texts (``summarize``'s
+    or a tagger's, with the build rule's ``rule``), or None when the neural stage earns its place: the
+    threshold chosen sends no text on, or no threshold beats the cheap stage alone (the stages' mix
+    included). ``ms_per_text``: each stage's cost, said beside the figures."""
+    figure = "exact_match" if "cheap_exact_match" in metrics else "accuracy"
+    cheap, neural = float(metrics[f"cheap_{figure}"]), float(metrics[f"neural_{figure}"])
+    rule = metrics.get("rule", {})
+    best = float(rule.get("best_accuracy", metrics[f"cascade_{figure}"]))
+    name = figure.replace("_", " ")
+    if best <= cheap:
+        why = (f"no threshold beats the cheap stage alone ({name} {cheap:.2%}; the neural stage alone {neural:.2%}; "
+               f"the best cascade {best:.2%})")
+    elif float(metrics["fall_through_rate"]) == 0.0:
+        why = (f"the threshold chosen sends no text on: the most accurate one ({name} {best:.2%} against the cheap "
+               f"stage's {cheap:.2%}, sending {float(rule.get('best_fall_through_rate', 0.0)):.1%}) was not "
+               f"significantly better (McNemar p = {float(rule.get('p_value', 1.0)):.2g}); the neural stage alone "
+               f"scores {neural:.2%}")
+    else:
+        return None
+    cost = (f"; per text the cheap stage costs {ms_per_text['cheap']:.3f} ms, the neural stage "
+            f"{ms_per_text['neural']:.3f} ms" if ms_per_text else "")
+    return (f"the neural stage adds nothing on the {int(metrics['n_texts']):,} selection texts: {why}{cost}. The "
+            "bundle is effectively its cheap stage (`cascade train-cheap` builds that alone); more labelled texts or "
+            "another encoder (`--encoder-from`) may change this")
+
+
 def evaluate(model: Cascade, data: TextDataset, threshold: float | None = None,
              label_sep: str | None = None) -> dict[str, Any]:
     """Each stage alone and the cascade at the model's threshold (or the one given): :func:`summarize` of

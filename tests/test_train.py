@@ -157,3 +157,33 @@ def test_an_abstain_share_out_of_range_is_refused(tmp_path, tiny_encoder_bundle)
     train, val = _topic_data()
     with pytest.raises(ValueError, match="share of in-scope texts that may be rejected"):
         cascade.train(train, val, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False, abstain=1.5)
+
+
+def test_the_build_says_when_the_transformer_adds_nothing(tmp_path, tiny_encoder_bundle):
+    """Issue 24: `cascade train` chose threshold 0.000 on a user's topics and nothing said the transformer was
+    never called. The tiny random encoder adds nothing to a cheap stage that gets these topics right."""
+    train, val = _topic_data()
+    run = subprocess.run([sys.executable, "-m", "cascade.cli", "train", "--data", str(_write_csv(tmp_path / "t.csv", train)),
+                          "--val", str(_write_csv(tmp_path / "v.csv", val)), "--label-col", "topic", "--out",
+                          str(tmp_path / "b"), "--encoder-from", str(tiny_encoder_bundle)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    selection = json.loads((tmp_path / "b" / "manifest.json").read_text())["metrics"]["selection"]
+    note = selection["neural_adds_nothing"]
+    assert "no threshold beats the cheap stage alone (accuracy " in note and "ms" in note
+    assert f"note: {note}" in run.stdout
+    assert "**Effectively its cheap stage**" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.parametrize(("figures", "says"), [
+    ({"fall_through_rate": 0.0, "rule": {"best_accuracy": 0.95, "best_fall_through_rate": 0.2, "p_value": 0.3}},
+     "the threshold chosen sends no text on: the most accurate one (accuracy 95.00% against the cheap stage's 90.00%"),
+    ({"fall_through_rate": 0.1, "rule": {"best_accuracy": 0.90}}, "no threshold beats the cheap stage alone"),
+    ({"fall_through_rate": 0.1, "rule": {"best_accuracy": 0.93}}, None),  # it earns its place
+])
+def test_adds_nothing_names_the_reason_and_both_figures(figures, says):
+    from cascade.evaluation import neural_adds_nothing
+
+    note = neural_adds_nothing({"n_texts": 500, "cheap_accuracy": 0.90, "neural_accuracy": 0.88,
+                                "cascade_accuracy": 0.90, **figures}, {"cheap": 0.02, "neural": 0.7})
+    assert (note is None) if says is None else (says in note and "88.00%" in note and "0.700 ms" in note)

@@ -61,6 +61,10 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"{manifest.get('confidence', 'the cheap stage confidence')}; chosen by: "
         f"{manifest.get('threshold_rule', 'not recorded')}.",
     ]
+    selection = manifest.get("metrics", {}).get("selection", {})
+    adds_nothing = selection.get("neural_adds_nothing") if isinstance(selection, dict) else None
+    if isinstance(adds_nothing, str) and selection.get("threshold") == manifest.get("threshold"):  # not recalibrated
+        lines.append(f"- **Effectively its cheap stage**: {adds_nothing}.")
     if "abstain" in manifest:
         lines.append(f"- Answers \"none of these\" (label null) below probability "
                      f"{manifest['abstain'].get('below', float('nan')):.3f}.")

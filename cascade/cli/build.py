@@ -116,6 +116,8 @@ def _print_summary(path: Path, manifest: dict[str, Any]) -> None:
         f"{sel[f'cheap_{measure}']:.2%}, neural {sel[f'neural_{measure}']:.2%}, cascade "
         f"{sel[f'cascade_{measure}']:.2%} with {sel['fall_through_rate']:.1%} falling through{abstain}\n{split_line}"
     )
+    if "neural_adds_nothing" in sel:
+        sys.stdout.write(f"note: {sel['neural_adds_nothing']}\n")
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from ..bundle import (
 from ..calibration import BUILD_RULE, cheapest_same_as_best
 from ..datasets import TextDataset
 from ..errors import CascadeError
-from ..evaluation import StageScores, label_indices, summarize
+from ..evaluation import StageScores, label_indices, neural_adds_nothing, summarize
 from ..multilabel import split_labels
 from ..router import confidence
 from ..splits import CERTIFICATION_SHARE, SELECTION_SHARE, build_splits
@@ -172,6 +172,9 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
     else:
         threshold, sel_metrics = _choose_threshold(cheap, neural, labels, selection, None if mix else 0.0, abstain)
     cheap_weight = float(sel_metrics.get("cheap_weight", 0.0))
+    if neural_adds_nothing(sel_metrics) is not None:  # say so, with what each stage costs
+        sel_metrics["neural_adds_nothing"] = neural_adds_nothing(sel_metrics, _ms_per_text(cheap, neural, selection))
+        log.warning("%s", sel_metrics["neural_adds_nothing"])
     files = {
         CheapStage.ONNX_FILE: cheap_dir / CheapStage.ONNX_FILE,
         CheapStage.FEATURES_FILE: cheap_dir / CheapStage.FEATURES_FILE,
@@ -203,6 +206,20 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
         full["abstain"] = {"below": sel_metrics["abstain_below"], "max_rejected_share": abstain,
                            "rule": "the cut under which that share of in-scope selection texts' answers fall"}
     return write_bundle(out, files, full, expected=expected)
+
+
+def _ms_per_text(cheap: CheapStage, neural: NeuralStage, selection: TextDataset, texts: int = 128) -> dict[str, float]:
+    """Each stage's milliseconds per text on up to ``texts`` selection texts (the best of 3 runs)."""
+    sample = selection.texts[:texts]
+    costs = {}
+    for name, run in (("cheap", cheap.logits), ("neural", neural.logits)):
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            run(sample)
+            times.append(time.perf_counter() - start)
+        costs[name] = 1000 * min(times) / max(len(sample), 1)
+    return costs
 
 
 def _step_bar(total: int, desc: str, progress: bool) -> Any:
