@@ -152,17 +152,12 @@ def create_app(settings: ServeSettings, model: Cascade | None = None) -> Any:
                                    n_labels=len(m.labels))
         except Invalid as exc:
             return _detail(exc.errors, 422)
-        if state.pipeline is None:
-            raise RuntimeError("the server is not started")
         if not asked.texts:
             return Response('{"predictions": [], "fall_through": 0}', media_type="application/json")
-        try:
-            probs, to_neural = await state.pipeline.route(asked.texts, asked.threshold)
-        except TooLarge as exc:
-            return _detail(str(exc), 413)
-        except Overloaded as exc:
-            metrics.overloaded.labels("queue").inc()
-            return _detail(f"overloaded: {exc}; retry shortly", 503, {"Retry-After": RETRY_AFTER[1].decode()})
+        routed = await _route(asked.texts, asked.threshold)
+        if isinstance(routed, Response):
+            return routed
+        probs, to_neural = routed
         predictions = [p.to_dict() for p in m.predictions(probs, to_neural, asked.top_k)]
         n_fallen = int(to_neural.sum())
         metrics.texts.labels("neural").inc(n_fallen)
@@ -185,7 +180,7 @@ def create_app(settings: ServeSettings, model: Cascade | None = None) -> Any:
                                    model=m)
         except Invalid as exc:
             return _detail(exc.errors, 422)
-        if state.pipeline is None or state.feedback is None:
+        if state.feedback is None:
             raise RuntimeError("the server is not started")
         new = state.feedback.unseen(given.texts)  # a text is counted once, however often it is posted
         texts = [t for t, keep in zip(given.texts, new) if keep]
@@ -194,15 +189,26 @@ def create_app(settings: ServeSettings, model: Cascade | None = None) -> Any:
             return Response(json.dumps({"recorded": 0, "repeated": len(given.texts),
                                         "promise": state.feedback.state.to_dict()}, allow_nan=False),
                             media_type="application/json")
-        try:  # the answers the bundle gives at its own threshold (the cache answers those already served)
-            probs, to_neural = await state.pipeline.route(texts, None)
-        except (TooLarge, Overloaded) as exc:
-            metrics.overloaded.labels("queue").inc()
-            return _detail(f"overloaded: {exc}; retry shortly", 503, {"Retry-After": RETRY_AFTER[1].decode()})
+        routed = await _route(texts, None)  # the answers at the bundle's own threshold (cached if served)
+        if isinstance(routed, Response):
+            return routed
+        probs, to_neural = routed
         scores = outcomes(m.predictions(probs, to_neural, 1), labels, state.feedback.figure)
         promise, recorded = state.feedback.record(texts, scores)
         return Response(json.dumps({"recorded": recorded, "repeated": len(given.texts) - recorded,
                                     "promise": promise.to_dict()}, allow_nan=False), media_type="application/json")
+
+    async def _route(texts: list[str], threshold: float | None) -> tuple[Any, Any] | Response:
+        """Both stages' answers for ``texts``, or the response saying why the queue cannot take them."""
+        if state.pipeline is None:
+            raise RuntimeError("the server is not started")
+        try:
+            return await state.pipeline.route(texts, threshold)
+        except TooLarge as exc:
+            return _detail(str(exc), 413)
+        except Overloaded as exc:
+            metrics.overloaded.labels("queue").inc()
+            return _detail(f"overloaded: {exc}; retry shortly", 503, {"Retry-After": RETRY_AFTER[1].decode()})
 
     def _detail(detail: Any, status: int, headers: dict[str, str] | None = None) -> Any:
         return Response(body(detail), status_code=status, media_type="application/json", headers=headers)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,28 @@ def promised_rate(manifest: dict[str, Any]) -> tuple[float, str] | None:
     return None
 
 
+class SlidingCount:
+    """The last ``size`` yes/no flags and how many of them are yes (its owner holds the lock)."""
+
+    def __init__(self, size: int) -> None:
+        self._flags: deque[bool] = deque(maxlen=size)
+        self.count = 0
+
+    def add(self, flags: Iterable[bool]) -> None:
+        for flag in flags:
+            if len(self._flags) == self._flags.maxlen:
+                self.count -= self._flags[0]
+            self._flags.append(flag)
+            self.count += flag
+
+    def __len__(self) -> int:
+        return len(self._flags)
+
+    @property
+    def full(self) -> bool:
+        return len(self._flags) == self._flags.maxlen
+
+
 @dataclass(frozen=True)
 class DriftState:
     observed: float
@@ -47,8 +70,7 @@ class FallThroughMonitor:
         self.promised = promised
         self.source = source
         self.level = level
-        self._flags: deque[bool] = deque(maxlen=window)
-        self._fallen = 0
+        self._flags = SlidingCount(window)
         self._since_check = 0
         self._lock = threading.Lock()
         self.state = DriftState(observed=0.0, window=0, p_value=1.0, drifting=False)
@@ -56,11 +78,7 @@ class FallThroughMonitor:
     def record(self, fallen: list[bool]) -> None:
         """Add the routing of texts served at the bundle's own threshold (others say nothing about drift)."""
         with self._lock:
-            for flag in fallen:
-                if len(self._flags) == self._flags.maxlen:
-                    self._fallen -= self._flags[0]
-                self._flags.append(flag)
-                self._fallen += flag
+            self._flags.add(fallen)
             self._since_check += len(fallen)
             if self._since_check >= CHECK_EVERY:
                 self._check()
@@ -76,12 +94,12 @@ class FallThroughMonitor:
 
         self._since_check = 0
         n = len(self._flags)
-        observed = self._fallen / n if n else 0.0
-        full = n == self._flags.maxlen
+        observed = self._flags.count / n if n else 0.0
+        full = self._flags.full
         if self.promised is None or not full:
             self.state = DriftState(observed, n, 1.0, self.state.drifting and full)
             return
-        p_value = float(binomtest(self._fallen, n, min(max(self.promised, 1e-9), 1 - 1e-9)).pvalue)
+        p_value = float(binomtest(self._flags.count, n, min(max(self.promised, 1e-9), 1 - 1e-9)).pvalue)
         drifting = p_value < self.level
         if drifting != self.state.drifting:
             if drifting:

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from ..calibration.sequential import MonitorState, PromiseMonitor
+from .drift import CHECK_EVERY, SlidingCount
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY = 100
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,7 @@ class EstimateWatch:
         self.promised = self.reference.get("promised") if self.reference else None
         self.figure = self.reference.get("figure", "accuracy") if self.reference else "accuracy"
         self.level = level
-        self._above: deque[bool] = deque(maxlen=window)
-        self._count = 0
+        self._above = SlidingCount(window)
         self._since = 0
         self._lock = threading.Lock()
         self._supported: bool | None = None
@@ -55,11 +54,7 @@ class EstimateWatch:
         if self.cut is None:
             return
         with self._lock:
-            for above in (np.asarray(scores) > self.cut).tolist():
-                if len(self._above) == self._above.maxlen:
-                    self._count -= self._above[0]
-                self._above.append(above)
-                self._count += above
+            self._above.add((np.asarray(scores) > self.cut).tolist())
             self._since += len(scores)
             if self._since >= CHECK_EVERY:
                 self._check()
@@ -72,16 +67,16 @@ class EstimateWatch:
     @property
     def state(self) -> EstimateState:
         n = len(self._above)
-        return EstimateState(self._count / n if n else None, n, self.promised, self._supported)
+        return EstimateState(self._above.count / n if n else None, n, self.promised, self._supported)
 
     def _check(self) -> None:
         from scipy.stats import beta
 
         self._since = 0
         n = len(self._above)
-        if self.promised is None or n < (self._above.maxlen or 0):
+        if self.promised is None or not self._above.full:
             return
-        k = self._count
+        k = self._above.count
         upper = 1.0 if k >= n else float(beta.ppf(1.0 - self.level, k + 1, n - k))
         supported = upper >= self.promised
         if supported != self._supported and (self._supported is not None or not supported):
