@@ -12,19 +12,24 @@ from onnx import TensorProto, helper, numpy_helper
 from cascade.datasets import TextDataset
 
 
-def make_tokenizer(path: Path, texts: list[str]) -> Path:
-    """A BERT-style WordPiece tokenizer (uncased, [CLS] ... [SEP]) over the words of ``texts``."""
+def make_tokenizer(path: Path, texts: list[str], mpnet: bool = False) -> Path:
+    """A BERT-style WordPiece tokenizer (uncased, [CLS] ... [SEP]) over the words of ``texts``; ``mpnet``: MPNet's
+    flavour (<s> ... </s> added by RobertaProcessing, <pad> at id 1)."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordPiece
 
     words = sorted({w for t in texts for w in re.findall(r"\w+", t.lower())})
-    vocab = {tok: i for i, tok in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}
-    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]"))
+    specials = ["<s>", "<pad>", "</s>", "<unk>"] if mpnet else ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    vocab = {tok: i for i, tok in enumerate([*specials, *words])}
+    tok = Tokenizer(WordPiece(vocab, unk_token=specials[3] if mpnet else "[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
+    if mpnet:
+        tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    else:
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+        )
     tok.save(str(path))
     return path
 

@@ -109,3 +109,20 @@ def test_replay_and_monitor_simulation_quick_runs(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     rows = json.loads(sim.with_suffix(".json").read_text())["rows"]
     assert rows[0]["alarm_rate"] < 0.15 and rows[-1]["alarm_rate"] > 0.5
+
+
+def test_large_encoder_quick_run_sets_two_recipes_side_by_side(tmp_path):
+    """benchmarks/large_encoder.py on an encoder folder (here the shipped encoder, written out as one)."""
+    from cascade.bundle import default_bundle_path, read_bundle
+    from cascade.bundle.encoder_dir import write_encoder_dir
+
+    shipped = read_bundle(default_bundle_path())  # its neural stage is the frozen encoder with a head
+    folder = write_encoder_dir(tmp_path / "enc", shipped.file("neural.onnx"), shipped.file("tokenizer.json"),
+                               {"max_length": shipped.manifest["neural"]["max_length"],
+                                "base_model": "the shipped encoder again"})
+    out = tmp_path / "large"
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / "large_encoder.py"), "--encoder", str(folder.path),
+                          "--quick", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert len(result["recipes"]) == 2 and "the shipped encoder again INT8" in out.with_suffix(".md").read_text()

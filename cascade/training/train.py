@@ -19,14 +19,23 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle import Bundle, atomic, check_output_folder, default_bundle_path, read_bundle, text_hash
+from ..bundle import (
+    Bundle,
+    atomic,
+    check_output_folder,
+    default_bundle_path,
+    read_bundle,
+    text_hash,
+)
+from ..bundle.encoder_dir import ENCODER_FILE as ENCODER_DIR_FILE
+from ..bundle.encoder_dir import is_encoder_dir, read_encoder_dir
 from ..datasets import TextDataset
 from ..errors import CascadeError
 from ..evaluation import label_indices
-from ..stages.head import FILE as HEAD_FILE
 from ..multilabel import label_matrix, split_labels
 from ..progress import map_with_progress
 from ..splits import CERTIFICATION_SHARE, SELECTION_SHARE, build_splits
+from ..stages.head import FILE as HEAD_FILE
 from ..stages.neural import NeuralStage
 from ..stages.tokenization import check_windows
 from .build import _fit_and_export_cheap, _step_bar, assemble
@@ -173,11 +182,15 @@ def embed_with_progress(stage: NeuralStage, texts: list[str], desc: str, progres
 
 @dataclass(frozen=True)
 class EncoderSource:
-    """Where ``cascade train`` takes its frozen encoder from: a bundle's files, and what they are."""
+    """Where ``cascade train`` takes its frozen encoder from, verified: the encoder's and its tokenizer's
+    files, their SHA-256 (checked again as they are copied), what the encoder is, and where it came from (a
+    bundle's digest, or an encoder folder's path)."""
 
-    bundle: Bundle
-    model_file: str
+    model_path: Path
+    tokenizer_path: Path
+    hashes: tuple[str, str]  # of the model, of the tokenizer
     info: dict[str, Any]
+    origin: str
 
     @property
     def max_length(self) -> int:
@@ -185,19 +198,29 @@ class EncoderSource:
 
 
 def encoder_source(path: str | Path | None) -> EncoderSource:
-    """The frozen encoder of a bundle (default: the shipped one): its ``encoder`` section (the shipped
-    bundle carries one beside its fine-tuned stage), or its neural stage if that is a frozen encoder
-    (any bundle ``cascade train`` wrote)."""
+    """The frozen encoder of an encoder folder (``python -m cascade.training.encoder --model ... --out``), or
+    of a bundle (default: the shipped one): its ``encoder`` section (the shipped bundle carries one beside its
+    fine-tuned stage), or its neural stage if that is a frozen encoder (any bundle ``cascade train`` wrote)."""
+    if path is not None and is_encoder_dir(path):
+        found = read_encoder_dir(path)
+        return EncoderSource(found.model_path, found.tokenizer_path,
+                             (found.hashes[ENCODER_DIR_FILE], found.hashes[NeuralStage.TOKENIZER_FILE]),
+                             {k: v for k, v in found.info.items() if k not in ("format", "files")}, str(found.path))
     bundle = read_bundle(path if path is not None else default_bundle_path())
     if "encoder" in bundle.manifest:
         info = dict(bundle.manifest["encoder"])
-        return EncoderSource(bundle, info["file"], info)
-    neural = bundle.manifest["neural"]
-    if neural.get("type") == "frozen-encoder":
-        info = {k: v for k, v in neural.items() if k not in ("head", "head_C", "validation_accuracy", "selection_accuracy", "type")}
-        return EncoderSource(bundle, NeuralStage.ONNX_FILE, info)
-    raise CascadeError(f"{bundle.path} has no frozen encoder (its neural stage is fine-tuned and it ships no "
-                       "'encoder'); pass --encoder-from a bundle made by `cascade train`, or the shipped one")
+        model_file = info["file"]
+    elif bundle.manifest["neural"].get("type") == "frozen-encoder":
+        info = {k: v for k, v in bundle.manifest["neural"].items()
+                if k not in ("head", "head_C", "validation_accuracy", "selection_accuracy", "type")}
+        model_file = NeuralStage.ONNX_FILE
+    else:
+        raise CascadeError(f"{bundle.path} has no frozen encoder (its neural stage is fine-tuned and it ships no "
+                           "'encoder'); pass --encoder-from a bundle made by `cascade train`, an encoder folder, or "
+                           "the shipped bundle")
+    hashes = bundle.expected_hashes()
+    return EncoderSource(bundle.file(model_file), bundle.file(NeuralStage.TOKENIZER_FILE),
+                         (hashes[model_file], hashes[NeuralStage.TOKENIZER_FILE]), info, bundle.digest)
 
 
 def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Path, *,
@@ -220,17 +243,15 @@ def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Pa
     labels = (check_topics(train, selection, sep, min_texts) if sep is not None
               else check_labels(train, selection, min_texts))
     source = encoder_source(encoder_from)
-    base = source.bundle
     max_length = int(config.max_length or source.max_length)
-    encoder_file, tokenizer_file = base.file(source.model_file), base.file(NeuralStage.TOKENIZER_FILE)
+    encoder_file, tokenizer_file = source.model_path, source.tokenizer_path
     try:  # the encoder is checked before any long work
-        stage = NeuralStage(base.read_bytes(source.model_file), base.read_bytes(NeuralStage.TOKENIZER_FILE),
-                            max_length, windows=config.windows)
+        stage = NeuralStage(encoder_file, tokenizer_file, max_length, windows=config.windows)
         if stage.embedding_dim is None:
             raise ValueError("it outputs logits or pooled embeddings, not token states: an encoder from an older "
                              "cascade; use the shipped bundle or one `cascade train` wrote")
     except ValueError as exc:
-        raise CascadeError(f"{base.path / source.model_file} cannot serve as the frozen encoder: {exc}") from None
+        raise CascadeError(f"{encoder_file} cannot serve as the frozen encoder: {exc}") from None
     with atomic.scratch_dir(Path(tempfile.gettempdir()), "cascade-train-") as work, \
             _step_bar(3, "train: starting", progress) as bar:
         bar.set_description_str(f"fitting the cheap stage on {len(train)} texts")
@@ -257,7 +278,7 @@ def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Pa
                          "command": "cascade train", "config": asdict(config), "cheap": cheap_info,
                          "head": {"C": config.head_C, "fit_seconds": round(head_seconds, 1)},
                          "seconds_before_writing": round(time.perf_counter() - started, 1),
-                         "encoder_from": base.digest},
+                         "encoder_from": source.origin},
         }
         bundle = assemble(
             out, labels=labels, cheap_dir=work, neural_model=encoder_file, tokenizer=tokenizer_file,
@@ -265,8 +286,7 @@ def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Pa
             train_hashes={text_hash(t) for t in train.texts}, head=work / HEAD_FILE, abstain=config.abstain,
             label_sep=sep, windows=config.windows,
             at_least_one=sep is None or all(split_labels(cell, sep) for cell in train.labels),
-            expected={NeuralStage.ONNX_FILE: base.expected_hashes()[source.model_file],
-                      NeuralStage.TOKENIZER_FILE: base.expected_hashes()[NeuralStage.TOKENIZER_FILE]},
+            expected={NeuralStage.ONNX_FILE: source.hashes[0], NeuralStage.TOKENIZER_FILE: source.hashes[1]},
         )
         bar.update()
     log.info("cascade train: %s written in %.0fs", bundle.path, time.perf_counter() - started)
