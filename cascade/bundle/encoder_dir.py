@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BundleError
-from .store import sha256_file
+from .store import copy_synced, fsync_dir, sha256_file, write_synced
 
 ENCODER_JSON = "encoder.json"
 ENCODER_FILE = "encoder.onnx"
@@ -122,13 +122,12 @@ def write_encoder_dir(out: str | Path, model: Path, tokenizer: Path, info: dict[
     scratch = out.parent / f".{out.name}.tmp-{secrets.token_hex(6)}"
     scratch.mkdir()  # the umask's permissions, as for any folder (mkdtemp's would be private)
     try:
-        shutil.copyfile(model, scratch / ENCODER_FILE)
-        shutil.copyfile(tokenizer, scratch / TOKENIZER_FILE)
-        (scratch / ENCODER_JSON).write_text(json.dumps(described, indent=2, allow_nan=False), encoding="utf-8")
-        for name in (ENCODER_FILE, TOKENIZER_FILE, ENCODER_JSON):
-            with (scratch / name).open("rb") as fh:
-                os.fsync(fh.fileno())
+        copy_synced(model, scratch / ENCODER_FILE)
+        copy_synced(tokenizer, scratch / TOKENIZER_FILE)
+        write_synced(scratch / ENCODER_JSON, json.dumps(described, indent=2, allow_nan=False).encode("utf-8"))
+        fsync_dir(scratch)
         os.rename(scratch, out)  # a new name: readers see the whole folder or none
+        fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)  # only the scratch folder this call made
         raise

@@ -377,7 +377,7 @@ def write_bundle(path: str | Path, files: Mapping[str, Path], manifest: Mapping[
             tmp = scratch.path
             _fill(tmp, files, manifest, expected)
             atomic.swap_into_place(scratch, path, _listed_files)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
     except OSError as exc:  # a full disk, say: say which bundle could not be written
         if exc.filename is not None and str(path) in str(exc.filename):
             raise
@@ -398,7 +398,7 @@ def _fill(tmp: Path, files: Mapping[str, Path], manifest: Mapping[str, Any], exp
         src = Path(src)
         if not src.is_file():
             raise BundleError(f"cannot write the bundle: source file for {name} not found at {src}")
-        _copy_synced(src, tmp / name)  # a copy: a hard link would change if its source did
+        copy_synced(src, tmp / name)  # a copy: a hard link would change if its source did
         sha = sha256_file(tmp / name)
         if expected is not None and name in expected and expected[name] != sha:
             raise BundleError(f"cannot write the bundle: {src} changed since its bundle was verified "
@@ -411,20 +411,21 @@ def _fill(tmp: Path, files: Mapping[str, Path], manifest: Mapping[str, Any], exp
         "versions": manifest.get("versions") or library_versions(),
         "created": manifest.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    _write_synced(tmp / CARD, model_card(full).encode("utf-8"))
+    write_synced(tmp / CARD, model_card(full).encode("utf-8"))
     entries[CARD] = {"sha256": sha256_file(tmp / CARD), "bytes": (tmp / CARD).stat().st_size}
     try:
         raw = (json.dumps(full, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
         validate_manifest(parse_manifest(raw))
     except (BundleError, ValueError, UnicodeEncodeError) as exc:
         raise BundleError(f"refusing to write an invalid bundle: {exc}") from None
-    _write_synced(tmp / MANIFEST, raw)
+    write_synced(tmp / MANIFEST, raw)
     (tmp / atomic.MARKER).unlink()
     read_bundle(tmp)  # verify what was written before it replaces anything
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
 
 
-def _copy_synced(src: Path, dst: Path) -> None:
+def copy_synced(src: Path, dst: Path) -> None:
+    """Copy ``src`` to a new file ``dst``, on disk before returning."""
     with src.open("rb") as fin, dst.open("xb") as fout:
         while chunk := fin.read(1 << 20):
             fout.write(chunk)
@@ -432,14 +433,16 @@ def _copy_synced(src: Path, dst: Path) -> None:
         os.fsync(fout.fileno())
 
 
-def _write_synced(dst: Path, data: bytes) -> None:
+def write_synced(dst: Path, data: bytes) -> None:
+    """Write ``data`` to a new file ``dst``, on disk before returning."""
     with dst.open("xb") as fout:
         fout.write(data)
         fout.flush()
         os.fsync(fout.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Put a folder's entries (a rename into it) on disk, where the platform allows."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:

@@ -243,7 +243,7 @@ def test_a_full_disk_names_the_bundle(b, monkeypatch):
     def full(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store, "_copy_synced", full)
+    monkeypatch.setattr(store, "copy_synced", full)
     with pytest.raises(OSError) as info:
         update_manifest(b, {"threshold": 0.4})
     assert str(b) in str(info.value) and "No space left" in str(info.value)

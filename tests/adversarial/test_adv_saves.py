@@ -92,11 +92,11 @@ def test_kill_while_writing_leaves_the_old_bundle_and_the_scratch_folder_goes_ne
     run_killed("""
         import os, signal
         import cascade.bundle.store as store
-        real = store._copy_synced
+        real = store.copy_synced
         def copy_then_die(src, dst):
             real(src, dst)
             os.kill(os.getpid(), signal.SIGKILL)
-        store._copy_synced = copy_then_die
+        store.copy_synced = copy_then_die
         store.update_manifest(BUNDLE, {"threshold": 0.42})
     """, b)
     assert tree(b) == before
@@ -163,14 +163,14 @@ def test_full_disk_during_a_save_leaves_the_old_bundle_and_no_partial_files(b, m
     import cascade.bundle.store as store
 
     before = tree(b)
-    real = store._copy_synced
+    real = store.copy_synced
 
     def full(src, dst):
         if dst.name == "neural.onnx":
             raise OSError(errno.ENOSPC, "No space left on device", str(dst))
         real(src, dst)
 
-    monkeypatch.setattr(store, "_copy_synced", full)
+    monkeypatch.setattr(store, "copy_synced", full)
     with pytest.raises(OSError, match="No space left"):
         update_manifest(b, {"threshold": 0.42})
     assert tree(b) == before and _leftovers(b.parent) == []
