@@ -7,7 +7,6 @@ import hashlib
 import logging
 import os
 import platform
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -264,19 +263,12 @@ class Calibrator:
     TIMING_REPEATS = 5
 
     def _time_stages(self, texts: list[str]) -> dict[str, float]:
-        """Milliseconds per text of each stage: warm (the stages have just scored these texts), on an
-        evenly spaced sample of at most TIMING_TEXTS texts, the median of TIMING_REPEATS runs (one run under
-        a passing load would mislead). Machine and threads are in :meth:`report`."""
-        sample = texts[:: max(1, len(texts) // self.TIMING_TEXTS)][: self.TIMING_TEXTS]
-        costs = {}
-        for name, run in (("cheap", self.model.cheap.logits), ("neural", self.model.neural.logits)):
-            times = []
-            for _ in range(self.TIMING_REPEATS):
-                start = time.perf_counter()
-                run(sample)
-                times.append(time.perf_counter() - start)
-            costs[name] = 1e3 * float(np.median(times)) / len(sample)
-        return costs
+        """Milliseconds per text of each stage, warm (the stages have just scored these texts): see
+        :func:`cascade.stages.timing.ms_per_text`. Machine and threads are in :meth:`report`."""
+        from ..stages.timing import ms_per_text
+
+        return ms_per_text({"cheap": self.model.cheap.logits, "neural": self.model.neural.logits}, texts,
+                           self.TIMING_TEXTS, self.TIMING_REPEATS)
 
     # -- guard rails --
 

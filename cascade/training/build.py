@@ -41,6 +41,7 @@ from ..stages.cheap import CheapStage
 from ..stages.head import FILE as HEAD_FILE
 from ..stages.head import LinearHead
 from ..stages.neural import NeuralStage
+from ..stages.timing import ms_per_text
 from ..stages.tokenization import check_windows
 from .cheap import CheapConfig, check_parity, export_cheap, fit_cheap
 from .mixing import fit_cheap_weight
@@ -113,7 +114,14 @@ def _choose_multi_label(cheap: CheapStage, neural: NeuralStage, labels: list[str
     vote on texts that fall through (``mix``), the cut-offs of that answer, then the threshold by the build
     rule with exact match (the whole set right) as a text's outcome. Returns (threshold, figures,
     decisions for the manifest)."""
-    from ..multilabel import Decisions, assign, choose_cutoffs, label_matrix, set_confidence, stage_figures
+    from ..multilabel import (
+        Decisions,
+        assign,
+        choose_cutoffs,
+        label_matrix,
+        set_confidence,
+        stage_figures,
+    )
     from ..router import fallthrough_answer
     from .mixing import fit_cheap_weight_topics
 
@@ -173,7 +181,8 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
         threshold, sel_metrics = _choose_threshold(cheap, neural, labels, selection, None if mix else 0.0, abstain)
     cheap_weight = float(sel_metrics.get("cheap_weight", 0.0))
     if neural_adds_nothing(sel_metrics) is not None:  # say so, with what each stage costs
-        sel_metrics["neural_adds_nothing"] = neural_adds_nothing(sel_metrics, _ms_per_text(cheap, neural, selection))
+        costs = ms_per_text({"cheap": cheap.logits, "neural": neural.logits}, selection.texts, 128, 3)
+        sel_metrics["neural_adds_nothing"] = neural_adds_nothing(sel_metrics, costs)
         log.warning("%s", sel_metrics["neural_adds_nothing"])
     files = {
         CheapStage.ONNX_FILE: cheap_dir / CheapStage.ONNX_FILE,
@@ -206,20 +215,6 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
         full["abstain"] = {"below": sel_metrics["abstain_below"], "max_rejected_share": abstain,
                            "rule": "the cut under which that share of in-scope selection texts' answers fall"}
     return write_bundle(out, files, full, expected=expected)
-
-
-def _ms_per_text(cheap: CheapStage, neural: NeuralStage, selection: TextDataset, texts: int = 128) -> dict[str, float]:
-    """Each stage's milliseconds per text on up to ``texts`` selection texts (the best of 3 runs)."""
-    sample = selection.texts[:texts]
-    costs = {}
-    for name, run in (("cheap", cheap.logits), ("neural", neural.logits)):
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            run(sample)
-            times.append(time.perf_counter() - start)
-        costs[name] = 1000 * min(times) / max(len(sample), 1)
-    return costs
 
 
 def _step_bar(total: int, desc: str, progress: bool) -> Any:
@@ -312,7 +307,13 @@ def finetune_bundle(data: TextDataset, selection: TextDataset | None, labels: li
     cross-entropy, epoch and quantization judged by micro-F1; ``windows``: how many windows of the
     fine-tuning length the neural stage reads, their logits averaged. Large intermediates go to ``work_dir``."""
     from .export import build_neural
-    from .finetune import MULTI_LABEL_FINETUNE, TOKENIZER_FILE, TRAINING_INFO_FILE, FinetuneConfig, finetune
+    from .finetune import (
+        MULTI_LABEL_FINETUNE,
+        TOKENIZER_FILE,
+        TRAINING_INFO_FILE,
+        FinetuneConfig,
+        finetune,
+    )
     from .train import MULTI_LABEL_CHEAP, check_topics
 
     multi = label_sep is not None
