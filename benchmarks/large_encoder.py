@@ -23,10 +23,34 @@ from typing import Any
 
 import cascade
 from cascade.bundle.encoder_dir import read_encoder_dir
-from cascade.evaluation import score_stages, summarize
+from cascade.calibration import cheapest_same_as_best
+from cascade.evaluation import StageScores, score_stages, summarize
+from cascade.router import confidence
+from cascade.splits import build_splits
+from cascade.training.mixing import fit_mix
 from cascade.training.train import train_bundle
 
 BATCH = 256
+MIX_KINDS = ("neural", "linear", "product")
+
+
+def _combiner_rows(model: Any, selection: Any, test: Any) -> dict[str, dict[str, Any]]:
+    """Each combiner alone, as the build would use it: fitted on the selection texts, the threshold chosen
+    there by the build rule; then read on test."""
+    sel, tst = score_stages(model, selection), score_stages(model, test)
+    out = {}
+    for kind in MIX_KINDS:
+        mix = fit_mix(sel.cheap, sel.neural, sel.y, confidence(sel.cheap), kinds=(kind,)).mix
+        scored = StageScores(sel.cheap, sel.neural, sel.y, mix)
+        rule = cheapest_same_as_best(confidence(sel.cheap), sel.cheap.argmax(1) == sel.y,
+                                     scored.fallen.argmax(1) == sel.y)
+        best = rule.best_threshold
+        on_test = StageScores(tst.cheap, tst.neural, tst.y, mix)
+        out[kind] = {"mix": mix.to_manifest(), "threshold": rule.threshold,
+                     "fallen_alone_selection": float((scored.fallen.argmax(1) == sel.y).mean()),
+                     "test": summarize(on_test, rule.threshold),
+                     "test_at_most_accurate": summarize(on_test, best)}
+    return out
 
 
 def _ms_per_text(run: Any, texts: list[str]) -> float:
@@ -64,14 +88,19 @@ def main() -> None:
                           "threshold": model.threshold, "test": figures,
                           "selection": bundle.manifest["metrics"]["selection"]}
             models[name] = model
+            selection = build_splits(data, None).selection  # the carve train_bundle made
+            if len(selection) != bundle.manifest["metrics"]["selection"]["n_texts"]:
+                raise SystemExit("the selection carve differs from the build's")
+            rows[name]["combiners"] = _combiner_rows(model, selection, test)
             print(f"{name}: built in {seconds:.0f}s; test {figures['cascade_accuracy']:.2%} at "
                   f"{figures['fall_through_rate']:.1%}", flush=True)
         texts = test.texts
         for name in rows:  # warm
             models[name].classify(texts[:BATCH], progress=False)
-        costs: dict[str, dict[str, list[float]]] = {name: {"neural": [], "cascade": []} for name in rows}
+        costs: dict[str, dict[str, list[float]]] = {name: {"cheap": [], "neural": [], "cascade": []} for name in rows}
         for _ in range(args.repeats):  # the recipes alternate, so a passing load falls on both
             for name, model in models.items():
+                costs[name]["cheap"].append(_ms_per_text(model.cheap.logits, texts))
                 costs[name]["neural"].append(_ms_per_text(model.neural.logits, texts))
                 costs[name]["cascade"].append(_ms_per_text(lambda t, m=model: m.classify(t, progress=False), texts))
     for name in rows:
@@ -96,6 +125,23 @@ def main() -> None:
                      f"**{t['cascade_accuracy']:.2%}** | {t['fall_through_rate']:.1%} | {ms['neural']:.3f} | "
                      f"{ms['cascade']:.3f} | {ms['cascade'] / reference:.2f}× | {row['bundle_mb']} | "
                      f"{row['build_seconds']:.0f} |")
+    lines += ["", "Combiners for texts that fall through, each fitted on the selection texts with the threshold the build "
+              "rule chooses there (and, beside it, the most accurate selection threshold); test figures; cost "
+              "estimated from the stage costs above (cheap + share falling through × neural), relative to the MiniLM "
+              "stage alone. The build keeps the one with the lowest cross-validated log-loss (★).", "",
+              "| recipe | combiner | weights | cascade | falls through | est. cost | at the most accurate threshold | "
+              "falls through | est. cost |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        ms = row["ms_per_text"]
+        chosen = row["selection"].get("mix_choice", {}).get("chosen")
+        for kind, c in row["combiners"].items():
+            cost = [(ms["cheap"] + t["fall_through_rate"] * ms["neural"]) / reference
+                    for t in (c["test"], c["test_at_most_accurate"])]
+            weights = ", ".join(f"{k.split('_')[0]} {v:.3g}" for k, v in c["mix"].items() if k != "kind")
+            lines.append(f"| {name} | {kind}{' ★' if kind == chosen else ''} | {weights} | "
+                         f"{c['test']['cascade_accuracy']:.2%} | {c['test']['fall_through_rate']:.1%} | {cost[0]:.2f}× | "
+                         f"{c['test_at_most_accurate']['cascade_accuracy']:.2%} | "
+                         f"{c['test_at_most_accurate']['fall_through_rate']:.1%} | {cost[1]:.2f}× |")
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

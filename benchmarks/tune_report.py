@@ -28,7 +28,7 @@ def figures(model: cascade.Cascade, data: cascade.TextDataset, target: float) ->
     y = np.array([model.labels.index(label) for label in data.labels])
     cheap = model.cheap.predict_proba(data.texts)
     neural = model.neural.predict_proba(data.texts)
-    neural_ok = fallthrough_answer(cheap, neural, model.cheap_weight).argmax(1) == y
+    neural_ok = fallthrough_answer(cheap, neural, model.mix).argmax(1) == y
     probs, fallen = model.route(data.texts)
     return {"threshold": model.threshold, "accuracy": float((probs.argmax(1) == y).mean()),
             "fall_through": float(fallen.mean()), "cheap_accuracy": float((cheap.argmax(1) == y).mean()),

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .datasets import TextDataset
+from .mix import NEURAL_ALONE, Mix
 from .multilabel import assign, label_matrix_with_unknown, stage_figures
 from .router import Cascade, fall_through, fallthrough_answer, routing_confidence
 
@@ -39,13 +40,12 @@ class StageScores:
     cheap: np.ndarray
     neural: np.ndarray
     y: np.ndarray
-    cheap_weight: float = 0.0
+    mix: Mix = NEURAL_ALONE
 
     @property
     def fallen(self) -> np.ndarray:
-        """The answer a text gets when it falls through (both stages' votes; the neural stage's if the
-        cheap weight is 0)."""
-        return fallthrough_answer(self.cheap, self.neural, self.cheap_weight)
+        """The answer a text gets when it falls through (both stages' votes combined by :attr:`mix`)."""
+        return fallthrough_answer(self.cheap, self.neural, self.mix)
 
     def cascade_probabilities(self, threshold: float, measure: str = "max_prob",
                               always_neural: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +64,7 @@ def score_stages(model: Cascade, data: TextDataset) -> StageScores:
     """Run both stages on every text (what the figures and calibration need)."""
     y = label_indices(model.labels, data.labels)
     return StageScores(model.cheap.predict_proba(data.texts), model.neural.predict_proba(data.texts), y,
-                       model.cheap_weight)
+                       model.mix)
 
 
 def summarize(scores: StageScores, threshold: float, measure: str = "max_prob",
@@ -82,9 +82,9 @@ def summarize(scores: StageScores, threshold: float, measure: str = "max_prob",
         "cheap_macro_f1": macro_f1(scores.y, cheap_pred),
         "neural_macro_f1": macro_f1(scores.y, neural_pred),
         "cascade_macro_f1": macro_f1(scores.y, pred),
-        **({"cheap_weight": scores.cheap_weight,
+        **({"mix": scores.mix.to_manifest(),
             "fallthrough_answer_accuracy": float((scores.fallen.argmax(1) == scores.y).mean())}
-           if scores.cheap_weight else {}),
+           if not scores.mix.neural_alone else {}),
     }
 
 
@@ -153,7 +153,7 @@ def evaluate_tagging(model: Cascade, data: TextDataset, threshold: float | None 
     cheap_p, neural_p = model.cheap.predict_proba(data.texts), model.neural.predict_proba(data.texts)
     t = model.threshold if threshold is None else threshold
     fell = fall_through(routing_confidence(cheap_p, model.measure, model.always_neural_idx, decisions), t)
-    final = np.where(fell[:, None], fallthrough_answer(cheap_p, neural_p, model.cheap_weight), cheap_p)
+    final = np.where(fell[:, None], fallthrough_answer(cheap_p, neural_p, model.mix, True), cheap_p)
     sets = {"cheap": assign(cheap_p, decisions.cheap, decisions.at_least_one),
             "neural": assign(neural_p, decisions.neural_alone, decisions.at_least_one),
             "cascade": model.assigned(final, fell)}

@@ -21,6 +21,7 @@ from .cache import DEFAULT_ENTRIES, ResultCache
 from .errors import BundleError, CascadeError
 from .inputs import as_text_list, check_top_k, is_stream, refuse_ambiguous, text_chunks
 from .limits import DEFAULT_LIMITS, Limits
+from .mix import NEURAL_ALONE, Mix
 from .progress import MIN_TEXTS, progress_bar, stderr_is_terminal
 
 BAR_CHUNK = 4096  # texts between two updates of a progress bar
@@ -105,12 +106,11 @@ def routing_confidence(probs: np.ndarray, measure: str = "max_prob",
     return conf
 
 
-def fallthrough_answer(cheap: np.ndarray, neural: np.ndarray, cheap_weight: float = 0.0) -> np.ndarray:
-    """The probabilities given to a text that falls through: both stages' votes, the cheap stage's
-    weighted ``cheap_weight`` (fitted on validation; 0 is the neural stage alone)."""
-    if cheap_weight == 0.0:
-        return neural
-    return cheap_weight * cheap + (1.0 - cheap_weight) * neural
+def fallthrough_answer(cheap: np.ndarray, neural: np.ndarray, mix: Mix = NEURAL_ALONE,
+                       multi_label: bool = False) -> np.ndarray:
+    """The probabilities given to a text that falls through: both stages' votes combined by ``mix``
+    (fitted on validation, :mod:`cascade.training.mixing`; by default the neural stage alone)."""
+    return mix.answer(cheap, neural, multi_label)
 
 
 def abstains(final: np.ndarray, below: float | None) -> np.ndarray:
@@ -143,7 +143,7 @@ class Cascade:
 
     def __init__(self, cheap: CheapStage, neural: NeuralStage, labels: Sequence[str], threshold: float,
                  bundle: Bundle | None = None, measure: str | None = None,
-                 always_neural: Sequence[str] = (), cheap_weight: float = 0.0,
+                 always_neural: Sequence[str] = (), cheap_weight: float = 0.0, mix: Mix | None = None,
                  abstain_below: float | None = None, decisions: Decisions | None = None,
                  cache_size: int = DEFAULT_ENTRIES) -> None:
         if neural.embedding_dim is not None and neural.head is None:
@@ -173,9 +173,11 @@ class Cascade:
         self.measure = measure
         self.bundle = bundle
         self.always_neural = tuple(always_neural)
+        if mix is not None and cheap_weight:
+            raise ValueError("give either cheap_weight (a linear mix's weight) or mix, not both")
         if not 0.0 <= cheap_weight <= 1.0:
             raise ValueError(f"cheap_weight must be in [0, 1], got {cheap_weight}")
-        self.cheap_weight = float(cheap_weight)  # the cheap stage's share of the vote on texts that fall through
+        self.mix = mix if mix is not None else Mix("linear", float(cheap_weight))  # texts that fall through
         # "none of these": a final probability under this means no label fits (None: always answer)
         self.abstain_below = None if abstain_below is None else check_threshold(abstain_below)
         self.cache = ResultCache(cache_size)  # answers of repeated texts (0: off)
@@ -236,10 +238,15 @@ class Cascade:
         return cls(cheap, neural, bundle.labels, bundle.threshold, bundle,
                    measure=calibration.get("measure"),
                    always_neural=calibration.get("always_neural", ()),
-                   cheap_weight=float(manifest.get("mix", {}).get("cheap_weight", 0.0)),
+                   mix=Mix.from_manifest(manifest.get("mix", {})),
                    abstain_below=manifest.get("abstain", {}).get("below"),
                    decisions=Decisions.from_dict(manifest["decisions"]) if multi_label else None,
                    cache_size=cache_size)
+
+    @property
+    def cheap_weight(self) -> float:
+        """The cheap stage's weight in :attr:`mix` (its share of a linear mix; its exponent in a product)."""
+        return self.mix.cheap_weight
 
     @property
     def multi_label(self) -> bool:
@@ -290,7 +297,7 @@ class Cascade:
             if neural is None or len(neural) != len(idx):
                 raise ValueError(f"{len(idx)} texts fell through but {0 if neural is None else len(neural)} neural "
                                  "answers were given")
-            probs[idx] = fallthrough_answer(probs[idx], neural, self.cheap_weight)
+            probs[idx] = fallthrough_answer(probs[idx], neural, self.mix, self.multi_label)
         if not np.all(np.isfinite(probs)):
             raise CascadeError("the model produced non-finite probabilities; its bundle is broken: rebuild it")
         return probs
@@ -358,7 +365,7 @@ class Cascade:
         decisions = (None if self.decisions is None else
                      (self.decisions.cheap.tobytes(), self.decisions.fallen.tobytes(), self.decisions.at_least_one))
         return (self.bundle.digest if self.bundle is not None else id(self), self.threshold, self.measure,
-                self.cheap_weight, self._always_neural_idx.tobytes(), self.cheap.temperature, self.neural.temperature,
+                self.mix, self._always_neural_idx.tobytes(), self.cheap.temperature, self.neural.temperature,
                 self.abstain_below, decisions)
 
     def cached_rows(self, texts: list[str]) -> CachedRows:

@@ -93,7 +93,7 @@ class _Objective:
         self.y = np.array([self.labels.index(label) if label in self.labels else -1 for label in selection.labels])
         self.neural = base.neural.predict_proba(selection.texts)
         base_probs = base.cheap.predict_proba(selection.texts)
-        mixed = fallthrough_answer(base_probs, self.neural, base.cheap_weight)
+        mixed = fallthrough_answer(base_probs, self.neural, base.mix)
         routed = base.route(selection.texts)[0]
         self.target = float((routed.argmax(axis=1) == self.y).mean())
         self.base_fall = fewest_falling(base_probs, mixed.argmax(axis=1) == self.y, self.y, self.target, base.measure)
@@ -111,7 +111,7 @@ class _Objective:
         probs = np.zeros((len(self.selection), len(self.labels)))
         cols = [self.labels.index(label) for label in present]
         probs[:, cols] = pipeline.predict_proba([normalize(t) for t in self.selection.texts])
-        neural_ok = fallthrough_answer(probs, self.neural, self.base.cheap_weight).argmax(axis=1) == self.y
+        neural_ok = fallthrough_answer(probs, self.neural, self.base.mix).argmax(axis=1) == self.y
         return fewest_falling(probs, neural_ok, self.y, self.target, self.base.measure), pipeline
 
     def __call__(self, trial: Any) -> float:

@@ -126,3 +126,7 @@ def test_large_encoder_quick_run_sets_two_recipes_side_by_side(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.with_suffix(".json").read_text())
     assert len(result["recipes"]) == 2 and "the shipped encoder again INT8" in out.with_suffix(".md").read_text()
+    for row in result["recipes"].values():  # each combiner fitted on selection, read on test
+        assert set(row["combiners"]) == {"neural", "linear", "product"}
+        assert row["combiners"]["product"]["mix"].get("kind") == "product"
+    assert "| combiner |" in out.with_suffix(".md").read_text()

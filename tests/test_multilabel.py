@@ -12,6 +12,7 @@ from builders import TOPIC_WORDS, tagging_data
 
 import cascade
 from cascade.datasets import TextDataset
+from cascade.mix import Mix
 from cascade.multilabel import (
     assign,
     choose_cutoffs,
@@ -242,17 +243,18 @@ def test_train_cheap_refreshes_a_tagger(tagger, tmp_path):
         cascade.train_cheap(tagging_data(200, seed=7), None, tmp_path / "d", base=tagger, progress=False)
 
 
-def test_topic_mix_weight_follows_the_better_stage():
-    """The cheap stage's vote on a tagger's fall-through texts: none when the neural stage is right and the
-    cheap stage guesses; most of it in the opposite case."""
-    from cascade.training.mixing import GRID, fit_cheap_weight_topics
+def test_topic_mix_follows_the_better_stage():
+    """The answer of a tagger's fall-through texts: the neural stage's sets when it is right and the cheap
+    stage guesses; the cheap stage's sets in the opposite case (whichever mix wins)."""
+    from cascade.training.mixing import fit_mix
 
     rng = np.random.default_rng(0)
     y = (rng.random((400, 6)) < 0.3).astype(np.int8)
     sure, guess = np.where(y == 1, 0.95, 0.05), rng.random(y.shape)
     conf = rng.random(400)
-    assert fit_cheap_weight_topics(guess, sure, y, conf) == 0.0
-    assert fit_cheap_weight_topics(sure, guess, y, conf) == GRID[-1]
+    for cheap, neural in ((guess, sure), (sure, guess)):
+        mix = fit_mix(cheap, neural, y, conf, multi_label=True).mix
+        assert ((mix.answer(cheap, neural, True) >= 0.5) == y.astype(bool)).all(), mix
 
 
 def test_a_taggers_fall_through_texts_get_the_mixed_answer(tagger):
@@ -262,13 +264,54 @@ def test_a_taggers_fall_through_texts_get_the_mixed_answer(tagger):
 
     model = cascade.load(tagger, threads=1)
     m = model.bundle.manifest
-    w = m["mix"]["cheap_weight"]
-    assert 0.0 < w < 1.0 and "binary log-loss" in m["mix"]["rule"]  # the tiny stages both know something
+    mix = Mix.from_manifest(m["mix"])
+    assert not mix.neural_alone and "binary log-loss" in m["mix"]["rule"]  # the tiny stages both know something
+    assert model.mix == mix and m["metrics"]["selection"]["mix"] == mix.to_manifest()
     decisions = Decisions.from_dict(m["decisions"])
-    assert (decisions.neural is not None) == (w > 0) and m["metrics"]["selection"]["cheap_weight"] == w
+    assert decisions.neural is not None
     texts = tagging_data(40, seed=31).texts
-    mixed = w * model.cheap.predict_proba(texts) + (1 - w) * model.neural.predict_proba(texts)
+    mixed = mix.answer(model.cheap.predict_proba(texts), model.neural.predict_proba(texts), multi_label=True)
     want = assign(mixed, decisions.fallen, decisions.at_least_one)
     got = model.classify(texts, threshold=1.0)
     assert all(p.stage == "neural" for p in got)
     assert [sorted(p.labels) for p in got] == [sorted(np.array(model.labels)[row].tolist()) for row in want]
+
+
+def test_a_taggers_topic_weighting_is_chosen_on_selection_and_recorded(tmp_path, tiny_encoder_bundle, caplog,
+                                                                      monkeypatch):
+    """Issue 24 (rare topics): the cheap stage and the head are each fitted unweighted and with balanced topic
+    weights, and the one with the better micro- plus macro-F1 on the selection texts is kept, with both scores
+    in the manifest; a long topic fit says how far it is in the log."""
+    import logging
+
+    import cascade.training.cheap as cheap_module
+    from cascade.training.cheap import CheapConfig
+
+    monkeypatch.setattr(cheap_module, "LOG_EVERY", 0.0)
+    with caplog.at_level(logging.INFO, logger="cascade.training.cheap"):
+        out = cascade.train(tagging_data(240), None, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False,
+                            label_sep="|", cheap=CheapConfig(min_df=1, class_weight="choose"))
+    assert any("topic fits done" in r.getMessage() for r in caplog.records)
+    training = out.manifest["training"]
+    for choice in (training["cheap"]["class_weight_choice"], training["head"]["class_weight_choice"]):
+        assert set(choice["selection"]) == {"None", "balanced"}
+        best = max(choice["selection"], key=lambda w: sum(choice["selection"][w].values()))
+        assert str(choice["class_weight"]) == best
+    model = cascade.load(out.path, threads=1)
+    assert model.classify("wheat and barley harvest").labels
+
+
+@pytest.mark.parametrize("weight", ["auto", "Balanced", 3])
+def test_an_unknown_topic_weighting_is_refused(weight):
+    from cascade.training.cheap import CheapConfig
+
+    with pytest.raises(ValueError, match="class_weight must be None, 'balanced' or 'choose'"):
+        CheapConfig(class_weight=weight)
+
+
+def test_choosing_the_weighting_is_for_taggers(tmp_path):
+    from cascade.training.cheap import CheapConfig, fit_cheap
+
+    data = TextDataset(["good day", "bad day", "good night", "bad night"] * 3, ["g", "b", "g", "b"] * 3)
+    with pytest.raises(ValueError, match="'choose' is for multi-label cheap stages"):
+        fit_cheap(data, ["b", "g"], CheapConfig(min_df=1, class_weight="choose"))

@@ -33,7 +33,7 @@ def test_threshold_zero_keeps_all_in_cheap_and_one_sends_all_to_neural(tiny_mode
 
     # a text that falls through gets the neural stage's vote mixed with the cheap stage's
     want = fallthrough_answer(tiny_model.cheap.predict_proba(texts), tiny_model.neural.predict_proba(texts),
-                              tiny_model.cheap_weight)
+                              tiny_model.mix)
     assert [p.label for p in neural] == [tiny_model.labels[i] for i in want.argmax(1)]
     np.testing.assert_allclose([p.score for p in neural], want.max(1))
 

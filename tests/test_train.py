@@ -14,6 +14,7 @@ import pytest
 
 import cascade
 from cascade.datasets import TextDataset
+from cascade.mix import Mix
 from cascade.stages.head import LinearHead
 
 TOPICS = {
@@ -74,18 +75,43 @@ def test_head_and_mix_round_trip_through_a_bundle(tmp_path, tiny_encoder_bundle)
     model = cascade.load(bundle.path, threads=1)
     head = LinearHead.from_bytes((bundle.path / "head.npz").read_bytes())
     np.testing.assert_array_equal(head.weight, model.neural.head.weight)
-    w = bundle.manifest.get("mix", {}).get("cheap_weight", 0.0)
-    assert model.cheap_weight == w
+    mix = Mix.from_manifest(bundle.manifest.get("mix", {}))
+    assert model.mix == mix
     texts = val.texts + ["something else entirely"]
     probs, mask = model.route(texts, threshold=1.0)
     cheap = model.cheap.predict_proba(texts)
     neural = model.neural.predict_proba(texts)
-    np.testing.assert_allclose(probs, w * cheap + (1 - w) * neural)
+    np.testing.assert_allclose(probs, mix.answer(cheap, neural))
 
 
-def test_the_mix_is_what_calibration_certifies(tmp_path, tiny_encoder_bundle, tiny_val):
+def test_a_product_mix_round_trips_through_a_bundle_as_plain_numbers(tmp_path, tiny_encoder_bundle, monkeypatch):
+    """The stacker is two numbers in the manifest (no pickle, no extra file); the loaded bundle answers texts
+    that fall through with exactly that product of experts, and the build records what it was chosen by."""
+    import cascade.training.build as build
+    from cascade.training.mixing import fit_mix
+
+    monkeypatch.setattr(build, "fit_mix", lambda *a, **k: fit_mix(*a, **k, kinds=("product",)))
+    train, val = _topic_data()
+    bundle = cascade.train(train, val, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False)
+    written = json.loads((bundle.path / "manifest.json").read_text())
+    assert written["mix"]["kind"] == "product" and set(written["mix"]) == {"kind", "cheap_weight", "neural_weight",
+                                                                            "rule"}
+    assert all(isinstance(written["mix"][k], float) for k in ("cheap_weight", "neural_weight"))
+    assert written["metrics"]["selection"]["mix_choice"]["chosen"] == "product"
+    assert not [p for p in bundle.path.iterdir() if p.suffix in (".pkl", ".pickle", ".joblib")]
+    model = cascade.load(bundle.path, threads=1)
+    assert model.mix == Mix("product", written["mix"]["cheap_weight"], written["mix"]["neural_weight"])
+    texts = val.texts[:20]
+    probs, _ = model.route(texts, threshold=1.0)
+    a, b = model.mix.cheap_weight, model.mix.neural_weight
+    want = model.cheap.predict_proba(texts) ** a * model.neural.predict_proba(texts) ** b
+    np.testing.assert_allclose(probs, want / want.sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("mix", [Mix("linear", 0.5), Mix("product", 0.7, 1.3)], ids=["linear", "product"])
+def test_the_mix_is_what_calibration_certifies(tmp_path, tiny_encoder_bundle, tiny_val, mix):
     model = cascade.load(tiny_encoder_bundle, threads=1)
-    model.cheap_weight = 0.5
+    model.mix = mix
     cal = cascade.calibrate(model, tiny_val.texts, tiny_val.labels)
     choice = cal.choose(fallthrough=1.0)
     got = [p.label for p in model.classify(tiny_val.texts, threshold=1.0)]
@@ -173,6 +199,9 @@ def test_the_build_says_when_the_transformer_adds_nothing(tmp_path, tiny_encoder
     assert "no threshold beats the cheap stage alone (accuracy " in note and "ms" in note
     assert f"note: {note}" in run.stdout
     assert "**Effectively its cheap stage**" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
+    info = subprocess.run([sys.executable, "-m", "cascade.cli", "info", "--bundle", str(tmp_path / "b")], capture_output=True,
+                          text=True, timeout=120)
+    assert json.loads(info.stdout)["effectively_its_cheap_stage"] == note
 
 
 @pytest.mark.parametrize(("figures", "says"), [

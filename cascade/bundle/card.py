@@ -6,9 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..mix import Mix
+
 CARD = "MODEL_CARD.md"
 _SHOWN_LABELS = 12
 _COLUMNS = ("cheap", "neural", "cascade")
+
+
+def effectively_cheap(manifest: dict[str, Any]) -> str | None:
+    """Why the bundle is effectively its cheap stage, as its build found (None if the neural stage earned its
+    place, or the threshold was moved since, by calibration, and the finding no longer applies)."""
+    selection = manifest.get("metrics", {}).get("selection", {})
+    note = selection.get("neural_adds_nothing") if isinstance(selection, dict) else None
+    return note if isinstance(note, str) and selection.get("threshold") == manifest.get("threshold") else None
 
 
 def _pct(value: Any) -> str:
@@ -61,9 +71,11 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"{manifest.get('confidence', 'the cheap stage confidence')}; chosen by: "
         f"{manifest.get('threshold_rule', 'not recorded')}.",
     ]
-    selection = manifest.get("metrics", {}).get("selection", {})
-    adds_nothing = selection.get("neural_adds_nothing") if isinstance(selection, dict) else None
-    if isinstance(adds_nothing, str) and selection.get("threshold") == manifest.get("threshold"):  # not recalibrated
+    mix = manifest.get("mix", {})
+    lines.append(f"- Texts that fall through get {Mix.from_manifest(mix).describe()}"
+                 + (f" (chosen by: {mix['rule']})." if isinstance(mix.get("rule"), str) else "."))
+    adds_nothing = effectively_cheap(manifest)
+    if adds_nothing is not None:
         lines.append(f"- **Effectively its cheap stage**: {adds_nothing}.")
     if "abstain" in manifest:
         lines.append(f"- Answers \"none of these\" (label null) below probability "

@@ -19,6 +19,8 @@ from numbers import Integral, Real
 from typing import Any
 
 from ..errors import BundleError
+from ..mix import KINDS as MIX_KINDS
+from ..mix import MAX_PRODUCT_WEIGHT
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -150,6 +152,29 @@ def _dict(value: Any, field: str) -> dict[str, Any]:
 _DECISION_KEYS = {"cheap", "fallen", "neural", "at_least_one", "rule", "grid", "own", "shared", "moved_by"}
 
 
+def _check_mix(mix: dict[str, Any]) -> None:
+    """The answer of texts that fall through: a linear mix (``cheap_weight`` in [0, 1]; older bundles) or a
+    product of experts (``kind: product``, both weights in [0, MAX_PRODUCT_WEIGHT], not both 0)."""
+    allowed = {"kind", "cheap_weight", "neural_weight", "rule"}
+    if set(mix) - allowed:
+        raise _fail("mix", f"has unknown fields {sorted(set(mix) - allowed)}")
+    kind = mix.get("kind", "linear")
+    if kind not in MIX_KINDS:
+        raise _fail("mix.kind", f"must be one of {list(MIX_KINDS)}, got {kind!r}")
+    if kind == "linear":
+        if "neural_weight" in mix:
+            raise _fail("mix.neural_weight", "is for a product mix only (a linear mix's is 1 - cheap_weight)")
+        if "cheap_weight" in mix:
+            _real(mix["cheap_weight"], "mix.cheap_weight", 0.0, 1.0)
+        return
+    for name in ("cheap_weight", "neural_weight"):
+        _real(mix.get(name), f"mix.{name}", 0.0, MAX_PRODUCT_WEIGHT)
+    if mix["cheap_weight"] == mix["neural_weight"] == 0:
+        raise _fail("mix", "a product mix needs a weight above 0 on at least one stage")
+    if "rule" in mix and not isinstance(mix["rule"], str):
+        raise _fail("mix.rule", "must be a string")
+
+
 def _check_task(manifest: dict[str, Any], labels: list[Any]) -> None:
     """``task`` and, for a multi-label bundle, its ``decisions``: a cut-off in (0, 1) per topic for each stage."""
     task = manifest.get("task", "single-label")
@@ -261,10 +286,7 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
         if "max_rejected_share" in abstain:
             _real(abstain["max_rejected_share"], "abstain.max_rejected_share", 0.0, 1.0, lo_open=True)
     mix = _dict(manifest.get("mix", {}), "mix")
-    if set(mix) - {"cheap_weight", "rule"}:
-        raise _fail("mix", f"has unknown fields {sorted(set(mix) - {'cheap_weight', 'rule'})}")
-    if "cheap_weight" in mix:
-        _real(mix["cheap_weight"], "mix.cheap_weight", 0.0, 1.0)
+    _check_mix(mix)
 
     _check_task(manifest, labels)
     if "windows" in neural:

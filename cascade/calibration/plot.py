@@ -53,8 +53,8 @@ def draw(cal: "Calibrator", path: str | Path | None, choice: "ThresholdChoice | 
         if f1_curve is not None:  # a tagger: the mean per-text F1 too (what target_f1 promises)
             ax.plot(scale * getattr(f1_curve, x), 100 * f1_curve.accuracy, color="tab:purple",
                     label="cascade, mean per-text F1")
-        fallen = ("neural stage alone" if not cal.model.cheap_weight
-                  else f"fall-through answer alone (neural, cheap vote {cal.model.cheap_weight:g})")
+        fallen = ("neural stage alone" if cal.model.mix.neural_alone
+                  else f"fall-through answer alone ({cal.model.mix.describe()})")
         ax.axhline(100 * np.mean(policy.neural_ok), color="tab:orange", ls="--", label=f"{fallen}, {name}")
         ax.axhline(100 * np.mean(policy.cheap_ok), color="tab:green", ls=":", label=f"cheap stage alone, {name}")
         if choice is not None:

@@ -51,7 +51,8 @@ def calibrated_answers(model: "Cascade", cheap_logits: np.ndarray, neural_logits
 
     squash = sigmoid if model.multi_label else softmax
     cheap_p = squash(cheap_logits / temperatures["cheap"])
-    return cheap_p, fallthrough_answer(cheap_p, squash(neural_logits / temperatures["neural"]), model.cheap_weight)
+    return cheap_p, fallthrough_answer(cheap_p, squash(neural_logits / temperatures["neural"]), model.mix,
+                                       model.multi_label)
 
 
 def score_single(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.ndarray, y: np.ndarray,

@@ -125,13 +125,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from ..bundle import default_bundle_path, read_bundle
+    from ..bundle.card import effectively_cheap
 
     bundle = read_bundle(args.bundle if args.bundle is not None else default_bundle_path(), digest=args.digest)
     manifest: dict[str, Any] = dict(bundle.manifest)
     if not args.full:
         labels = manifest.pop("labels")
         shown = os.fsencode(bundle.path).decode("utf-8", "replace")  # a folder name need not be UTF-8
-        manifest = {"path": shown, "digest": bundle.digest, "n_labels": len(labels), **manifest}
+        note = effectively_cheap(manifest)
+        manifest = {"path": shown, "digest": bundle.digest, "n_labels": len(labels),
+                    **({"effectively_its_cheap_stage": note} if note is not None else {}), **manifest}
         if "decisions" in manifest:  # a tagger's cut-offs, named by topic
             cuts = manifest["decisions"]
             manifest["decisions"] = {**cuts, **{k: dict(zip(labels, cuts[k])) for k in ("cheap", "fallen", "neural")

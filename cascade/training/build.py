@@ -35,6 +35,7 @@ from ..datasets import TextDataset
 from ..errors import CascadeError
 from ..evaluation import StageScores, label_indices, neural_adds_nothing, summarize
 from ..multilabel import split_labels
+from ..mix import NEURAL_ALONE, Mix
 from ..router import confidence
 from ..splits import CERTIFICATION_SHARE, SELECTION_SHARE, build_splits
 from ..stages.cheap import CheapStage
@@ -44,7 +45,7 @@ from ..stages.neural import NeuralStage
 from ..stages.timing import ms_per_text
 from ..stages.tokenization import check_windows
 from .cheap import CheapConfig, check_parity, export_cheap, fit_cheap
-from .mixing import fit_cheap_weight
+from .mixing import fit_mix
 
 if TYPE_CHECKING:
     from .finetune import FinetuneConfig
@@ -62,20 +63,19 @@ def abstain_cut(final: np.ndarray, max_rejected_share: float) -> float:
 
 
 def _choose_threshold(cheap: CheapStage, neural: NeuralStage, labels: list[str],
-                      selection: TextDataset, cheap_weight: float | None = 0.0,
+                      selection: TextDataset, mix: bool = True,
                       abstain: float | None = None) -> tuple[float, dict[str, Any]]:
-    """The threshold by the build rule on the selection texts, and the figures there; a
-    ``cheap_weight`` of None is fitted first (:func:`cascade.training.mixing.fit_cheap_weight`); with
+    """The threshold by the build rule on the selection texts, and the figures there; with ``mix``, the
+    answer of texts that fall through is chosen first (:func:`cascade.training.mixing.fit_mix`); with
     ``abstain`` (a share), the "none of these" cut is chosen on the final answers too."""
     y = label_indices(labels, selection.labels)
     cheap_p, neural_p = cheap.predict_proba(selection.texts), neural.predict_proba(selection.texts)
-    if cheap_weight is None:
-        cheap_weight = fit_cheap_weight(cheap_p, neural_p, y)
-        log.info("the cheap stage's vote on texts that fall through: weight %.2f", cheap_weight)
-    scores = StageScores(cheap_p, neural_p, y, cheap_weight)
+    choice = fit_mix(cheap_p, neural_p, y, confidence(cheap_p)) if mix else None
+    scores = StageScores(cheap_p, neural_p, y, choice.mix if choice is not None else NEURAL_ALONE)
     rule = cheapest_same_as_best(confidence(scores.cheap), scores.cheap.argmax(1) == y, scores.fallen.argmax(1) == y)
     threshold = rule.threshold
-    metrics = {**summarize(scores, threshold), "rule": rule.to_dict()}
+    metrics = {**summarize(scores, threshold), "rule": rule.to_dict(),
+               **({"mix_choice": choice.to_dict()} if choice is not None else {})}
     log.info("threshold %.4f: selection accuracy %.4f with %.1f%% falling through (the most accurate, %.4f, "
              "sent %.1f%%; McNemar p=%.3f)", threshold, metrics["cascade_accuracy"],
              100 * metrics["fall_through_rate"], rule.best_accuracy, 100 * rule.best_fall_through_rate, rule.p_value)
@@ -88,10 +88,11 @@ def _choose_threshold(cheap: CheapStage, neural: NeuralStage, labels: list[str],
 
 
 def _fit_and_export_cheap(train: TextDataset, selection: TextDataset, labels: list[str], config: CheapConfig,
-                          work: Path, label_sep: str | None = None) -> tuple[CheapStage, dict[str, Any]]:
+                          work: Path, label_sep: str | None = None,
+                          progress: bool = False) -> tuple[CheapStage, dict[str, Any]]:
     started = time.perf_counter()
     try:
-        pipeline = fit_cheap(train, labels, config, label_sep=label_sep)
+        pipeline = fit_cheap(train, labels, config, label_sep=label_sep, progress=progress, selection=selection)
     except ValueError as exc:
         if "empty vocabulary" in str(exc):
             raise ValueError("the training texts hold no word or character n-gram the cheap stage can use (are they "
@@ -104,7 +105,9 @@ def _fit_and_export_cheap(train: TextDataset, selection: TextDataset, labels: li
     if not parity.ok:
         raise CascadeError(f"the exported cheap stage does not match scikit-learn: {asdict(parity)}")
     info = {"config": asdict(config), "n_train": len(train), "n_features": stage.featurizer.n_features,
-            "fit_seconds": round(seconds, 1), "parity_on_selection": asdict(parity)}
+            "fit_seconds": round(seconds, 1), "parity_on_selection": asdict(parity),
+            **({"class_weight_choice": pipeline.named_steps["clf"].choice_}
+               if hasattr(pipeline.named_steps["clf"], "choice_") else {})}
     return stage, info
 
 
@@ -123,19 +126,17 @@ def _choose_multi_label(cheap: CheapStage, neural: NeuralStage, labels: list[str
         stage_figures,
     )
     from ..router import fallthrough_answer
-    from .mixing import fit_cheap_weight_topics
-
     y = label_matrix(selection.labels, labels, sep)
     cheap_p, neural_p = cheap.predict_proba(selection.texts), neural.predict_proba(selection.texts)
     cheap_cut, cut_info = choose_cutoffs(cheap_p, y)
     conf = set_confidence(cheap_p, cheap_cut, "set_prob", at_least_one)
-    weight = fit_cheap_weight_topics(cheap_p, neural_p, y, conf) if mix else 0.0
-    if mix:
-        log.info("the cheap stage's vote on texts that fall through: weight %.2f", weight)
-    fallen_p = fallthrough_answer(cheap_p, neural_p, weight)
+    choice = fit_mix(cheap_p, neural_p, y, conf, multi_label=True) if mix else None
+    chosen = choice.mix if choice is not None else NEURAL_ALONE
+    fallen_p = fallthrough_answer(cheap_p, neural_p, chosen, multi_label=True)
     fallen_cut, _ = choose_cutoffs(fallen_p, y)
-    neural_cut = choose_cutoffs(neural_p, y)[0] if weight else fallen_cut
-    decisions = Decisions(cheap_cut, fallen_cut, at_least_one, neural_cut if weight else None)
+    mixed = not chosen.neural_alone
+    neural_cut = choose_cutoffs(neural_p, y)[0] if mixed else fallen_cut
+    decisions = Decisions(cheap_cut, fallen_cut, at_least_one, neural_cut if mixed else None)
     cheap_sets, fallen_sets = assign(cheap_p, cheap_cut, at_least_one), assign(fallen_p, fallen_cut, at_least_one)
 
     def exact(sets: np.ndarray) -> np.ndarray:
@@ -145,9 +146,10 @@ def _choose_multi_label(cheap: CheapStage, neural: NeuralStage, labels: list[str
     fell = conf < rule.threshold
     cascade_sets = np.where(fell[:, None], fallen_sets, cheap_sets)
     sets = {"cheap": cheap_sets, "neural": assign(neural_p, neural_cut, at_least_one),
-            **({"fallen": fallen_sets} if weight else {}), "cascade": cascade_sets}
+            **({"fallen": fallen_sets} if mixed else {}), "cascade": cascade_sets}
     metrics: dict[str, Any] = {"n_texts": len(y), "threshold": rule.threshold, "fall_through_rate": float(fell.mean()),
-                               "cheap_weight": weight, **stage_figures(y, sets), "rule": rule.to_dict()}
+                               **({"mix": chosen.to_manifest()} if mixed else {}), **stage_figures(y, sets),
+                               "rule": rule.to_dict(), **({"mix_choice": choice.to_dict()} if choice else {})}
     log.info("threshold %.4f: selection micro-F1 %.4f (exact match %.4f) with %.1f%% falling through",
              rule.threshold, metrics["cascade_micro_f1"], metrics["cascade_exact_match"], 100 * metrics["fall_through_rate"])
     return rule.threshold, metrics, decisions.to_dict(cut_info)
@@ -178,8 +180,8 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
         threshold, sel_metrics, decisions = _choose_multi_label(cheap, neural, labels, selection, label_sep,
                                                                 at_least_one, mix)
     else:
-        threshold, sel_metrics = _choose_threshold(cheap, neural, labels, selection, None if mix else 0.0, abstain)
-    cheap_weight = float(sel_metrics.get("cheap_weight", 0.0))
+        threshold, sel_metrics = _choose_threshold(cheap, neural, labels, selection, mix, abstain)
+    chosen = Mix.from_manifest(sel_metrics.get("mix", {}))
     if neural_adds_nothing(sel_metrics) is not None:  # say so, with what each stage costs
         costs = ms_per_text({"cheap": cheap.logits, "neural": neural.logits}, selection.texts, 128, 3)
         sel_metrics["neural_adds_nothing"] = neural_adds_nothing(sel_metrics, costs)
@@ -208,9 +210,11 @@ def assemble(out: str | Path, *, labels: list[str], cheap_dir: Path, neural_mode
     if decisions is not None:
         full["task"], full["decisions"] = "multi-label", decisions
         full["training"] = {**full.get("training", {}), "label_sep": label_sep}
-    full["mix"] = {"cheap_weight": cheap_weight, "rule": "the neural stage alone answers texts that fall through"
-                   if not mix else "log-loss on the less confident half of the selection texts" if decisions is None
-                   else "binary log-loss over the topics of the less confident half of the selection texts"}
+    full["mix"] = {**chosen.to_manifest(), "rule": "the neural stage alone answers texts that fall through"
+                   if not mix else "the lowest cross-validated log-loss on the less confident half of the selection "
+                   "texts, among the neural stage alone, a linear mix and a product of experts" if decisions is None
+                   else "the lowest cross-validated binary log-loss over the topics of the less confident half of the "
+                   "selection texts, among the neural stage alone, a linear mix and a product of experts"}
     if abstain is not None:
         full["abstain"] = {"below": sel_metrics["abstain_below"], "max_rejected_share": abstain,
                            "rule": "the cut under which that share of in-scope selection texts' answers fall"}
@@ -268,7 +272,7 @@ def train_cheap(data: TextDataset, selection: TextDataset | None, out: str | Pat
     with atomic.scratch_dir(Path(tempfile.gettempdir()), "cascade-cheap-") as work, \
             _step_bar(2, "train-cheap: starting", progress) as bar:
         bar.set_description_str(f"fitting and exporting on {len(train)} texts")
-        _, cheap_info = _fit_and_export_cheap(train, selection, labels, config, Path(work), label_sep)
+        _, cheap_info = _fit_and_export_cheap(train, selection, labels, config, Path(work), label_sep, progress)
         bar.update()
         bar.set_description_str("choosing the threshold and writing the bundle")
         manifest = {k: v for k, v in base_bundle.manifest.items()
@@ -372,7 +376,7 @@ def finetune_bundle(data: TextDataset, selection: TextDataset | None, labels: li
     bar.update()
     bar.set_description_str(f"fitting the cheap stage on {len(train)} texts")
     cheap_dir = work / "cheap"
-    _, cheap_info = _fit_and_export_cheap(train, selection, labels, cheap_config, cheap_dir, label_sep)
+    _, cheap_info = _fit_and_export_cheap(train, selection, labels, cheap_config, cheap_dir, label_sep, progress)
     bar.update()
     bar.set_description_str("choosing the threshold and writing the bundle")
     manifest = {

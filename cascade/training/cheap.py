@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
@@ -34,6 +35,8 @@ from ..text import normalize
 log = logging.getLogger(__name__)
 
 PARITY_ATOL = 1e-5
+CHOOSE = "choose"
+TOPIC_WEIGHTS: tuple[str | None, ...] = (None, "balanced")
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,13 @@ class CheapConfig:
     max_iter: int = 1000
     sublinear_tf: bool = True
     max_features: int | None = None  # per n-gram block; None keeps every n-gram seen min_df times
-    class_weight: str | None = None  # "balanced": classes weighted by inverse frequency
+    class_weight: str | None = None  # "balanced": classes weighted by inverse frequency; a tagger's "choose":
+    # each of TOPIC_WEIGHTS fitted, the better on the selection texts kept (rare topics gain from "balanced")
+
+    def __post_init__(self) -> None:
+        if self.class_weight not in (None, "balanced", CHOOSE):
+            raise ValueError(f"class_weight must be None, 'balanced' or {CHOOSE!r} (a tagger's), got "
+                             f"{self.class_weight!r}")
 
 
 @dataclass
@@ -88,13 +97,17 @@ def build_pipeline(config: CheapConfig) -> Pipeline:
 
 
 def fit_cheap(data: TextDataset, labels: list[str], config: CheapConfig = CheapConfig(),
-              label_sep: str | None = None, jobs: int = 2) -> Pipeline:
+              label_sep: str | None = None, jobs: int = 2, progress: bool = False,
+              selection: TextDataset | None = None) -> Pipeline:
     """Fit the scikit-learn cheap stage on normalized texts (:func:`cascade.text.normalize`, as the stage
     reads them at inference); its class order is ``labels``' order. ``label_sep``: multi-label, each
     label cell holds topics joined by it, and one binary logistic regression per topic is fitted (on
-    ``jobs`` cores)."""
+    ``jobs`` cores; ``progress``: a bar on a terminal; ``selection``: the texts a tagger's ``class_weight``
+    of ``"choose"`` chooses on)."""
     if label_sep is not None:
-        return _fit_multi_label(data, labels, config, label_sep, jobs)
+        return _fit_multi_label(data, labels, config, label_sep, jobs, progress, selection)
+    if config.class_weight == CHOOSE:
+        raise ValueError(f"class_weight={CHOOSE!r} is for multi-label cheap stages; use None or 'balanced'")
     unknown = sorted(set(data.labels) - set(labels))
     if unknown:
         raise ValueError(f"training labels not in the label list: {unknown[:5]}")
@@ -112,9 +125,8 @@ def fit_cheap(data: TextDataset, labels: list[str], config: CheapConfig = CheapC
     return pipeline
 
 
-def _fit_multi_label(data: TextDataset, labels: list[str], config: CheapConfig, sep: str, jobs: int) -> Pipeline:
-    from sklearn.multiclass import OneVsRestClassifier
-
+def _fit_multi_label(data: TextDataset, labels: list[str], config: CheapConfig, sep: str, jobs: int,
+                     progress: bool = False, selection: TextDataset | None = None) -> Pipeline:
     from ..multilabel import label_matrix
 
     y = label_matrix(data.labels, labels, sep)
@@ -123,16 +135,96 @@ def _fit_multi_label(data: TextDataset, labels: list[str], config: CheapConfig, 
     if bad:
         raise ValueError(f"{len(bad)} topic(s) are on no training text or on every one, e.g. {bad[:5]}; "
                          "a topic needs texts with and without it")
+    weights = TOPIC_WEIGHTS if config.class_weight == CHOOSE else (config.class_weight,)
+    if len(weights) > 1 and selection is None:
+        raise ValueError(f"class_weight={CHOOSE!r} chooses on the selection texts: pass them (or set class_weight "
+                         "to None or 'balanced')")
     started = time.perf_counter()
-    pipeline = build_pipeline(config)
-    pipeline.steps[-1] = ("clf", OneVsRestClassifier(LogisticRegression(C=config.C, solver="liblinear",
-                                                                        max_iter=config.max_iter), n_jobs=jobs))
+    pipeline = build_pipeline(replace(config, class_weight=None))
     features = pipeline.named_steps["features"].fit_transform([normalize(t) for t in data.texts]).tocsr()
     features.sort_indices()  # the workers get it read-only: nothing may sort it in place there
-    pipeline.named_steps["clf"].fit(features, y)
+    log.info("cheap stage: %d features from %d texts in %.1fs", features.shape[1], len(data),
+             time.perf_counter() - started)
+    makes = [LogisticRegression(C=config.C, solver="liblinear", dual=True, max_iter=config.max_iter, class_weight=w)
+             for w in weights]
+    fitted = TopicClassifiers.fit_topics(makes, features, y, jobs, progress)
+    if len(fitted) == 1:
+        clf = fitted[0]
+    else:
+        from ..multilabel import assign, choose_cutoffs, tagging_figures
+
+        held = pipeline.named_steps["features"].transform([normalize(t) for t in selection.texts])
+        truth = label_matrix(selection.labels, labels, sep)
+        scores = {}
+        for w, candidate in zip(weights, fitted):
+            probs = candidate.predict_proba(held)
+            figures = tagging_figures(truth, assign(probs, choose_cutoffs(probs, truth)[0], True))
+            scores[str(w)] = {k: round(figures[k], 6) for k in ("micro_f1", "macro_f1")}
+        best = max(range(len(weights)), key=lambda i: (sum(scores[str(weights[i])].values()), -i))
+        clf = fitted[best]
+        clf.choice_ = {"class_weight": weights[best], "selection": scores,
+                       "rule": "the higher mean of micro- and macro-F1 on the selection texts, cut-offs chosen there"}
+        log.info("cheap stage: topic weighting %s chosen on the selection texts (%s)", weights[best],
+                 "; ".join(f"{w}: micro-F1 {v['micro_f1']:.4f}, macro-F1 {v['macro_f1']:.4f}" for w, v in scores.items()))
+    pipeline.steps[-1] = ("clf", clf)
     log.info("multi-label cheap stage (%d topics) fitted on %d texts in %.1fs", len(labels), len(data),
              time.perf_counter() - started)
     return pipeline
+
+
+class TopicClassifiers(BaseEstimator):
+    """A tagger's cheap stage in scikit-learn: one fitted binary logistic regression per topic (what
+    ``OneVsRestClassifier`` holds), fitted topic by topic so long fits can show how far they are."""
+
+    def __init__(self, estimators: list[LogisticRegression]) -> None:
+        self.estimators = estimators
+        self.estimators_ = estimators
+
+    @classmethod
+    def fit_topics(cls, makes: list[LogisticRegression], features: Any, y: np.ndarray, jobs: int,
+                   progress: bool) -> list["TopicClassifiers"]:
+        """For each estimator in ``makes``, a clone fitted on each column of ``y``: every fit on ``jobs``
+        cores, with a bar on a terminal and a log line at least every ``LOG_EVERY`` seconds."""
+        from joblib import Parallel, delayed
+        from sklearn.base import clone
+
+        from ..progress import progress_bar
+
+        n = y.shape[1]
+        fitted: dict[tuple[int, int], LogisticRegression] = {}
+        started = last = time.perf_counter()
+        work = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+            delayed(_fit_topic)(clone(make), features, y[:, k], (m, k)) for m, make in enumerate(makes)
+            for k in range(n))
+        total = n * len(makes)
+        with progress_bar(total=total, desc="cheap stage: topics", unit="fit", progress=progress) as bar:
+            for done, (key, estimator) in enumerate(work, start=1):
+                fitted[key] = estimator
+                bar.update()
+                if time.perf_counter() - last >= LOG_EVERY and done < total:
+                    last = time.perf_counter()
+                    log.info("cheap stage: %d of %d topic fits done (%.0fs)", done, total, last - started)
+        return [cls([fitted[m, k] for k in range(n)]) for m in range(len(makes))]
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return True
+
+    def fit(self, features: Any, y: np.ndarray) -> "TopicClassifiers":
+        """Refit every topic like the first (one core, no bar): :meth:`fit_topics` is the way the build fits."""
+        self.estimators_ = type(self).fit_topics([self.estimators_[0]], features, y, 1, False)[0].estimators_
+        return self
+
+    def predict_proba(self, features: Any) -> np.ndarray:
+        """(texts, topics) probability of each topic."""
+        return np.column_stack([e.predict_proba(features)[:, 1] for e in self.estimators_])
+
+
+LOG_EVERY = 15.0  # seconds between two progress lines of a long topic fit
+
+
+def _fit_topic(estimator: LogisticRegression, features: Any, y: np.ndarray,
+               key: tuple[int, int]) -> tuple[tuple[int, int], LogisticRegression]:
+    return key, estimator.fit(features, y)
 
 
 def linear_layer(clf: Any) -> tuple[np.ndarray, np.ndarray, bool]:

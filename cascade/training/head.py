@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import numpy as np
 
@@ -32,9 +33,11 @@ def fit_head(embeddings: np.ndarray, y: np.ndarray, n_classes: int, C: float = D
     return LinearHead(coef.T.astype(np.float32), intercept.astype(np.float32))
 
 
-def fit_multi_label_head(embeddings: np.ndarray, y: np.ndarray, C: float = DEFAULT_C, max_iter: int = 2000) -> LinearHead:
+def fit_multi_label_head(embeddings: np.ndarray, y: np.ndarray, C: float = DEFAULT_C, max_iter: int = 2000,
+                         class_weight: str | None = None) -> LinearHead:
     """One binary logistic regression per topic (columns of the 0/1 matrix ``y``) on the embeddings: a
-    head whose logits go through a sigmoid each."""
+    head whose logits go through a sigmoid each (``class_weight="balanced"``: a topic's texts weigh as much
+    as the rest together)."""
     from sklearn.linear_model import LogisticRegression
 
     counts = y.sum(axis=0)
@@ -44,8 +47,28 @@ def fit_multi_label_head(embeddings: np.ndarray, y: np.ndarray, C: float = DEFAU
     weight = np.empty((embeddings.shape[1], y.shape[1]), dtype=np.float32)
     bias = np.empty(y.shape[1], dtype=np.float32)
     for k in range(y.shape[1]):
-        clf = LogisticRegression(C=C, max_iter=max_iter).fit(embeddings, y[:, k])
+        clf = LogisticRegression(C=C, max_iter=max_iter, class_weight=class_weight).fit(embeddings, y[:, k])
         weight[:, k], bias[k] = clf.coef_[0], clf.intercept_[0]
     log.info("multi-label head (%d topics) fitted on %d embeddings in %.1fs", y.shape[1], len(y),
              time.perf_counter() - started)
     return LinearHead(weight, bias)
+
+
+def choose_topic_head(embeddings: np.ndarray, y: np.ndarray, held: np.ndarray, held_y: np.ndarray,
+                      C: float = DEFAULT_C, weights: tuple[str | None, ...] = (None, "balanced"),
+                      ) -> tuple[LinearHead, dict[str, Any]]:
+    """A tagger's head for each topic weighting in ``weights``, scored on the selection texts' embeddings
+    ``held`` (cut-offs chosen there): the one with the higher mean of micro- and macro-F1, and the scores."""
+    from ..multilabel import assign, choose_cutoffs, sigmoid, tagging_figures
+
+    heads, scores = [], {}
+    for w in weights:
+        head = fit_multi_label_head(embeddings, y, C=C, class_weight=w)
+        probs = sigmoid(held.astype(np.float64) @ head.weight + head.bias)
+        figures = tagging_figures(held_y, assign(probs, choose_cutoffs(probs, held_y)[0], True))
+        heads.append(head)
+        scores[str(w)] = {k: round(figures[k], 6) for k in ("micro_f1", "macro_f1")}
+    best = max(range(len(weights)), key=lambda i: (sum(scores[str(weights[i])].values()), -i))
+    log.info("head: topic weighting %s chosen on the selection texts (%s)", weights[best], scores)
+    return heads[best], {"class_weight": weights[best], "selection": scores,
+                         "rule": "the higher mean of micro- and macro-F1 on the selection texts, cut-offs chosen there"}

@@ -39,8 +39,8 @@ from ..stages.head import FILE as HEAD_FILE
 from ..stages.neural import NeuralStage
 from ..stages.tokenization import check_windows
 from .build import _fit_and_export_cheap, _step_bar, assemble
-from .cheap import CheapConfig
-from .head import DEFAULT_C, fit_head, fit_multi_label_head
+from .cheap import CHOOSE, CheapConfig
+from .head import DEFAULT_C, choose_topic_head, fit_head
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class TrainConfig:
 # C chosen on Reuters selection texts (benchmarks/reuters_cheap_settings.py): micro-F1 0.9239 / 0.9284 /
 # 0.9311 / 0.9343 / 0.9298 at C = 5 / 20 / 50 / 100 / 200 (first carve); on the final carve 0.9136 / 0.9186 /
 # 0.9196 / 0.9168 at C = 5 / 20 / 50 / 100: within noise, not re-chosen
-MULTI_LABEL_CHEAP = CheapConfig(C=100.0)
+MULTI_LABEL_CHEAP = CheapConfig(C=100.0, class_weight=CHOOSE)
 
 
 def check_topics(train: TextDataset, selection: TextDataset, sep: str, min_texts: int) -> list[str]:
@@ -255,13 +255,18 @@ def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Pa
     with atomic.scratch_dir(Path(tempfile.gettempdir()), "cascade-train-") as work, \
             _step_bar(3, "train: starting", progress) as bar:
         bar.set_description_str(f"fitting the cheap stage on {len(train)} texts")
-        _, cheap_info = _fit_and_export_cheap(train, selection, labels, config.cheap_config, work, sep)
+        _, cheap_info = _fit_and_export_cheap(train, selection, labels, config.cheap_config, work, sep,
+                                              progress)
         bar.update()
         bar.set_description_str("embedding the training texts")
         embeddings = embed_with_progress(stage, train.texts, "embedding", progress)
         head_started = time.perf_counter()
+        head_choice = None
         if sep is not None:
-            head = fit_multi_label_head(embeddings, label_matrix(train.labels, labels, sep), C=config.head_C)
+            held = embed_with_progress(stage, selection.texts, "embedding the selection texts", progress)
+            head_started = time.perf_counter()
+            head, head_choice = choose_topic_head(embeddings, label_matrix(train.labels, labels, sep), held,
+                                                  label_matrix(selection.labels, labels, sep), C=config.head_C)
         else:
             head = fit_head(embeddings, label_indices(labels, train.labels), len(labels), C=config.head_C)
         head_seconds = time.perf_counter() - head_started
@@ -276,7 +281,8 @@ def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Pa
             "neural": {**encoder_info, "head_C": config.head_C},
             "training": {"data": data_name, "n_train": len(train), "splits": splits.describe(),
                          "command": "cascade train", "config": asdict(config), "cheap": cheap_info,
-                         "head": {"C": config.head_C, "fit_seconds": round(head_seconds, 1)},
+                         "head": {"C": config.head_C, "fit_seconds": round(head_seconds, 1),
+                                  **({"class_weight_choice": head_choice} if head_choice else {})},
                          "seconds_before_writing": round(time.perf_counter() - started, 1),
                          "encoder_from": source.origin},
         }
