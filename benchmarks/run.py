@@ -99,7 +99,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="fine-tuned torch checkpoint (HF pipeline)")
     parser.add_argument("--fp32", type=Path, default=None, help="fp32 ONNX export of the same model")
     parser.add_argument("--cascade", action="append", default=[], metavar="NAME=BUNDLE", type=cascade_spec,
-                        help="another bundle's cascade, at its own threshold, as system cascade[NAME] (repeatable)")
+                        help="another bundle's cascade at its own threshold, and its neural stage alone, as systems "
+                             "cascade[NAME] and neural[NAME] (repeatable)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--n", type=int, default=None, help="test texts for throughput (default: all)")
@@ -125,7 +126,8 @@ def main() -> None:
     texts, gold = test.texts[: args.n], test.labels[: args.n]
     systems: dict[str, System] = {}
     skipped: dict[str, str] = {}
-    for name in SYSTEMS + [f"cascade[{spec.split('=', 1)[0]}]" for spec in args.cascade]:
+    others = [spec.split("=", 1)[0] for spec in args.cascade]
+    for name in SYSTEMS + [f"{kind}[{other}]" for other in others for kind in ("neural", "cascade")]:
         try:
             systems[name] = load_system(name, args)
         except Unavailable as exc:

@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--fp32", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--out", type=Path, default=HERE.parent / "docs" / "img")
     args = parser.parse_args()
     import matplotlib
 

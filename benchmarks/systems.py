@@ -189,10 +189,18 @@ def load_system(name: str, args: Any) -> System:
         return System(name, "the best-known fast linear text classifier", predict,
                       lambda t: model.predict(clean(t), k=1)[0][0].removeprefix("__label__"),
                       model_path.stat().st_size, "1")
+    if name.startswith("neural["):  # another bundle's neural stage alone (run.py --cascade NAME=BUNDLE)
+        paths = dict(spec.split("=", 1) for spec in args.cascade)
+        other = cascade.read_bundle(paths[name[len("neural["):-1]])
+        path = other.file("neural.onnx")
+        stage = neural_stage(path, other, args.threads, head=bool(other.manifest["neural"].get("head")))
+        predict, one = _from_probs(other.labels, stage.predict_proba)
+        return System(name, f"the neural stage of {name[len('neural['):-1]} alone", predict, one, path.stat().st_size,
+                      f"onnxruntime {args.threads}")
     if name.startswith("cascade["):  # another bundle, at its own threshold (run.py --cascade NAME=BUNDLE)
         paths = dict(spec.split("=", 1) for spec in args.cascade)
         bundle = cascade.read_bundle(paths[name[len("cascade["):-1]])
-        name, why = "cascade", f"the cascade of {bundle.path.name} at its own threshold"
+        name, why = "cascade", f"the cascade of {name[len('cascade['):-1]} at its own threshold"
     elif name == "cascade@selection-best":
         rule = bundle.manifest.get("metrics", {}).get("selection", {}).get("rule", {})
         if "best_threshold" not in rule:

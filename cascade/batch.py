@@ -12,6 +12,7 @@ work folder), never by the file. Rows whose text is null, empty or not text are 
 
 from __future__ import annotations
 
+import errno
 import glob as globmod
 import hashlib
 import json
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ._optional import require
+from .bundle.atomic import check_writable
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -134,6 +136,9 @@ def batch(input: str | Path, out: str | Path, *, text_col: str = "text", id_col:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     t = check_threshold(threshold) if threshold is not None else None
     out = Path(out)
+    if out.is_dir():  # even with overwrite: a folder is never replaced by a file
+        raise ValueError(f"{out} is a folder; give the output a file name, such as "
+                         f"{out / ('answers' + (out.suffix or '.parquet'))}")
     options = _copy_options(out)
     paths = _inputs(str(input))
     leftover = out.with_name(out.name + WORK_SUFFIX)
@@ -144,25 +149,39 @@ def batch(input: str | Path, out: str | Path, *, text_col: str = "text", id_col:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     if any(p.resolve() == out.resolve() for p in paths):
         raise ValueError(f"{out} is also an input; write elsewhere")
+    check_writable(out, "file")  # a read-only or missing folder fails now, not after the classifying
     columns = _columns(duckdb, paths, text_col, id_col, memory_limit)
     model = model if model is not None else Cascade.load(bundle)
     digest = model.bundle.digest if model.bundle is not None else "in-memory model"
     work = _work_folder(out, _signature(paths, text_col, digest, t))
-    con = duckdb.connect(str(work / "batch.duckdb"))
     try:
-        con.execute(f"SET memory_limit = {_literal(memory_limit)}")
-        con.execute(f"SET temp_directory = {_literal(str(work / 'spill'))}")
-        con.execute("SET preserve_insertion_order = true")
-        n_rows, n_distinct = _load(con, paths, text_col, columns[text_col])
-        classified = _classify(con, model, t, chunk_size, n_distinct, progress)
-        errors = _write(con, out, work, options, model.multi_label)
-    finally:
-        con.close()
+        con = duckdb.connect(str(work / "batch.duckdb"))
+        try:
+            con.execute(f"SET memory_limit = {_literal(memory_limit)}")
+            con.execute(f"SET temp_directory = {_literal(str(work / 'spill'))}")
+            con.execute("SET preserve_insertion_order = true")
+            n_rows, n_distinct = _load(con, paths, text_col, columns[text_col])
+            classified = _classify(con, model, t, chunk_size, n_distinct, progress)
+            errors = _write(con, out, work, options, model.multi_label, getattr(model, "label_sep", None) or "|")
+        finally:
+            con.close()
+    except duckdb.Error as exc:
+        _raise_disk_full(exc, out, work)
+        raise
     shutil.rmtree(work)  # ours: made by _work_folder, holding only this run's files
     report = BatchReport(out, n_rows, n_distinct, classified, errors, time.perf_counter() - started)
     log.info("wrote %s: %d rows, %d distinct texts (%d classified now), %d errors, %.1f s",
              out, n_rows, n_distinct, classified, errors, report.seconds)
     return report
+
+
+def _raise_disk_full(exc: Exception, out: Path, work: Path) -> None:
+    """A full disk is the user's condition, not an internal error: say so in plain words (an OSError, exit
+    status 2 on the command line). The work folder stays, so a rerun with space resumes."""
+    if "No space left on device" in str(exc) or "Disk full" in str(exc):
+        raise OSError(errno.ENOSPC, f"no space left on the disk while writing {out} (work folder {work}, kept so "
+                                    "a rerun resumes): free some space or write --out to another disk",
+                      str(out)) from None
 
 
 def _columns(duckdb: Any, paths: list[Path], text_col: str, id_col: str | None, memory_limit: str) -> dict[str, str]:
@@ -182,6 +201,9 @@ def _columns(duckdb: Any, paths: list[Path], text_col: str, id_col: str | None, 
         columns = {row[0]: row[1] for row in described}
     finally:
         con.close()
+    for path in paths:  # DuckDB would name a column with an empty header "column3": the output would not match
+        if INPUT_FORMATS[path.suffix.lower()] in ("csv", "tsv"):
+            _check_header(path, "\t" if INPUT_FORMATS[path.suffix.lower()] == "tsv" else ",")
     for col, flag in ((text_col, "--text-col"), (id_col, "--id-col")):
         if col is not None and col not in columns:
             raise ValueError(f"column {col!r} not found (columns: {list(columns)[:20]}); pass the right {flag}")
@@ -191,6 +213,17 @@ def _columns(duckdb: Any, paths: list[Path], text_col: str, id_col: str | None, 
         raise ValueError(f"the input has column(s) {clash}, a name cascade batch uses (in any case: "
                          f"{', '.join(sorted(reserved))}); rename them")
     return columns
+
+
+def _check_header(path: Path, delimiter: str) -> None:
+    import csv
+
+    with path.open(encoding="utf-8", errors="replace", newline="") as fh:
+        header = next(csv.reader([fh.readline(1_000_000)], delimiter=delimiter), [])
+    empty = [i + 1 for i, name in enumerate(header) if not name.strip()]
+    if empty:
+        raise ValueError(f"{path}: column {empty[0]} has an empty header; name every column (the output keeps "
+                         "the input's columns by name)")
 
 
 def _load(con: Any, paths: list[Path], text_col: str, kind: str) -> tuple[int, int]:
@@ -209,7 +242,9 @@ def _load(con: Any, paths: list[Path], text_col: str, kind: str) -> tuple[int, i
         else:  # numbers, lists, structs: not text
             text, not_text = "NULL", f"{column} IS NOT NULL"
         blank = f"trim({text}, {_literal(WHITESPACE)}) = ''"
-        error = (f"CASE WHEN {not_text} THEN 'not a string' WHEN {text} IS NULL THEN 'no text (null)' "
+        # a CSV cell cannot tell null from empty: both are "empty text", as `cascade classify --input` says
+        null = "empty text" if INPUT_FORMATS[paths[0].suffix.lower()] in ("csv", "tsv") else "no text (null)"
+        error = (f"CASE WHEN {not_text} THEN 'not a string' WHEN {text} IS NULL THEN '{null}' "
                  f"WHEN {blank} THEN 'empty text' END")
         con.execute("BEGIN")
         con.execute(f"CREATE OR REPLACE TABLE rows AS SELECT rowid AS row_, {text} AS text_, {error} AS error_ "
@@ -254,10 +289,17 @@ def _classify(con: Any, model: Any, threshold: float | None, chunk_size: int, to
     return classified
 
 
-def _write(con: Any, out: Path, work: Path, options: str, multi_label: bool) -> int:
+def _write(con: Any, out: Path, work: Path, options: str, multi_label: bool, sep: str) -> int:
     """Every input row, in input order, with its answer or its error, to ``out`` (written in the work
-    folder, beside ``out``, then renamed into place; a marker says it was, for a rerun after a kill)."""
-    tagger = ", r.labels AS labels, r.scores AS scores" if multi_label else ""
+    folder, beside ``out``, then renamed into place; a marker says it was, for a rerun after a kill). A
+    tagger's topics and scores are lists in Parquet and JSON, and cells joined by ``sep`` in CSV and TSV, as
+    its training labels were."""
+    tagger = ""
+    if multi_label and OUTPUT_FORMATS[out.suffix.lower()] in ("csv", "tsv"):
+        tagger = (f", array_to_string(r.labels, {_literal(sep)}) AS labels, "
+                  f"array_to_string(CAST(r.scores AS VARCHAR[]), {_literal(sep)}) AS scores")
+    elif multi_label:
+        tagger = ", r.labels AS labels, r.scores AS scores"
     tmp = work / f"out{out.suffix}"
     query = (f"SELECT i.*, r.label AS label, r.score AS score, r.stage AS stage{tagger}, w.error_ AS error "
              "FROM input i JOIN rows w ON w.row_ = i.rowid LEFT JOIN texts t ON t.text = w.text_ AND w.error_ IS NULL "

@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Literal
 
 from .limits import DEFAULT_LIMITS
+
+log = logging.getLogger(__name__)
 
 Split = Literal["train", "selection", "certification", "test", "train_full"]
 SPLITS = ("train", "selection", "certification", "test", "train_full")
@@ -55,14 +59,60 @@ class TextDataset:
 def _data_dir() -> Path:
     return Path(str(resources.files("cascade") / "data" / "banking77"))
 
-def read_csv(path: str | Path, text_col: str = "text", label_col: str = "category", *,
+LABEL_COLUMNS = ("category", "label", "labels")  # looked for, in this order, when no label column is named
+
+
+def pick_label_col(fields: list[str], label_col: str | None, where: str | Path) -> str:
+    """``label_col`` if given; else ``category`` if the file has it, else whichever one of ``label`` and
+    ``labels`` it has (a ValueError when it has neither or both: the user names it)."""
+    if label_col is not None:
+        return label_col
+    if LABEL_COLUMNS[0] in fields:
+        return LABEL_COLUMNS[0]
+    found = [c for c in LABEL_COLUMNS[1:] if c in fields]
+    if len(found) == 1:
+        log.info("%s: no 'category' column; labels read from %r", where, found[0])
+        return found[0]
+    if not found:
+        raise ValueError(f"{where}: no label column (looked for {', '.join(map(repr, LABEL_COLUMNS))}; columns: "
+                         f"{list(fields)[:20]}); pass --label-col")
+    raise ValueError(f"{where}: both 'label' and 'labels' columns; pass --label-col to say which holds the labels")
+
+
+class _LabelCells:
+    """Reads label cells: spaces around a label are dropped (and reported once per file, with the first
+    example, since " refund" and "refund" then become one label); a label holding a line break or another
+    control character is refused (it would break every report that lists labels)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.stripped, self.first = path, 0, ""
+
+    def read(self, cell: str, where: str) -> str:
+        label = cell.strip()
+        bad = next((ch for ch in label if unicodedata.category(ch) == "Cc"), None)
+        if bad is not None:
+            raise ValueError(f"{where}: the label {label[:40]!r} holds the control character {bad!r} (a line "
+                             "break or tab); a label is a one-line name: fix that cell")
+        if label != cell:
+            self.stripped += 1
+            self.first = self.first or f"{where}: {cell!r} read as {label!r}"
+        return label
+
+    def report(self) -> None:
+        if self.stripped:
+            log.warning("%s: %d label cell(s) had spaces around them, dropped so that they join the label "
+                        "without (first: %s)", self.path, self.stripped, self.first)
+
+
+def read_csv(path: str | Path, text_col: str = "text", label_col: str | None = None, *,
              group_col: str | None = None, time_col: str | None = None,
              max_field_chars: int = DEFAULT_LIMITS.max_csv_field_chars) -> TextDataset:
     """Read a labelled UTF-8 file: CSV, or TSV (``.tsv``/``.tab``), or JSON lines (``.jsonl``/``.ndjson``,
     one object per line with the text and label fields); a UTF-8 byte-order mark is skipped. ``group_col``
     and ``time_col``: also each row's group and time (a number, or an ISO 8601 date or time). Errors name
     the file, the line and the fix (wrong encoding, missing column, missing value, a field longer than
-    ``max_field_chars``). Memory per line is bounded by ``max_field_chars``, whatever the file holds."""
+    ``max_field_chars``). Memory per line is bounded by ``max_field_chars``, whatever the file holds.
+    ``label_col`` None: ``category``, else the one of ``label``/``labels`` the file has."""
     path = Path(path)
     if not path.is_file():
         if path.exists():
@@ -78,6 +128,9 @@ def read_csv(path: str | Path, text_col: str = "text", label_col: str = "categor
     with path.open("rb") as fh:
         rows = csv_rows(fh, path, "\t" if suffix in TSV_SUFFIXES else ",", max_field_chars)
         _, fields = next(rows)
+        if text_col not in fields:
+            raise ValueError(f"{path}: column {text_col!r} not found (columns: {fields}); pass the right --text-col")
+        label_col = pick_label_col(fields, label_col, path)
         for col, flag in ((text_col, "--text-col"), (label_col, "--label-col"), (group_col, "--group-col"),
                           (time_col, "--time-col")):
             if col is not None and col not in fields:
@@ -86,17 +139,19 @@ def read_csv(path: str | Path, text_col: str = "text", label_col: str = "categor
         t, c = fields.index(text_col), fields.index(label_col)
         g = fields.index(group_col) if group_col is not None else None
         w = fields.index(time_col) if time_col is not None else None
+        cells = _LabelCells(path)
         for line, row in rows:
             if row[c].strip() == "":
                 raise ValueError(f"{path}:{line}: missing text or label (the label is empty)")
             texts.append(row[t])
-            labels.append(row[c].strip())
+            labels.append(cells.read(row[c], f"{path}:{line}"))
             if g is not None:
                 groups.append(_group_value(row[g], f"{path}:{line}", group_col))
             if w is not None:
                 times.add(row[w], f"{path}:{line}")
     if not texts:
         raise ValueError(f"{path}: no rows")
+    cells.report()
     return TextDataset(texts, labels, groups if group_col is not None else None,
                        times.times if time_col is not None else None, group_col, time_col)
 
@@ -208,16 +263,18 @@ JSON_BYTES_PER_CHAR = 6  # a character JSON escapes as \\uXXXX
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
-def _read_jsonl(path: Path, text_col: str, label_col: str, max_field_chars: int, group_col: str | None = None,
+def _read_jsonl(path: Path, text_col: str, label_col: str | None, max_field_chars: int, group_col: str | None = None,
                 time_col: str | None = None) -> TextDataset:
     """JSON lines: one object a line holding ``text_col`` and ``label_col`` strings; blank lines skipped."""
     texts: list[str] = []
     labels: list[str] = []
     groups: list[str] = []
     times = TimeColumn(time_col)
-    example = f'{{"{text_col}": "...", "{label_col}": "..."}}'
+    example = f'{{"{text_col}": "...", "{label_col or LABEL_COLUMNS[0]}": "..."}}'
+    cells = _LabelCells(path)
     with path.open("rb") as fh:
         for lineno, row in json_objects(fh, path, max_field_chars, example):
+            label_col = pick_label_col(list(row), label_col, f"{path}:{lineno}")
             for col in (text_col, label_col, group_col, time_col):
                 if col is not None and col not in row:
                     raise ValueError(f"{path}:{lineno}: field {col!r} not found (fields: {sorted(row)[:10]}); pass "
@@ -232,13 +289,14 @@ def _read_jsonl(path: Path, text_col: str, label_col: str, max_field_chars: int,
             if len(text) > max_field_chars:
                 raise ValueError(f"{path}:{lineno}: text longer than {max_field_chars:,} characters")
             texts.append(text)
-            labels.append(label.strip())
+            labels.append(cells.read(label, f"{path}:{lineno}"))
             if group_col is not None:
                 groups.append(_group_value(row[group_col], f"{path}:{lineno}", group_col))
             if time_col is not None:
                 times.add(row[time_col], f"{path}:{lineno}")
     if not texts:
         raise ValueError(f"{path}: no rows")
+    cells.report()
     return TextDataset(texts, labels, groups if group_col is not None else None,
                        times.times if time_col is not None else None, group_col, time_col)
 

@@ -115,17 +115,42 @@ def neural_adds_nothing(metrics: dict[str, Any], ms_per_text: dict[str, float] |
             "another encoder (`--encoder-from`) may change this")
 
 
+def per_class_figures(labels: Sequence[str], truth: np.ndarray, chosen: np.ndarray,
+                      fell: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per label (or topic), the cascade's precision, recall, F1 and support, and the share of the texts
+    that carry it which fell through. ``truth`` and ``chosen``: (texts, labels) 0/1 matrices."""
+    truth, chosen = truth.astype(bool), chosen.astype(bool)
+    hits, support, picked = (truth & chosen).sum(0), truth.sum(0), chosen.sum(0)
+    fell_with = (truth & fell[:, None]).sum(0)
+    out = {}
+    for k, label in enumerate(labels):
+        precision = hits[k] / picked[k] if picked[k] else 0.0
+        recall = hits[k] / support[k] if support[k] else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out[label] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                      "support": int(support[k]),
+                      "fall_through_share": float(fell_with[k] / support[k]) if support[k] else 0.0}
+    return out
+
+
 def evaluate(model: Cascade, data: TextDataset, threshold: float | None = None,
-             label_sep: str | None = None) -> dict[str, Any]:
+             label_sep: str | None = None, per_class: bool = False) -> dict[str, Any]:
     """Each stage alone and the cascade at the model's threshold (or the one given): :func:`summarize` of
     :func:`score_stages`, or for a multi-label bundle :func:`evaluate_tagging` (label cells hold topics
-    joined by ``label_sep``; default: the bundle's). Warns when the texts are the bundle's own training
-    or selection texts: figures on them flatter it."""
+    joined by ``label_sep``; default: the bundle's). ``per_class``: add the cascade's
+    :func:`per_class_figures` under ``per_class``. Warns when the texts are the bundle's own training or
+    selection texts: figures on them flatter it."""
     _warn_if_seen(model, data.texts)
     if model.multi_label:
-        return evaluate_tagging(model, data, threshold, label_sep)
-    return summarize(score_stages(model, data), model.threshold if threshold is None else threshold, model.measure,
-                     model.always_neural_idx)
+        return evaluate_tagging(model, data, threshold, label_sep, per_class)
+    scores = score_stages(model, data)
+    t = model.threshold if threshold is None else threshold
+    figures = summarize(scores, t, model.measure, model.always_neural_idx)
+    if per_class:
+        pred, mask = scores.cascade_predictions(t, model.measure, model.always_neural_idx)
+        eye = np.eye(len(model.labels), dtype=bool)
+        figures["per_class"] = per_class_figures(model.labels, eye[scores.y], eye[pred], mask)
+    return figures
 
 
 def _warn_if_seen(model: Cascade, texts: list[str]) -> None:
@@ -139,7 +164,7 @@ def _warn_if_seen(model: Cascade, texts: list[str]) -> None:
 
 
 def evaluate_tagging(model: Cascade, data: TextDataset, threshold: float | None = None,
-                     label_sep: str | None = None) -> dict[str, Any]:
+                     label_sep: str | None = None, per_class: bool = False) -> dict[str, Any]:
     """A multi-label bundle's figures on labelled texts: micro-F1, macro-F1, exact match, Hamming loss and
     mean per-text F1 of the cheap stage alone (its cut-offs), the neural stage alone (the cut-offs of texts
     that fall through) and the cascade, and the cascade's fall-through rate."""
@@ -159,8 +184,11 @@ def evaluate_tagging(model: Cascade, data: TextDataset, threshold: float | None 
             "cascade": model.assigned(final, fell)}
     y_all = np.hstack([y, unknown])  # unknown topics: columns no stage ever assigns
     padded = {name: np.hstack([chosen, np.zeros(unknown.shape, dtype=bool)]) for name, chosen in sets.items()}
-    return {"n_texts": len(y), "threshold": float(t), "fall_through_rate": float(fell.mean()),
-            "unknown_topics": int(unknown.shape[1]), **stage_figures(y_all, padded)}
+    figures = {"n_texts": len(y), "threshold": float(t), "fall_through_rate": float(fell.mean()),
+               "unknown_topics": int(unknown.shape[1]), **stage_figures(y_all, padded)}
+    if per_class:
+        figures["per_class"] = per_class_figures(model.labels, y, sets["cascade"], fell)
+    return figures
 
 
 def risk_coverage(conf: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -97,9 +97,12 @@ class _Objective:
         routed = base.route(selection.texts)[0]
         self.target = float((routed.argmax(axis=1) == self.y).mean())
         self.base_fall = fewest_falling(base_probs, mixed.argmax(axis=1) == self.y, self.y, self.target, base.measure)
+        # The first (prunable) step of a trial fits on a subsample: a third of the texts, at least two a label;
+        # on data too small for that to be a subsample, trials take the full step only.
+        size = max(len(set(train.labels)) * 2, int(len(train) * PRUNE_SHARE))
         rng = np.random.default_rng(0)
-        self.subsample = sorted(rng.choice(len(train), size=max(len(self.labels) * 2, int(len(train) * PRUNE_SHARE)),
-                                           replace=False).tolist())
+        self.subsample: list[int] | None = (sorted(rng.choice(len(train), size=size, replace=False).tolist())
+                                            if size < len(train) else None)
 
     def score(self, config: CheapConfig, data: TextDataset) -> tuple[float, Any]:
         from .router import fallthrough_answer
@@ -114,21 +117,71 @@ class _Objective:
         neural_ok = fallthrough_answer(probs, self.neural, self.base.mix).argmax(axis=1) == self.y
         return fewest_falling(probs, neural_ok, self.y, self.target, self.base.measure), pipeline
 
+    cap: int | None = None  # the study's trial count: a trial beyond it (another worker's in flight) stops
+    stopped_for_surplus = False
+
     def __call__(self, trial: Any) -> float:
         optuna = require("optuna", "tune")
+        if self.cap is not None:
+            try:
+                _stop_if_surplus(trial, self.cap)
+            except SurplusTrial:
+                self.stopped_for_surplus = True
+                raise
         config = _config(trial)
-        sub = TextDataset([self.train.texts[i] for i in self.subsample], [self.train.labels[i] for i in self.subsample])
-        if len(set(sub.labels)) == len(set(self.train.labels)):  # a step to prune on (every label present)
-            early, _ = self.score(config, sub)
-            trial.report(early, step=0)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
+        if self.subsample is not None:
+            sub = TextDataset([self.train.texts[i] for i in self.subsample],
+                              [self.train.labels[i] for i in self.subsample])
+            if len(set(sub.labels)) == len(set(self.train.labels)):  # a step to prune on (every label present)
+                early, _ = self.score(config, sub)
+                trial.report(early, step=0)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
         value, pipeline = self.score(config, self.train)
         trial.report(value, step=1)
         trial.set_user_attr("cheap_ms_per_text", _cost_ms(pipeline, self.selection.texts))
         trial.set_user_attr("config", _config_dict(config))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         return value
+
+
+class SurplusTrial(Exception):
+    """A trial started when the study's cap was already reached by finished trials and earlier ones in flight."""
+
+
+def _stop_if_surplus(trial: Any, cap: int) -> None:
+    """Stop a trial (and this worker) that would take the study past ``cap``: finished and pruned trials, and
+    trials in flight that started before it (a lower number), count. Workers agree on which trials run
+    (the lowest numbers), so two workers sharing a study of 8 run 8, not 9."""
+    from optuna.trial import TrialState
+
+    ahead = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                or (t.state == TrialState.RUNNING and t.number < trial.number)
+                for t in trial.study.get_trials(deepcopy=False))
+    if ahead >= cap:
+        trial.study.stop()
+        raise SurplusTrial(f"the study already holds {cap} trials, counting those in flight on other workers")
+
+
+WAIT_FOR_OTHERS_S = 600.0  # at most this long for other workers' trials in flight (a killed one never ends)
+
+
+def _wait_for_trials_in_flight(study: Any, states: tuple[Any, ...]) -> None:
+    """This worker stopped because the cap counts trials still running elsewhere: wait for them (at most
+    ``WAIT_FOR_OTHERS_S``), so the best it reports is the whole study's."""
+    from optuna.trial import TrialState
+
+    deadline, said = time.monotonic() + WAIT_FOR_OTHERS_S, -1
+    while time.monotonic() < deadline:
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if not running:
+            return
+        if running != said:
+            log.info("waiting for %d trial(s) in flight on other workers", running)
+            said = running
+        time.sleep(1.0)
+    log.warning("trials still marked running after %.0f s (a worker killed mid-trial?); reporting the finished ones",
+                WAIT_FOR_OTHERS_S)
 
 
 def _fingerprint(train: TextDataset, selection: TextDataset, model: Any) -> str:
@@ -220,8 +273,11 @@ def tune(train: TextDataset, selection: TextDataset, *, trials: int, base: str |
     if done < trials:
         from optuna.study import MaxTrialsCallback
 
+        objective.cap = trials
         the_study.optimize(objective, n_trials=trials - done, callbacks=[MaxTrialsCallback(trials, states=states)],
-                           show_progress_bar=progress and stderr_is_terminal())
+                           catch=(SurplusTrial,), show_progress_bar=progress and stderr_is_terminal())
+        if objective.stopped_for_surplus:
+            _wait_for_trials_in_flight(the_study, states)
     finished = the_study.get_trials(deepcopy=False, states=states)
     best = the_study.best_trial
     settings: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in best.user_attrs["config"].items()}

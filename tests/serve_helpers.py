@@ -98,7 +98,7 @@ NONE_DEFAULTS = {"bundle": "the shipped bundle", "api_key": "none", "threads": "
 
 
 def settings_table() -> str:
-    """README's table of `cascade serve` settings, as the settings themselves describe them."""
+    """The serving page's table of `cascade serve` settings, as the settings themselves describe them."""
     from dataclasses import fields
 
     from cascade.serving.settings import ServeSettings

@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -103,6 +102,7 @@ def test_a_glob_of_files_is_one_input(tmp_path, tiny_bundle):
     assert report.rows == 60 and sorted(int(r["id"]) for r in _rows(tmp_path / "all.csv")) == list(range(60))
 
 
+@pytest.mark.slow
 def test_killed_with_sigkill_and_rerun_it_resumes_and_keeps_every_row_once(tmp_path, tiny_bundle):
     texts = load_banking77("train").texts
     rows = [{"id": i, "text": None if i % 97 == 0 else f"{texts[i % 3000]} #{i % 2500}", "note": str(i)}

@@ -306,3 +306,20 @@ def test_a_calibrated_bundle_describes_itself_consistently(cal, tmp_path):
     assert m["calibration"]["measure"] == m["metrics"]["calibration"]["measure"] == cal.measure_
     # every measured figure says the threshold it was measured at (issue 12)
     assert all("threshold" in figures for figures in m["metrics"].values() if isinstance(figures, dict))
+
+
+def test_a_promise_records_the_asked_confidence_apart_from_each_sequence_level(cal):
+    """The error budget is split between the two test sequences: the saved figures once said
+    "confidence": 0.975 where 0.95 was asked."""
+    choice = cal.choose(target_accuracy=round(cal.curve.accuracy[0] - 0.15, 2), confidence=0.9)
+    assert choice.certified and choice.request["confidence"] == 0.9
+    assert "confidence" not in choice.expected and 0.9 <= choice.expected["bound_level_each_sequence"] <= 0.95
+
+
+def test_an_unreachable_target_says_the_most_it_can_promise_and_what_the_bracket_means(cal):
+    target = round(float(cal.curve.accuracy.max()) - 0.01, 3)
+    with pytest.warns(CalibrationWarning):
+        choice = cal.choose(target_accuracy=target, confidence=0.95)
+    assert not choice.feasible
+    assert "the most these texts can promise now" in choice.reason
+    assert "labelled held-out texts in all, as calibration fits on 30% of them" in choice.reason

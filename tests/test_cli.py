@@ -25,8 +25,19 @@ def test_classify_stdin(tiny_bundle):
     assert len(lines) == len(texts) and {d["stage"] for d in lines} == {"neural"}
 
 
-def test_info(tiny_bundle, capsys):
+def test_info_prints_a_summary_with_the_label_names(tiny_bundle, capsys):
+    """It once printed 255 lines of JSON without the labels."""
+    import cascade
+
+    labels = cascade.read_bundle(tiny_bundle).labels
     assert main(["info", "--bundle", str(tiny_bundle)]) == 0
+    out = capsys.readouterr().out
+    assert "task:      single-label classification, 77 labels" in out and ", ".join(labels) in out
+    assert "threshold: " in out and "promise:   none" in out and "digest:    sha256:" in out
+
+
+def test_info(tiny_bundle, capsys):
+    assert main(["info", "--json", "--bundle", str(tiny_bundle)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["n_labels"] == 77 and "labels" not in info and "files" in info
     assert main(["info", "--bundle", str(tiny_bundle), "--full"]) == 0
@@ -102,7 +113,7 @@ def test_help_documents_the_exit_codes_and_info_has_a_description(capsys):
         assert code in out
     with pytest.raises(SystemExit):
         main(["info", "--help"])
-    assert "Print a bundle's manifest" in capsys.readouterr().out
+    assert "Print a summary of a bundle" in capsys.readouterr().out
 
 
 def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path, tiny_bundle, tiny_train, tiny_val, capsys):
@@ -114,4 +125,22 @@ def test_no_progress_bars_when_stderr_is_not_a_terminal(tmp_path, tiny_bundle, t
     assert main(["train-cheap", "--data", str(data), "--val", str(val), "--text-col", "utterance",
                  "--label-col", "intent", "--base", str(tiny_bundle), "--out", str(tmp_path / "o"), "--no-char"]) == 0
     assert "\r" not in capsys.readouterr().err  # pytest's stderr is not a terminal
-    assert progress_bar(range(3), progress=True).disable and progress_bar(range(3), progress=False).disable
+    bar = progress_bar(range(3), progress=True)  # a log-line bar where the cascade logger logs INFO; never a drawn one
+    assert bar.disable or type(bar).__name__ == "LoggedBar"
+    assert progress_bar(range(3), progress=False).disable
+
+
+def test_evaluate_per_class_gives_each_labels_figures(tiny_bundle, tiny_val, tmp_path, capsys):
+    import csv
+
+    path = tmp_path / "held.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([("text", "category"), *zip(tiny_val.texts, tiny_val.labels)])
+    assert main(["evaluate", "--bundle", str(tiny_bundle), "--data", str(path), "--per-class"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    rows = figures["per_class"]
+    assert set(rows) == set(tiny_val.labels) and sum(r["support"] for r in rows.values()) == len(tiny_val)
+    recall = sum(r["recall"] * r["support"] for r in rows.values()) / len(tiny_val)
+    assert recall == pytest.approx(figures["cascade_accuracy"])  # single-label: recall-weighted = accuracy
+    shares = sum(r["fall_through_share"] * r["support"] for r in rows.values()) / len(tiny_val)
+    assert shares == pytest.approx(figures["fall_through_rate"])

@@ -175,7 +175,7 @@ def test_cli_train_and_evaluate_multi_label(tmp_path, tiny_encoder_bundle, capsy
     assert out["task"] == "multi-label" and 0 <= out["cascade_micro_f1"] <= 1
     assert main(["classify", "--bundle", str(tmp_path / "b"), "wheat corn barley harvest and a tanker"]) == 0
     assert "labels" in json.loads(capsys.readouterr().out)
-    assert main(["info", "--bundle", str(tmp_path / "b")]) == 0  # cut-offs named by topic (they were a bare list)
+    assert main(["info", "--json", "--bundle", str(tmp_path / "b")]) == 0  # cut-offs named by topic (they were a bare list)
     cuts = json.loads(capsys.readouterr().out)["decisions"]
     assert set(cuts["cheap"]) == set(cuts["fallen"]) == set(cuts.get("neural", TOPIC_WORDS)) == set(TOPIC_WORDS)
 
@@ -315,3 +315,26 @@ def test_choosing_the_weighting_is_for_taggers(tmp_path):
     data = TextDataset(["good day", "bad day", "good night", "bad night"] * 3, ["g", "b", "g", "b"] * 3)
     with pytest.raises(ValueError, match="'choose' is for multi-label cheap stages"):
         fit_cheap(data, ["b", "g"], CheapConfig(min_df=1, class_weight="choose"))
+
+
+def test_a_tagger_can_answer_no_topic_when_asked(tmp_path, tiny_encoder_bundle, caplog):
+    """Issue 25: a tagger always gave at least one topic ("Customer cannot log in ..." -> money-fx); with
+    min_topics=0 an empty set is a valid answer, and the build says which it chose."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="cascade.training.train"):
+        out = cascade.train(tagging_data(), None, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False,
+                            label_sep="|", min_topics=0)
+    assert any("topics per answer: at least 0, as asked" in r.getMessage() for r in caplog.records)
+    assert out.manifest["decisions"]["at_least_one"] is False
+    answers = cascade.load(out.path, threads=1).classify(["zzz qqq", "lorem ipsum dolor", "the a of said in"])
+    assert any(answer.labels == () for answer in answers)
+
+
+def test_min_topics_is_checked():
+    from cascade.training.train import TrainConfig
+
+    with pytest.raises(ValueError, match="min_topics must be 0"):
+        TrainConfig(label_sep="|", min_topics=2)
+    with pytest.raises(ValueError, match="min_topics is for multi-label bundles"):
+        TrainConfig(min_topics=0)

@@ -21,7 +21,8 @@ def test_the_distribution_name_is_the_one_every_hint_uses():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["name"] == DISTRIBUTION == "cascade-text"
     stale = []
-    for path in [ROOT / "README.md", *(ROOT / "cascade").rglob("*.py"), *(ROOT / "notebooks").glob("*.ipynb")]:
+    for path in [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "cascade").rglob("*.py"),
+                 *(ROOT / "notebooks").glob("*.ipynb")]:
         text = path.read_text(encoding="utf-8")
         if "'cascade[" in text or '"cascade[' in text or "install cascade" in text:
             stale.append(path.relative_to(ROOT))

@@ -81,6 +81,7 @@ def test_traffic_like_the_certifying_texts_changes_nothing(calibrated):
                                                                          traffic["bound"]))
 
 
+@pytest.mark.slow
 def test_traffic_unlike_the_certifying_texts_declines_the_promise_with_both_figures(calibrated):
     model, cal = calibrated
     assert cal.choose(target_accuracy=0.90).certified  # certified on the certifying texts alone
@@ -227,6 +228,7 @@ def test_cascade_monitor_reads_labelled_feedback_and_exits_3_on_a_violation(tmp_
     assert refused.returncode == 2 and "no_such_intent" in refused.stderr.decode()
 
 
+@pytest.mark.slow
 def test_cascade_calibrate_traffic_prints_both_figures_and_without_it_the_premise(tmp_path):
     traffic = tmp_path / "recent.txt"
     traffic.write_text("\n".join(_scrambled(load_banking77("test").texts[:600])))

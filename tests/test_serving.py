@@ -248,11 +248,11 @@ def test_the_batcher_gathers_concurrent_requests_and_bounds_its_queue():
     asyncio.run(scenario())
 
 
-def test_readme_documents_every_setting_with_its_flag_and_variable():
+def test_the_serving_page_documents_every_setting_with_its_flag_and_variable():
     from serve_helpers import settings_table
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    assert settings_table() in readme, settings_table()
+    page = (Path(__file__).resolve().parent.parent / "docs" / "serving.md").read_text(encoding="utf-8")
+    assert settings_table() in page, settings_table()
 
 
 def test_repeated_texts_are_answered_from_the_cache_with_the_same_answers(shipped, reference):

@@ -43,6 +43,7 @@ def promised(tmp_path_factory):
     server.stop()
 
 
+@pytest.mark.slow
 def test_the_server_estimates_its_traffics_accuracy_and_says_when_the_promise_is_unsupported(promised):
     selection = load_banking77("selection").texts
     assert _gauge(promised, "cascade_estimated_figure_promised") == 0.90

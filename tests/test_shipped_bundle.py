@@ -48,6 +48,7 @@ def test_cascade_beats_the_cheap_stage_and_nears_the_neural_one_with_a_tenth_fal
     assert recorded["fall_through_rate"] <= 0.1
 
 
+@pytest.mark.slow
 def test_same_text_same_answer_on_the_whole_test_split(shipped):
     """A text's answer never depends on its batch-mates: one call, one text at a time and shuffled
     batches of varied sizes agree on every test text (labels, stages and scores bit for bit)."""

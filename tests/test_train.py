@@ -199,7 +199,7 @@ def test_the_build_says_when_the_transformer_adds_nothing(tmp_path, tiny_encoder
     assert "no threshold beats the cheap stage alone (accuracy " in note and "ms" in note
     assert f"note: {note}" in run.stdout
     assert "**Effectively its cheap stage**" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
-    info = subprocess.run([sys.executable, "-m", "cascade.cli", "info", "--bundle", str(tmp_path / "b")], capture_output=True,
+    info = subprocess.run([sys.executable, "-m", "cascade.cli", "info", "--json", "--bundle", str(tmp_path / "b")], capture_output=True,
                           text=True, timeout=120)
     assert json.loads(info.stdout)["effectively_its_cheap_stage"] == note
 

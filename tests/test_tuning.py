@@ -35,6 +35,7 @@ def test_storages_are_named_clearly(tmp_path):
         storage_of("tune.db")
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_journal_study_and_the_best_becomes_a_bundle(tmp_path, tiny_bundle, tiny_train,
                                                                            tiny_selection):
     for name, data in (("train.csv", tiny_train), ("sel.csv", tiny_selection)):
@@ -50,7 +51,7 @@ def test_two_workers_share_one_journal_study_and_the_best_becomes_a_bundle(tmp_p
     study = optuna.load_study(study_name="shared", storage=storage_of(str(journal)))
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = study.get_trials(states=states)
-    assert 8 <= len(done) <= 9  # one study of 8 (a trial in flight when the cap is reached may finish), not 16
+    assert len(done) == 8  # one study of 8, not 16 (nor 9: a trial beyond the cap stops before it runs)
     assert len({t.user_attrs["worker"] for t in study.get_trials() if "worker" in t.user_attrs}) == 2
     for out, _ in outputs:  # each saw the study when it stopped; the other may have found better after
         assert json.loads(out)["best_fall_through"] >= study.best_value and json.loads(out)["trials"] >= 8

@@ -41,6 +41,52 @@ def _metrics_table(metrics: dict[str, Any], measure: str) -> list[str]:
     return rows if len(rows) > 2 else []
 
 
+def _calibration_figures(calibration: dict[str, Any]) -> dict[str, float]:
+    # the level each test sequence ran at (Bonferroni) is not the confidence asked for; older bundles
+    # called it "confidence"
+    return {k: v for k, v in calibration.items()
+            if k not in ("threshold", "measure", "confidence", "bound_level_each_sequence")
+            and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def promise(manifest: dict[str, Any]) -> str:
+    """What the bundle promises, in words: a certified calibration target, or why there is none."""
+    choice = manifest.get("calibration", {}).get("choice") if isinstance(manifest.get("calibration"), dict) else None
+    if not isinstance(choice, dict):
+        return "none: the build chose the threshold; `cascade calibrate --target-accuracy` makes a promise"
+    request = choice.get("request", {})
+    expected = choice.get("expected", {})
+    for target, bound in (("target_accuracy", "accuracy_lower_bound"), ("target_f1", "f1_lower_bound")):
+        if target in request and choice.get("certified"):
+            return (f"{'accuracy' if target == 'target_accuracy' else 'mean per-text F1'} at least "
+                    f"{request[target]:.2%} with confidence {request.get('confidence', 0.95):.0%}, on texts drawn "
+                    f"like the certifying ones (lower bound {expected.get(bound, float('nan')):.2%})")
+    asked = ", ".join(f"{k} {v}" for k, v in request.items())
+    return f"none: calibrated by {choice.get('mode', '?')} ({asked}), an estimate, not a promise"
+
+
+def summary(manifest: dict[str, Any], path: str, digest: str) -> str:
+    """``cascade info``'s human-readable summary: what the bundle answers, how it routes, what it promises,
+    and its figures (the JSON is ``cascade info --json``)."""
+    labels = [str(label) for label in manifest.get("labels", [])]
+    multi = manifest.get("task") == "multi-label"
+    mix = manifest.get("mix", {})
+    lines = [f"bundle:    {path}", f"digest:    {digest}",
+             f"task:      {'multi-label tagging' if multi else 'single-label classification'}, {len(labels)} "
+             f"{'topics' if multi else 'labels'}",
+             f"{'topics' if multi else 'labels'}:    " + ", ".join(labels),
+             f"threshold: {manifest.get('threshold', float('nan')):.4f} on {manifest.get('confidence', '?')} "
+             f"(chosen by: {manifest.get('threshold_rule', 'not recorded')})",
+             f"fall-through texts get {Mix.from_manifest(mix).describe()}",
+             f"promise:   {promise(manifest)}"]
+    adds_nothing = effectively_cheap(manifest)
+    if adds_nothing is not None:
+        lines.append(f"note:      effectively its cheap stage: {adds_nothing}")
+    lines += ["", *(_metrics_table(manifest.get("metrics", {}), "micro_f1" if multi else "accuracy")
+                    or ["no figures recorded"])]
+    return "\n".join(lines) + "\n"
+
+
 def model_card(manifest: dict[str, Any]) -> str:
     """The card's Markdown, from a whole manifest (files excepted)."""
     labels = list(manifest.get("labels", []))
@@ -90,9 +136,7 @@ def model_card(manifest: dict[str, Any]) -> str:
     lines += table or ["- none recorded"]
     calibration = metrics.get("calibration")
     if isinstance(calibration, dict):
-        # "confidence" there is the level each test sequence ran at (Bonferroni), not the one asked for
-        figures = {k: v for k, v in calibration.items() if k not in ("threshold", "measure", "confidence")
-                   and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        figures = _calibration_figures(calibration)
         lines += ["", f"Calibration (`cascade calibrate`, threshold {calibration.get('threshold', float('nan')):.4f} on "
                       f"the {calibration.get('measure', '?')}), on its certify part: "
                   + ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in figures.items()) + "."]

@@ -25,6 +25,7 @@ from .rules import (
     by_curve,
     by_target,
     by_target_f1,
+    check_request,
     target_sequences,
 )
 from .scoring import Scored, calibrated_answers, score_single, score_tagging
@@ -410,39 +411,25 @@ class Calibrator:
         """Choose a threshold by exactly one rule (see the module docstring). ``per_class=True`` first
         sends the classes :meth:`flag_classes` finds to the neural stage whatever their confidence.
         ``target_f1`` (multi-label bundles): promise a mean per-text F1 of at least this."""
-        requests = {"target_accuracy": target_accuracy, "fallthrough": fallthrough, "latency_ms": latency_ms,
-                    "match_neural": match_neural, "target_f1": target_f1}
-        given = {k: v for k, v in requests.items() if v is not None}
-        if len(given) != 1:
-            raise ValueError("give exactly one of target_accuracy, target_f1, fallthrough, latency_ms, match_neural; "
-                             f"got {sorted(given) or 'none'}")
-        if not 0.5 <= confidence < 1.0:
-            raise ValueError(f"confidence must be in [0.5, 1), got {confidence}")
+        mode, value = check_request(target_accuracy=target_accuracy, target_f1=target_f1, fallthrough=fallthrough,
+                                    latency_ms=latency_ms, match_neural=match_neural, confidence=confidence)
         policy = self._policy(per_class)
         curve = policy.curve
-        mode, value = next(iter(given.items()))
-        value = float(value)
         _, level = target_sequences(policy, confidence)
         if mode == "target_accuracy":
             choice = by_target(policy, self.measure_, value, confidence, self._traffic_checker(policy, level, False))
         elif mode == "target_f1":
             choice = by_target_f1(policy, self.measure_, value, confidence, self._traffic_checker(policy, level, True))
         elif mode == "fallthrough":
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"fallthrough must be a share between 0 and 1, got {value}")
             choice = by_curve(policy, self.measure_, mode, value, curve.fall_through_rate <= value + 1e-12, confidence,
                                     f"no threshold sends at most {value:.1%} of texts to the neural stage")
         elif mode == "latency_ms":
-            if value <= 0:
-                raise ValueError(f"latency_ms must be positive, got {value}")
             choice = by_curve(
                 policy, self.measure_, mode, value, curve.ms_per_text <= value, confidence,
                 f"even the cheapest routing costs {curve.ms_per_text[0]:.3f} ms per text here, over "
                 f"the {value} ms budget",
             )
         else:
-            if value < 0:
-                raise ValueError(f"match_neural is a number of accuracy points >= 0, got {value}")
             neural_acc = float(np.mean(policy.neural_ok))
             choice = by_curve(policy, self.measure_, mode, value, curve.accuracy >= neural_acc - value / 100 - 1e-12,
                                     confidence, "no threshold comes that close to the neural stage")

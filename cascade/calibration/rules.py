@@ -97,7 +97,9 @@ def expected_figures(policy: Policy, threshold: float, certified_at: float | Non
     if certified_at is not None:
         bound = (float(clopper_pearson_lower(correct, n, certified_at)) if certified == "accuracy"
                  else hoeffding_bentkus_lower(out["mean_text_f1"], n, certified_at))
-        out.update({f"{certified}_lower_bound": bound, "confidence": certified_at, "kind": "certified"})
+        # The asked confidence (in the request) is split between the test sequences (Bonferroni), so each
+        # bound is at a higher level than asked: recorded under its own name, not as "confidence".
+        out.update({f"{certified}_lower_bound": bound, "bound_level_each_sequence": certified_at, "kind": "certified"})
     return out
 
 
@@ -123,6 +125,36 @@ def target_sequences(policy: Policy, confidence: float) -> tuple[list[int], floa
     _, fit_correct = grid_correct_counts(*policy.fit, GRID)
     starts = sorted({len(GRID) - 1, int(np.argmax(fit_correct))})
     return starts, 1.0 - (1.0 - confidence) / len(starts)
+
+
+RULES = ("target_accuracy", "target_f1", "fallthrough", "latency_ms", "match_neural")
+
+
+def check_request(*, target_accuracy: float | None = None, target_f1: float | None = None,
+                  fallthrough: float | None = None, latency_ms: float | None = None,
+                  match_neural: float | None = None, confidence: float = 0.95) -> tuple[str, float]:
+    """The one rule asked for and its value, checked: exactly one rule, a finite value in its range and a
+    confidence in [0.5, 1). Cheap, so callers run it before any long work (``cascade calibrate`` does)."""
+    given = {name: value for name, value in zip(RULES, (target_accuracy, target_f1, fallthrough, latency_ms,
+                                                       match_neural)) if value is not None}
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of {', '.join(RULES)}; got {sorted(given) or 'none'}")
+    mode, value = next(iter(given.items()))
+    value = float(value)
+    if not 0.5 <= float(confidence) < 1.0:
+        raise ValueError(f"confidence must be in [0.5, 1), got {confidence} (0.95 means the promise holds with "
+                         "probability 95%)")
+    if mode in ("target_accuracy", "target_f1") and not 0.0 < value < 1.0:
+        hint = f" (for {value:g}% write {value / 100:g})" if 1.0 < value < 100.0 else ""
+        raise ValueError(f"{mode} must be between 0 and 1, got {value}{hint}")
+    if mode == "fallthrough" and not 0.0 <= value <= 1.0:
+        hint = f" (for {value:g}% write {value / 100:g})" if 1.0 < value <= 100.0 else ""
+        raise ValueError(f"fallthrough must be a share between 0 and 1, got {value}{hint}")
+    if mode == "latency_ms" and not 0.0 < value < float("inf"):
+        raise ValueError(f"latency_ms must be a positive number of milliseconds, got {value}")
+    if mode == "match_neural" and not 0.0 <= value < float("inf"):
+        raise ValueError(f"match_neural is a number of accuracy points >= 0, got {value}")
+    return mode, value
 
 
 def by_target(policy: Policy, measure: str, target: float, confidence: float,
@@ -165,12 +197,14 @@ def by_target(policy: Policy, measure: str, target: float, confidence: float,
                   "Closest feasible: that threshold, uncertified")
     else:
         needed = samples_needed(expected["accuracy"], target, level)
-        more = (f"about {needed:,} certifying texts (about {needed / (1 - FIT_FRACTION):,.0f}) "
-                "at this accuracy would let it be promised" if needed
+        more = (f"about {needed:,} certifying texts at this accuracy would let it be promised: about "
+                f"{needed / (1 - FIT_FRACTION):,.0f} labelled held-out texts in all, as calibration fits on "
+                f"{FIT_FRACTION:.0%} of them and certifies on the rest (a larger --certification-share at build "
+                "time, or --val with more texts)" if needed
                 else "the stages are not accurate enough on this data for more of it to help")
         reason = (f"accuracy {target:.2%} cannot be promised at confidence {confidence:.0%} from {n} certifying "
-                  f"texts: the best {bound} is {lower[best]:.2%} ({where}); {more}. "
-                  "Closest feasible: that threshold")
+                  f"texts: the best {bound} is {lower[best]:.2%} ({where}), so about {lower[best]:.1%} is the "
+                  f"most these texts can promise now; {more}. Closest feasible: that threshold")
     if traffic is not None:
         expected["traffic"] = traffic(t).to_dict()
     return ThresholdChoice(t, measure, "target_accuracy", request, expected, False, reason,

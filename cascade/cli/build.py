@@ -71,6 +71,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, cheap=replace(config.cheap_config, C=args.C))
     if args.windows is not None:
         config = replace(config, windows=args.windows)
+    if args.min_topics is not None:
+        config = replace(config, min_topics=args.min_topics)
     config = replace(config, selection_share=args.selection_share, certification_share=args.certification_share)
     bundle = train_bundle(train, val, args.out, encoder_from=args.encoder_from, config=config, data_name=name)
     _print_summary(bundle.path, bundle.manifest)

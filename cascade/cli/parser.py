@@ -19,13 +19,16 @@ def add_bundle_arg(p: argparse.ArgumentParser) -> None:
                    help="refuse any bundle but the one with this digest (sha256:..., as `cascade info` prints)")
 
 
+LABEL_COL_HELP = ("label column (or JSON field) of the files (default: category, else the one of label / labels "
+                  "the file has)")
+
+
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, default=None,
                    help="labelled CSV (or .tsv, .jsonl), carved into train / selection / certification (default: "
                         "the bundled BANKING77 train.csv)")
     p.add_argument("--text-col", default="text", help="text column (or JSON field) of the files (default: text)")
-    p.add_argument("--label-col", default="category",
-                   help="label column (or JSON field) of the files (default: category)")
+    p.add_argument("--label-col", default=None, help=LABEL_COL_HELP)
     p.add_argument("--val", type=Path, default=None,
                    help="selection CSV: the texts that choose the threshold and settings (default: carved out of "
                         "--data); with it, all of --data trains and nothing is set aside for certification")
@@ -95,12 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
     add_provider_arg(p)
 
-    p = sub.add_parser("info", help="show a bundle's metadata and metrics",
-                       description="Print a bundle's manifest as JSON (checked, hashes verified): its labels count, "
-                                   "threshold and how it was chosen, the figures measured at build and calibration, "
-                                   "and, for a tagger, each topic's cut-offs. --full adds the label list.")
+    p = sub.add_parser("info", help="show what a bundle is: labels, threshold, promise, figures",
+                       description="Print a summary of a bundle (checked, hashes verified): its labels, threshold and "
+                                   "how it was chosen, what it promises, and the figures measured at build and "
+                                   "calibration. --json prints the manifest as JSON instead (labels counted; a "
+                                   "tagger's cut-offs named by topic); --full the whole manifest.")
     add_bundle_arg(p)
-    p.add_argument("--full", action="store_true", help="print the whole manifest, labels included")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON (without the label list)")
+    p.add_argument("--full", action="store_true", help="print the whole manifest as JSON, labels included")
 
     p = sub.add_parser("calibrate", help="choose the threshold from labelled texts the build never saw",
                        description="Fit calibrated scores on labelled texts the bundle's build never saw (its "
@@ -112,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--val", type=Path, default=None,
                         help="a labelled CSV of held-out texts (neither training nor selection texts)")
     p.add_argument("--text-col", default="text", help="text column (default: text)")
-    p.add_argument("--label-col", default="category", help="label column (default: category)")
+    p.add_argument("--label-col", default=None, help=LABEL_COL_HELP)
     add_bundle_arg(p)
     rule = p.add_mutually_exclusive_group(required=True)
     rule.add_argument("--target-accuracy", type=float, help="promise at least this accuracy on unseen data")
@@ -148,9 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "fall-through rate. Prints JSON.")
     p.add_argument("--data", type=Path, required=True, help="labelled CSV (never one the bundle was built from)")
     p.add_argument("--text-col", default="text", help="text column (default: text)")
-    p.add_argument("--label-col", default="category", help="label column (default: category)")
+    p.add_argument("--label-col", default=None, help=LABEL_COL_HELP)
     p.add_argument("--label-sep", default=None, help="topic separator for a multi-label bundle (default: the bundle's)")
     p.add_argument("--threshold", type=float, default=None, help="evaluate at this threshold instead of the bundle's")
+    p.add_argument("--per-class", action="store_true",
+                   help="add the cascade's precision, recall, F1, support and share falling through per label "
+                        "(or topic)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
     add_bundle_arg(p)
 
@@ -163,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="Exit status 3 when the promise was found violated.")
     p.add_argument("--data", type=Path, required=True, help="labelled texts, in the order they came")
     p.add_argument("--text-col", default="text", help="text column (default: text)")
-    p.add_argument("--label-col", default="category", help="label column (default: category)")
+    p.add_argument("--label-col", default=None, help=LABEL_COL_HELP)
     add_bundle_arg(p)
     p.add_argument("--target", type=float, default=None,
                    help="the promised figure to test (default: the one the bundle's calibration certified)")
@@ -208,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--abstain", type=float, default=None, metavar="SHARE",
                    help="answer 'none of these' (label null) to texts that fit no label, rejecting at most this "
                         "share of in-scope selection texts (e.g. 0.05)")
+    p.add_argument("--min-topics", type=int, choices=(0, 1), default=None,
+                   help="with --multi-label: 0 lets a text get no topic (an empty answer), 1 gives each at least "
+                        "one (default: 1 when every training text has a topic, else 0)")
 
     p = sub.add_parser("finetune", help="fine-tune the transformer and build a whole bundle (needs [train])",
                        description="Fine-tune all-MiniLM-L6-v2, export it to ONNX, fuse and quantize it to INT8, "

@@ -55,7 +55,7 @@ def _classify_rows(model: Any, args: argparse.Namespace) -> int:
     limits = model.cheap.limits
     out = utf8_stdout()
     bad = 0
-    bar = progress_bar(desc="classify", unit="row", progress=True)  # rows counted, rate shown; a terminal only
+    bar = progress_bar(desc="classify", unit="row", progress=True)  # rows counted: a bar, or log heartbeats
     with bar, (open(sys.stdin.fileno(), "rb", closefd=False) if stdin else path.open("rb")) as fh:  # type: ignore[union-attr]
         rows = read_rows(fh, "stdin" if stdin else str(path), fmt, args.text_col, args.id_col,
                          max_field_chars=limits.max_csv_field_chars)
@@ -125,13 +125,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from ..bundle import default_bundle_path, read_bundle
-    from ..bundle.card import effectively_cheap
+    from ..bundle.card import effectively_cheap, summary
 
     bundle = read_bundle(args.bundle if args.bundle is not None else default_bundle_path(), digest=args.digest)
     manifest: dict[str, Any] = dict(bundle.manifest)
+    shown = os.fsencode(bundle.path).decode("utf-8", "replace")  # a folder name need not be UTF-8
+    if not (args.json or args.full):
+        utf8_stdout().write(summary(manifest, shown, bundle.digest))
+        return 0
     if not args.full:
         labels = manifest.pop("labels")
-        shown = os.fsencode(bundle.path).decode("utf-8", "replace")  # a folder name need not be UTF-8
         note = effectively_cheap(manifest)
         manifest = {"path": shown, "digest": bundle.digest, "n_labels": len(labels),
                     **({"effectively_its_cheap_stage": note} if note is not None else {}), **manifest}
@@ -149,14 +152,22 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import warnings
 
     from ..bundle import check_output_folder
+    from .._optional import require
     from ..calibration import CalibrationWarning, calibrate, plot_path
     from ..calibration.calibrator import MIN_TRAFFIC_TEXTS, PREMISE
+    from ..calibration.rules import check_request
     from ..records import read_texts
     from ..router import Cascade
 
     # Everything that could fail at the end is checked before the long work.
+    check_request(target_accuracy=args.target_accuracy, target_f1=args.target_f1, fallthrough=args.fallthrough,
+                  latency_ms=args.latency_ms, match_neural=args.match_neural, confidence=args.confidence)
+    if args.plot is not None:
+        require("matplotlib", "plot")
     plot = plot_path(args.plot) if args.plot is not None else None
     model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
+    if args.target_f1 is not None and not model.multi_label:
+        raise ValueError(f"--target-f1 is for multi-label bundles; {args.bundle} is single-label: use --target-accuracy")
     data = _certification_data(args, model.bundle.manifest if model.bundle is not None else {})
     traffic = read_texts(args.traffic, args.traffic_col, text_flag="--traffic-col") if args.traffic is not None else None
     if traffic is not None and len(set(traffic)) < MIN_TRAFFIC_TEXTS:
@@ -246,7 +257,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     threshold = check_threshold(args.threshold) if args.threshold is not None else None
     model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
     data = read_csv(args.data, args.text_col, args.label_col)
-    figures = evaluate(model, data, threshold, label_sep=args.label_sep)
+    figures = evaluate(model, data, threshold, label_sep=args.label_sep, per_class=args.per_class)
     task = "multi-label" if model.multi_label else "single-label"
     utf8_stdout().write(json.dumps({"task": task, "data": str(args.data), **figures}, indent=2, allow_nan=False) + "\n")
     return 0

@@ -1,4 +1,4 @@
-"""What the service answers: every status it can send (README's table is checked against :data:`STATUSES`),
+"""What the service answers: every status it can send (the serving page's table is checked against :data:`STATUSES`),
 and the JSON error bodies written below FastAPI, by the request guard and by the connection guard."""
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ NUMBER = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)(e[-+]?[0-9]+)?")
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """Settings of the HTTP service; ``help`` is what ``cascade serve --help`` and README print."""
+    """Settings of the HTTP service; ``help`` is what ``cascade serve --help`` and the serving page print."""
 
     bundle: Path | None = field(default=None, metadata={"help": "bundle folder (default: the shipped one, or "
                                                                 "$CASCADE_BUNDLE)"})

@@ -40,7 +40,7 @@ import numpy as np
 
 from .._optional import require
 from ..datasets import TextDataset
-from ..errors import CascadeError
+from ..errors import CascadeError, run_module
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +278,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--encoder-out", type=Path, default=None,
                         help="write an encoder folder here, for `cascade train --encoder-from`")
     args = parser.parse_args(argv)
+    if not 8 <= args.max_length <= 512:
+        parser.error(f"--max-length {args.max_length}: 8 to 512 tokens")
+    require("torch", "train")  # the missing extra is named before any work
+    require("transformers", "train")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from ..bundle.encoder_dir import write_encoder_dir
     from ..datasets import banking77_labels, load_banking77
@@ -305,4 +309,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_module(main)

@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,7 @@ import numpy as np
 
 from .._optional import require
 from ..bundle.atomic import write_file_atomic
-from ..errors import CascadeError
+from ..errors import CascadeError, run_module
 from ..progress import progress_bar
 from ..stages.tokenization import TextEncoder
 
@@ -248,10 +249,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--layers {args.layers}: keep 1 to 5 of all-MiniLM-L6-v2's 6 layers (6 is the full encoder)")
     if args.epochs < 1:
         parser.error(f"--epochs {args.epochs}: at least 1")
-    if not args.learning_rate > 0:
-        parser.error(f"--learning-rate {args.learning_rate}: must be above 0")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads {args.threads}: at least 1")
+    if not 0 < args.learning_rate < math.inf:
+        parser.error(f"--learning-rate {args.learning_rate}: must be above 0 and finite (default "
+                     f"{DistilConfig.learning_rate})")
+    cores = os.cpu_count() or 1
+    if args.threads is not None and not 1 <= args.threads <= cores:
+        parser.error(f"--threads {args.threads}: 1 to {cores} (this machine's cores)")
+    if not str(args.out).strip() or args.out == Path("."):
+        parser.error("--out: give a new work folder, such as runs/pruned-3")
+    require("torch", "train")  # the missing extra is named before any work
+    require("transformers", "train")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("cascade", __name__):  # this package's steps; not the quantizer's per-tensor lines
         logging.getLogger(name).setLevel(logging.INFO)
@@ -288,7 +295,4 @@ def main(argv: list[str] | None = None) -> None:
         log.info("pruned encoder shipped in %s (digest %s)", bundle.path, bundle.digest)
 
 if __name__ == "__main__":
-    try:
-        main()
-    except CascadeError as exc:  # a refusal is one line, not a traceback
-        raise SystemExit(f"error: {exc}") from None
+    run_module(main)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,6 +61,8 @@ class TrainConfig:
     certification_share: float = CERTIFICATION_SHARE  # set aside for `cascade calibrate`; 0: none
     label_sep: str | None = None  # multi-label: each label cell holds topics joined by this
     windows: int = 1  # the neural stage reads up to this many windows of max_length tokens per text
+    min_topics: int | None = None  # multi-label: 0 lets a text get no topic, 1 gives each at least one; None:
+    # 1 when every training text has a topic, else 0
 
     @property
     def cheap_config(self) -> CheapConfig:
@@ -93,6 +96,10 @@ class TrainConfig:
                                            or len(self.label_sep) > 8):
             raise ValueError(f"label_sep must be a short non-blank string such as '|', got {self.label_sep!r}")
         check_windows(self.windows)
+        if self.min_topics is not None and (self.min_topics not in (0, 1) or isinstance(self.min_topics, bool)):
+            raise ValueError(f"min_topics must be 0 (a text may get no topic) or 1, got {self.min_topics!r}")
+        if self.min_topics is not None and self.label_sep is None:
+            raise ValueError("min_topics is for multi-label bundles (label_sep / --multi-label)")
         if self.label_sep is not None and self.abstain is not None:
             raise ValueError("abstain ('none of these') is for single-label bundles: a multi-label bundle assigns "
                              "no topic whose probability misses its cut-off")
@@ -104,10 +111,38 @@ class TrainConfig:
 MULTI_LABEL_CHEAP = CheapConfig(C=100.0, class_weight=CHOOSE)
 
 
+def min_topics(train: TextDataset, sep: str | None, asked: int | None) -> bool:
+    """Whether every answer gets at least one topic (always, for one label per text): as ``asked``, else
+    when every training text has a topic. Says which in the log, since an empty answer is a valid one for,
+    say, support tickets that match no topic."""
+    if sep is None:
+        return True
+    untagged = sum(not split_labels(cell, sep) for cell in train.labels)
+    at_least_one = (untagged == 0) if asked is None else asked == 1
+    why = (f"as asked (--min-topics {asked})" if asked is not None else
+           "every training text has one (--min-topics 0 allows none)" if at_least_one else
+           f"{untagged} training text(s) have none")
+    log.info("topics per answer: at least %d, %s", int(at_least_one), why)
+    return at_least_one
+
+
+def check_label_names(names: list[str], what: str = "label") -> None:
+    """A label is a one-line name without spaces around it: a line break would break the model card and
+    every report, and " refund" beside "refund" would be two labels (``read_csv`` drops surrounding spaces;
+    data built by hand must too). The ValueError names the offending labels."""
+    bad = [name for name in names
+           if name != name.strip() or any(unicodedata.category(ch) == "Cc" for ch in name)]
+    if bad:
+        listed = ", ".join(repr(name[:40]) for name in bad[:5])
+        raise ValueError(f"{len(bad)} {what}(s) have spaces around them or hold a line break or another control "
+                         f"character: {listed}; give one-line names without surrounding spaces")
+
+
 def check_topics(train: TextDataset, selection: TextDataset, sep: str, min_texts: int) -> list[str]:
     """A multi-label data set's topics (sorted); a ValueError names every topic on fewer than ``min_texts``
     training texts, or on every one, and every selection topic that training lacks."""
     counts = Counter(t for cell in train.labels for t in split_labels(cell, sep))
+    check_label_names(list(counts), "topic")
     if len(counts) < 2:
         raise ValueError(f"the training data has {len(counts)} topic(s) ({sorted(counts)}) with the separator "
                          f"{sep!r}; a tagger needs at least 2 (is --label-sep right?)")
@@ -155,6 +190,7 @@ def check_labels(train: TextDataset, selection: TextDataset, min_texts: int) -> 
     selection texts unreliable (selection texts that are training texts, too few of them, conflicting duplicates)."""
 
     counts = Counter(train.labels)
+    check_label_names(list(counts))
     if len(counts) < 2:
         raise ValueError(f"the training data has {len(counts)} label(s) ({sorted(counts)}); a classifier needs at least 2")
     few = sorted((n, label) for label, n in counts.items() if n < min_texts)
@@ -252,6 +288,7 @@ def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Pa
                              "cascade; use the shipped bundle or one `cascade train` wrote")
     except ValueError as exc:
         raise CascadeError(f"{encoder_file} cannot serve as the frozen encoder: {exc}") from None
+    at_least_one = min_topics(train, sep, config.min_topics)
     with atomic.scratch_dir(Path(tempfile.gettempdir()), "cascade-train-") as work, \
             _step_bar(3, "train: starting", progress) as bar:
         bar.set_description_str(f"fitting the cheap stage on {len(train)} texts")
@@ -291,7 +328,7 @@ def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Pa
             max_length=max_length, selection=selection, manifest=manifest,
             train_hashes={text_hash(t) for t in train.texts}, head=work / HEAD_FILE, abstain=config.abstain,
             label_sep=sep, windows=config.windows,
-            at_least_one=sep is None or all(split_labels(cell, sep) for cell in train.labels),
+            at_least_one=at_least_one,
             expected={NeuralStage.ONNX_FILE: source.hashes[0], NeuralStage.TOKENIZER_FILE: source.hashes[1]},
         )
         bar.update()

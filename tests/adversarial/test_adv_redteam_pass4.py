@@ -4,12 +4,10 @@ scikit-learn estimator, model cards, progress bars). Each finding is reproduced 
 from __future__ import annotations
 
 import gc
-import io
 import json
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -199,6 +199,7 @@ def test_ctrl_c_stops_without_a_traceback():
 
 # medium: one 4 MB request (256 x 16,000 characters) made a one-text request wait 3.4 s instead of 0.3 s
 
+@pytest.mark.slow
 def test_a_big_request_does_not_stall_small_ones(record_property):
     server = Server()
     try:
@@ -355,7 +356,7 @@ def test_metrics_count_refused_requests_under_their_route():
 
 
 def _readme_statuses() -> dict[int, str]:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text(encoding="utf-8")
     section = readme[readme.index("| status | when |"):]
     rows = {}
     for line in section.splitlines()[2:]:
@@ -434,6 +435,7 @@ def _never_reads(port: int, pipelined: int) -> socket.socket:
     return sock
 
 
+@pytest.mark.slow
 def test_clients_that_never_read_their_answers_lose_their_slots_and_are_closed(record_property):
     """Each of 6 connections pipelines 8 requests with 1.3 MB answers and reads nothing: uvicorn waited on
     them forever, and with --max-connections 5 every new connection got 503."""
@@ -460,6 +462,7 @@ def test_clients_that_never_read_their_answers_lose_their_slots_and_are_closed(r
     assert took_s < 1 + 5 and "Traceback" not in log and "ASGI callable" not in log, (took_s, log)
 
 
+@pytest.mark.slow
 def test_an_active_keep_alive_client_keeps_its_slot_beside_a_flood_of_half_sent_bodies():
     import http.client
 
@@ -584,6 +587,7 @@ def _metric(server: Server, name: str, headers: dict[str, str] | None = None) ->
             for s in f.samples if s.name == name}
 
 
+@pytest.mark.slow
 def test_a_lingering_connection_does_not_let_newcomers_past_the_cap():
     """Eviction picked the lingering connection first, did nothing to it, and admitted the newcomer anyway."""
     server = Server("--max-connections", "10")
@@ -659,6 +663,7 @@ def test_an_unread_answer_never_holds_a_connection_past_the_send_timeout(pipelin
         server.stop()
 
 
+@pytest.mark.slow
 def test_tiny_pipelined_requests_do_not_grow_memory():
     """uvicorn's httptools protocol parsed every request of a read into a queue: 40-50 MB/s of growth."""
     server = Server()

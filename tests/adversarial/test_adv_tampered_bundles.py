@@ -194,7 +194,7 @@ def test_digest_pins_the_bundle(b, capsys):
     assert cascade.load(b, digest=digest.split(":")[1].upper(), threads=1)  # prefix and case are optional
     from cascade.cli import main
 
-    assert main(["info", "--bundle", str(b)]) == 0
+    assert main(["info", "--json", "--bundle", str(b)]) == 0
     assert json.loads(capsys.readouterr().out)["digest"] == digest
     # an edit that keeps the manifest valid (swapped labels) changes the digest: the pin refuses it
     edit_manifest(b, lambda m: m["labels"].__setitem__(slice(0, 2), m["labels"][1::-1]))
