@@ -4,6 +4,7 @@ manifest on every save, so it never disagrees with it."""
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from ..mix import Mix
@@ -84,7 +85,13 @@ def summary(manifest: dict[str, Any], path: str, digest: str) -> str:
         lines.append(f"note:      effectively its cheap stage: {adds_nothing}")
     lines += ["", *(_metrics_table(manifest.get("metrics", {}), "micro_f1" if multi else "accuracy")
                     or ["no figures recorded"])]
-    return "\n".join(lines) + "\n"
+    return "\n".join(_printable(line) for line in lines) + "\n"
+
+
+def _printable(text: str) -> str:
+    """``text`` with control and other unprintable characters escaped: a bundle's names must not drive the
+    terminal that shows them (the JSON output escapes them too)."""
+    return "".join(ch if unicodedata.category(ch)[0] != "C" else repr(ch)[1:-1] for ch in text)
 
 
 def model_card(manifest: dict[str, Any]) -> str:

@@ -281,3 +281,11 @@ def test_a_csv_column_with_an_empty_header_is_refused_before_work(tmp_path: Path
     source.write_text("text,,note\nhello,1,x\n", encoding="utf-8")
     with pytest.raises(ValueError, match="column 2 has an empty header"):
         batch(source, tmp_path / "o.csv", model=object())
+
+
+def test_the_info_summary_escapes_control_characters_a_bundle_holds():
+    """The summary prints label names raw where the JSON escaped them: a bundle must not drive the terminal."""
+    from cascade.bundle.card import summary
+
+    text = summary({"labels": ["ok", "evil\x1b[2J"], "threshold": 0.5}, "b\x07", "sha256:0")
+    assert "\x1b" not in text and "\x07" not in text and "evil\\x1b[2J" in text
