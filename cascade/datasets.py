@@ -12,7 +12,6 @@ import csv
 import hashlib
 import json
 import logging
-import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Literal
 
 from .limits import DEFAULT_LIMITS
+from .text import control_char
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class _LabelCells:
 
     def read(self, cell: str, where: str) -> str:
         label = cell.strip()
-        bad = next((ch for ch in label if unicodedata.category(ch) == "Cc"), None)
+        bad = control_char(label)
         if bad is not None:
             raise ValueError(f"{where}: the label {label[:40]!r} holds the control character {bad!r} (a line "
                              "break or tab); a label is a one-line name: fix that cell")

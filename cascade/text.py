@@ -74,3 +74,9 @@ def text_hash(text: str) -> str:
 def text_hash_v1(text: str) -> str:
     """The hash of bundles written before near-duplicates were matched (case and outer space ignored)."""
     return hashlib.sha256(text.strip().lower().encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def control_char(text: str) -> str | None:
+    """The first control character (a line break, a tab, an escape) in ``text``, or None: names that reports
+    and terminals show must not hold one."""
+    return next((ch for ch in text if unicodedata.category(ch) == "Cc"), None)

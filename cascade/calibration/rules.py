@@ -160,9 +160,7 @@ def check_request(*, target_accuracy: float | None = None, target_f1: float | No
 def by_target(policy: Policy, measure: str, target: float, confidence: float,
               traffic: TrafficChecker | None = None) -> ThresholdChoice:
     """The cheapest threshold certified to reach ``target`` accuracy; with ``traffic``, the cheapest one
-    the traffic supports too (see :func:`_with_traffic`)."""
-    if not 0.0 < target < 1.0:
-        raise ValueError(f"target_accuracy must be between 0 and 1, got {target}")
+    the traffic supports too (see :func:`_with_traffic`). ``target``: checked by :func:`check_request`."""
     request = {"target_accuracy": target, "confidence": confidence}
     # Two sequences walk down towards less fall-through, each at level (1 - confidence) / 2: one from
     # the threshold that sends every text to the neural stage, one from the threshold most accurate on
@@ -247,8 +245,6 @@ def by_target_f1(policy: Policy, measure: str, target: float, confidence: float,
     most the level, walking the same two fixed sequences."""
     if policy.f1 is None:
         raise ValueError("target_f1 is for multi-label bundles; use target_accuracy for this one")
-    if not 0.0 < target < 1.0:
-        raise ValueError(f"target_f1 must be between 0 and 1, got {target}")
     request = {"target_f1": target, "confidence": confidence}
     fit_conf, fit_cheap, fit_neural = policy.fit
     _, fit_correct = grid_correct_counts(fit_conf, fit_cheap, fit_neural, GRID)

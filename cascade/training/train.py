@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from ..splits import CERTIFICATION_SHARE, SELECTION_SHARE, build_splits
 from ..stages.head import FILE as HEAD_FILE
 from ..stages.neural import NeuralStage
 from ..stages.tokenization import check_windows
+from ..text import control_char
 from .build import _fit_and_export_cheap, _step_bar, assemble
 from .cheap import CHOOSE, CheapConfig
 from .head import DEFAULT_C, choose_topic_head, fit_head
@@ -130,8 +130,7 @@ def check_label_names(names: list[str], what: str = "label") -> None:
     """A label is a one-line name without spaces around it: a line break would break the model card and
     every report, and " refund" beside "refund" would be two labels (``read_csv`` drops surrounding spaces;
     data built by hand must too). The ValueError names the offending labels."""
-    bad = [name for name in names
-           if name != name.strip() or any(unicodedata.category(ch) == "Cc" for ch in name)]
+    bad = [name for name in names if name != name.strip() or control_char(name) is not None]
     if bad:
         listed = ", ".join(repr(name[:40]) for name in bad[:5])
         raise ValueError(f"{len(bad)} {what}(s) have spaces around them or hold a line break or another control "
