@@ -21,7 +21,8 @@ def label_indices(labels: Sequence[str], data_labels: Sequence[str]) -> np.ndarr
     index = {label: i for i, label in enumerate(labels)}
     unknown = sorted(set(data_labels) - set(index))
     if unknown:
-        raise ValueError(f"{len(unknown)} label(s) are not the model's labels, e.g. {unknown[:5]}")
+        raise ValueError(f"{len(unknown)} label(s) are not the model's labels, e.g. {unknown[:5]}: use texts labelled "
+                         "with the bundle's labels (`cascade info` lists them), or retrain with these labels")
     return np.array([index[label] for label in data_labels], dtype=np.int64)
 
 

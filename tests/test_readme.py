@@ -108,13 +108,15 @@ def test_the_own_labels_quick_start_runs(tmp_path, monkeypatch):
         with (tmp_path / name).open("w", newline="", encoding="utf-8") as fh:
             csv.writer(fh).writerows([("text", "category"),
                                       *((t, lab) for t, lab in zip(data.texts, data.labels) if lab in keep)])
+    (tmp_path / "new_tickets.csv").write_text("text\nI still have not received my new card\nhow old must I be?\n",
+                                             encoding="utf-8")
     monkeypatch.delenv("CASCADE_BUNDLE", raising=False)
     cli = str(Path(sys.executable).parent / "cascade")
     ran = []
     for line in block.splitlines():
         command = line.split("  #")[0].strip()
         command = command.split("&& ", 1)[1] if command.startswith("pip install") and "&& " in command else command
-        if not command.startswith("cascade ") or command.startswith("cascade serve"):
+        if not command.startswith("cascade ") or command.startswith("cascade serve"):  # serve would not return
             continue
         if command.startswith("cascade batch"):
             pytest.importorskip("duckdb")

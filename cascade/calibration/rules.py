@@ -197,8 +197,8 @@ def by_target(policy: Policy, measure: str, target: float, confidence: float,
         needed = samples_needed(expected["accuracy"], target, level)
         more = (f"about {needed:,} certifying texts at this accuracy would let it be promised: about "
                 f"{needed / (1 - FIT_FRACTION):,.0f} labelled held-out texts in all, as calibration fits on "
-                f"{FIT_FRACTION:.0%} of them and certifies on the rest (a larger --certification-share at build "
-                "time, or --val with more texts)" if needed
+                f"{FIT_FRACTION:.0%} of them and certifies on the rest (a larger --certification-share when "
+                "training, or `cascade calibrate --val FILE` with more held-out labelled texts)" if needed
                 else "the stages are not accurate enough on this data for more of it to help")
         reason = (f"accuracy {target:.2%} cannot be promised at confidence {confidence:.0%} from {n} certifying "
                   f"texts: the best {bound} is {lower[best]:.2%} ({where}), so about {lower[best]:.1%} is the "
