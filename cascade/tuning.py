@@ -103,6 +103,8 @@ class _Objective:
         rng = np.random.default_rng(0)
         self.subsample: list[int] | None = (sorted(rng.choice(len(train), size=size, replace=False).tolist())
                                             if size < len(train) else None)
+        self.cap: int | None = None  # the study's trial count: a trial past it (others in flight) stops the worker
+        self.stopped_for_surplus = False
 
     def score(self, config: CheapConfig, data: TextDataset) -> tuple[float, Any]:
         from .router import fallthrough_answer
@@ -116,9 +118,6 @@ class _Objective:
         probs[:, cols] = pipeline.predict_proba([normalize(t) for t in self.selection.texts])
         neural_ok = fallthrough_answer(probs, self.neural, self.base.mix).argmax(axis=1) == self.y
         return fewest_falling(probs, neural_ok, self.y, self.target, self.base.measure), pipeline
-
-    cap: int | None = None  # the study's trial count: a trial beyond it (another worker's in flight) stops
-    stopped_for_surplus = False
 
     def __call__(self, trial: Any) -> float:
         optuna = require("optuna", "tune")

@@ -111,7 +111,7 @@ class TrainConfig:
 MULTI_LABEL_CHEAP = CheapConfig(C=100.0, class_weight=CHOOSE)
 
 
-def min_topics(train: TextDataset, sep: str | None, asked: int | None) -> bool:
+def at_least_one_topic(train: TextDataset, sep: str | None, asked: int | None) -> bool:
     """Whether every answer gets at least one topic (always, for one label per text): as ``asked``, else
     when every training text has a topic. Says which in the log, since an empty answer is a valid one for,
     say, support tickets that match no topic."""
@@ -287,7 +287,7 @@ def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Pa
                              "cascade; use the shipped bundle or one `cascade train` wrote")
     except ValueError as exc:
         raise CascadeError(f"{encoder_file} cannot serve as the frozen encoder: {exc}") from None
-    at_least_one = min_topics(train, sep, config.min_topics)
+    at_least_one = at_least_one_topic(train, sep, config.min_topics)
     with atomic.scratch_dir(Path(tempfile.gettempdir()), "cascade-train-") as work, \
             _step_bar(3, "train: starting", progress) as bar:
         bar.set_description_str(f"fitting the cheap stage on {len(train)} texts")
