@@ -11,6 +11,7 @@ import numpy as np
 from .datasets import TextDataset
 from .mix import NEURAL_ALONE, Mix
 from .multilabel import assign, label_matrix_with_unknown, stage_figures
+from .progress import map_with_progress
 from .router import Cascade, fall_through, fallthrough_answer, routing_confidence
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,15 @@ class StageScores:
         return np.where(mask, self.fallen.argmax(1), self.cheap.argmax(1)), mask
 
 
-def score_stages(model: Cascade, data: TextDataset) -> StageScores:
-    """Run both stages on every text (what the figures and calibration need)."""
+def score_stages(model: Cascade, data: TextDataset, progress: bool = False) -> StageScores:
+    """Run both stages on every text (what the figures and calibration need); ``progress``: a bar, or log
+    lines, while the neural stage reads many texts."""
     y = label_indices(model.labels, data.labels)
-    return StageScores(model.cheap.predict_proba(data.texts), model.neural.predict_proba(data.texts), y,
-                       model.mix)
+    return StageScores(model.cheap.predict_proba(data.texts), _neural_proba(model, data.texts, progress), y, model.mix)
+
+
+def _neural_proba(model: Cascade, texts: list[str], progress: bool) -> np.ndarray:
+    return map_with_progress(model.neural.predict_proba, texts, desc="evaluate: neural stage", progress=progress)
 
 
 def summarize(scores: StageScores, threshold: float, measure: str = "max_prob",
@@ -135,16 +140,16 @@ def per_class_figures(labels: Sequence[str], truth: np.ndarray, chosen: np.ndarr
 
 
 def evaluate(model: Cascade, data: TextDataset, threshold: float | None = None,
-             label_sep: str | None = None, per_class: bool = False) -> dict[str, Any]:
+             label_sep: str | None = None, per_class: bool = False, progress: bool = False) -> dict[str, Any]:
     """Each stage alone and the cascade at the model's threshold (or the one given): :func:`summarize` of
     :func:`score_stages`, or for a multi-label bundle :func:`evaluate_tagging` (label cells hold topics
     joined by ``label_sep``; default: the bundle's). ``per_class``: add the cascade's
-    :func:`per_class_figures` under ``per_class``. Warns when the texts are the bundle's own training or
+    :func:`per_class_figures` under ``per_class``. ``progress``: see :func:`score_stages`. Warns when the texts are the bundle's own training or
     selection texts: figures on them flatter it."""
     _warn_if_seen(model, data.texts)
     if model.multi_label:
-        return evaluate_tagging(model, data, threshold, label_sep, per_class)
-    scores = score_stages(model, data)
+        return evaluate_tagging(model, data, threshold, label_sep, per_class, progress)
+    scores = score_stages(model, data, progress)
     t = model.threshold if threshold is None else threshold
     figures = summarize(scores, t, model.measure, model.always_neural_idx)
     if per_class:
@@ -165,7 +170,7 @@ def _warn_if_seen(model: Cascade, texts: list[str]) -> None:
 
 
 def evaluate_tagging(model: Cascade, data: TextDataset, threshold: float | None = None,
-                     label_sep: str | None = None, per_class: bool = False) -> dict[str, Any]:
+                     label_sep: str | None = None, per_class: bool = False, progress: bool = False) -> dict[str, Any]:
     """A multi-label bundle's figures on labelled texts: micro-F1, macro-F1, exact match, Hamming loss and
     mean per-text F1 of the cheap stage alone (its cut-offs), the neural stage alone (the cut-offs of texts
     that fall through) and the cascade, and the cascade's fall-through rate."""
@@ -176,7 +181,7 @@ def evaluate_tagging(model: Cascade, data: TextDataset, threshold: float | None 
     if unknown.shape[1]:
         log.warning("%d text(s) carry %d topic(s) this bundle does not know; they count as topics missed by every "
                     "stage", int(unknown.any(axis=1).sum()), unknown.shape[1])
-    cheap_p, neural_p = model.cheap.predict_proba(data.texts), model.neural.predict_proba(data.texts)
+    cheap_p, neural_p = model.cheap.predict_proba(data.texts), _neural_proba(model, data.texts, progress)
     t = model.threshold if threshold is None else threshold
     fell = fall_through(routing_confidence(cheap_p, model.measure, model.always_neural_idx, decisions), t)
     final = np.where(fell[:, None], fallthrough_answer(cheap_p, neural_p, model.mix, True), cheap_p)

@@ -273,7 +273,17 @@ def tune(train: TextDataset, selection: TextDataset, *, trials: int, base: str |
         from optuna.study import MaxTrialsCallback
 
         objective.cap = trials
-        the_study.optimize(objective, n_trials=trials - done, callbacks=[MaxTrialsCallback(trials, states=states)],
+        started = time.perf_counter()
+
+        def said(study: Any, trial: Any) -> None:  # a line per trial: progress in a log, where no bar is drawn
+            finished = len(study.get_trials(deepcopy=False, states=states))
+            value = f"fall-through {trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+            best = f"{study.best_value:.4f}" if any(t.value is not None for t in study.get_trials(
+                deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))) else "none yet"
+            log.info("tune: trial %d %s; best %s; %d of %d done, %.0f s", trial.number, value, best, finished, trials,
+                     time.perf_counter() - started)
+
+        the_study.optimize(objective, n_trials=trials - done, callbacks=[MaxTrialsCallback(trials, states=states), said],
                            catch=(SurplusTrial,), show_progress_bar=progress and stderr_is_terminal())
         if objective.stopped_for_surplus:
             _wait_for_trials_in_flight(the_study, states)

@@ -117,7 +117,7 @@ class Calibrator:
     def calibrate(self, texts: Sequence[str], labels: Sequence[str], *, progress: bool = True) -> "Calibrator":
         """Score the calibration texts with both stages, fit temperatures, pick the measure, draw the curve.
         For a multi-label bundle each label cell holds topics joined by ``label_sep``. ``progress``: a bar
-        while the neural stage scores many texts (on a terminal only)."""
+        while the neural stage scores many texts (log lines outside a terminal)."""
         from ..inputs import as_text_list
         from ..progress import map_with_progress
         from ..router import MEASURES, routing_confidence

@@ -257,7 +257,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     threshold = check_threshold(args.threshold) if args.threshold is not None else None
     model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
     data = read_csv(args.data, args.text_col, args.label_col)
-    figures = evaluate(model, data, threshold, label_sep=args.label_sep, per_class=args.per_class)
+    figures = evaluate(model, data, threshold, label_sep=args.label_sep, per_class=args.per_class, progress=True)
     task = "multi-label" if model.multi_label else "single-label"
     utf8_stdout().write(json.dumps({"task": task, "data": str(args.data), **figures}, indent=2, allow_nan=False) + "\n")
     return 0

@@ -3,6 +3,7 @@ long work, with one line that names the fix."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,15 +94,19 @@ def test_batch_into_a_missing_folder_fails_before_any_work(tmp_path: Path):
         batch(source, blocker / "answers.csv", model=object())
 
 
-def test_tune_on_fewer_texts_than_twice_the_base_labels_runs(tiny_bundle: Path, tiny_selection):
+def test_tune_on_fewer_texts_than_twice_the_base_labels_runs(tiny_bundle: Path, tiny_selection, caplog):
+    """It failed with numpy's "Cannot take a larger sample than population"; each trial is now a log line."""
     pytest.importorskip("optuna")
     from cascade.datasets import TextDataset
     from cascade.tuning import tune
 
     two = sorted(set(tiny_selection.labels))[:2]
     train = TextDataset([f"text {i} about {two[i % 2]}" for i in range(80)], [two[i % 2] for i in range(80)])
-    result = tune(train, tiny_selection, trials=2, base=tiny_bundle, progress=False)
-    assert result is not None
+    with caplog.at_level("INFO", logger="cascade.tuning"):
+        result = tune(train, tiny_selection, trials=2, base=tiny_bundle, progress=False)
+    assert result.trials == 2
+    lines = [m for m in caplog.messages if m.startswith("tune: trial ")]
+    assert len(lines) == 2 and re.search(r"; 2 of 2 done, \d+ s$", lines[-1])
 
 
 def _run_module(module: str, *args: str, block: str | None = None) -> subprocess.CompletedProcess[str]:
