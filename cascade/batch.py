@@ -218,12 +218,19 @@ def _columns(duckdb: Any, paths: list[Path], text_col: str, id_col: str | None, 
 def _check_header(path: Path, delimiter: str) -> None:
     import csv
 
-    with path.open(encoding="utf-8", errors="replace", newline="") as fh:
-        header = next(csv.reader([fh.readline(1_000_000)], delimiter=delimiter), [])
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
+        line = fh.readline(1_000_000)
+    try:
+        header = next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:  # a first field too long to be a header: DuckDB's own reading says what is wrong
+        return
     empty = [i + 1 for i, name in enumerate(header) if not name.strip()]
     if empty:
         raise ValueError(f"{path}: column {empty[0]} has an empty header; name every column (the output keeps "
                          "the input's columns by name)")
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise ValueError(f"{path}: column name(s) {twice} appear more than once; give every column its own name")
 
 
 def _load(con: Any, paths: list[Path], text_col: str, kind: str) -> tuple[int, int]:

@@ -92,7 +92,7 @@ class _LabelCells:
         bad = control_char(label)
         if bad is not None:
             raise ValueError(f"{where}: the label {label[:40]!r} holds the control character {bad!r} (a line "
-                             "break or tab); a label is a one-line name: fix that cell")
+                             "break, a tab or another); a label is a one-line name: fix that cell")
         if label != cell:
             self.stripped += 1
             self.first = self.first or f"{where}: {cell!r} read as {label!r}"

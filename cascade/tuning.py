@@ -121,6 +121,7 @@ class _Objective:
 
     def __call__(self, trial: Any) -> float:
         optuna = require("optuna", "tune")
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # first: others see it is alive
         if self.cap is not None:
             try:
                 _stop_if_surplus(trial, self.cap)
@@ -140,7 +141,6 @@ class _Objective:
         trial.report(value, step=1)
         trial.set_user_attr("cheap_ms_per_text", _cost_ms(pipeline, self.selection.texts))
         trial.set_user_attr("config", _config_dict(config))
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         return value
 
 
@@ -155,7 +155,7 @@ def _stop_if_surplus(trial: Any, cap: int) -> None:
     from optuna.trial import TrialState
 
     ahead = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-                or (t.state == TrialState.RUNNING and t.number < trial.number)
+                or (t.state == TrialState.RUNNING and t.number < trial.number and _in_flight(t))
                 for t in trial.study.get_trials(deepcopy=False))
     if ahead >= cap:
         trial.study.stop()
@@ -163,6 +163,26 @@ def _stop_if_surplus(trial: Any, cap: int) -> None:
 
 
 WAIT_FOR_OTHERS_S = 600.0  # at most this long for other workers' trials in flight (a killed one never ends)
+STALE_AFTER_S = 3600.0  # a trial marked running this long on another machine is taken for abandoned
+
+
+def _in_flight(trial: Any) -> bool:
+    """Whether a trial marked running is really running: its worker (``host:pid``, recorded when the trial
+    starts) is alive on this host, or, on another host, it started less than ``STALE_AFTER_S`` ago. A worker
+    killed mid-trial leaves its trial marked running for good; it must not hold the study's cap."""
+    from datetime import datetime
+
+    host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # alive, another user's
+            return True
+        return True
+    start = trial.datetime_start
+    return start is None or (datetime.now() - start).total_seconds() < STALE_AFTER_S
 
 
 def _wait_for_trials_in_flight(study: Any, states: tuple[Any, ...]) -> None:
@@ -172,7 +192,7 @@ def _wait_for_trials_in_flight(study: Any, states: tuple[Any, ...]) -> None:
 
     deadline, said = time.monotonic() + WAIT_FOR_OTHERS_S, -1
     while time.monotonic() < deadline:
-        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        running = sum(_in_flight(t) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if not running:
             return
         if running != said:
@@ -254,7 +274,7 @@ def tune(train: TextDataset, selection: TextDataset, *, trials: int, base: str |
         raise ValueError("cascade tune searches single-label cheap stages; this bundle is a tagger")
     objective = _Objective(train, selection, model)
     name = study or "cascade-tune"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a trial stopped at the cap is no one's warning
     sampler = optuna.samplers.TPESampler(seed=seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     the_study = optuna.create_study(study_name=name, storage=the_storage, direction="minimize",
@@ -276,6 +296,8 @@ def tune(train: TextDataset, selection: TextDataset, *, trials: int, base: str |
         started = time.perf_counter()
 
         def said(study: Any, trial: Any) -> None:  # a line per trial: progress in a log, where no bar is drawn
+            if trial.state == optuna.trial.TrialState.FAIL:  # stopped at the cap (other failures are raised)
+                return
             finished = len(study.get_trials(deepcopy=False, states=states))
             value = f"fall-through {trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
             best = f"{study.best_value:.4f}" if any(t.value is not None for t in study.get_trials(
@@ -288,6 +310,9 @@ def tune(train: TextDataset, selection: TextDataset, *, trials: int, base: str |
         if objective.stopped_for_surplus:
             _wait_for_trials_in_flight(the_study, states)
     finished = the_study.get_trials(deepcopy=False, states=states)
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in finished):
+        raise ValueError(f"study {name!r} holds no finished trial yet ({len(finished)} pruned; others may still be "
+                         "running on other workers): run again when they are done, or ask for more --trials")
     best = the_study.best_trial
     settings: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in best.user_attrs["config"].items()}
     config = CheapConfig(**settings)

@@ -60,10 +60,15 @@ def promise(manifest: dict[str, Any]) -> str:
     for target, bound in (("target_accuracy", "accuracy_lower_bound"), ("target_f1", "f1_lower_bound")):
         if target in request and choice.get("certified"):
             return (f"{'accuracy' if target == 'target_accuracy' else 'mean per-text F1'} at least "
-                    f"{request[target]:.2%} with confidence {request.get('confidence', 0.95):.0%}, on texts drawn "
-                    f"like the certifying ones (lower bound {expected.get(bound, float('nan')):.2%})")
+                    f"{_exact(request[target])} with confidence {_exact(request.get('confidence', 0.95))}, on texts "
+                    f"drawn like the certifying ones (lower bound {_exact(expected.get(bound, float('nan')))})")
     asked = ", ".join(f"{k} {v}" for k, v in request.items())
     return f"none: calibrated by {choice.get('mode', '?')} ({asked}), an estimate, not a promise"
+
+
+def _exact(share: float) -> str:
+    """A promised share as a percentage that never rounds up (0.999 is 99.9%, not 100%)."""
+    return f"{100 * share:.6g}%"
 
 
 def summary(manifest: dict[str, Any], path: str, digest: str) -> str:

@@ -294,3 +294,56 @@ def test_the_info_summary_escapes_control_characters_a_bundle_holds():
 
     text = summary({"labels": ["ok", "evil\x1b[2J"], "threshold": 0.5}, "b\x07", "sha256:0")
     assert "\x1b" not in text and "\x07" not in text and "evil\\x1b[2J" in text
+
+
+def test_a_trial_left_running_by_a_killed_worker_does_not_hold_the_cap(tmp_path: Path, tiny_bundle: Path,
+                                                                       tiny_selection):
+    """Red team: a worker killed mid-trial leaves it marked running for good; counted against the cap, it
+    stopped every rerun after a 10-minute wait and then failed with "No trials are completed yet"."""
+    import socket
+
+    optuna = pytest.importorskip("optuna")
+    from cascade.datasets import TextDataset
+    from cascade.tuning import storage_of, tune
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    journal = str(tmp_path / "t.journal")
+    study = optuna.create_study(study_name="s", storage=storage_of(journal))
+    stuck = study.ask()  # stays RUNNING, as a killed worker leaves it
+    study._storage.set_trial_user_attr(stuck._trial_id, "worker", f"{socket.gethostname()}:{dead.pid}")
+    two = sorted(set(tiny_selection.labels))[:2]
+    train = TextDataset([f"text {i} about {two[i % 2]}" for i in range(80)], [two[i % 2] for i in range(80)])
+    result = tune(train, tiny_selection, trials=1, base=tiny_bundle, storage=journal, study="s", progress=False)
+    assert result.trials == 1
+
+
+def test_csv_headers_batch_cannot_keep_are_refused_in_one_line(tmp_path: Path, tiny_bundle: Path, capsys):
+    """Red team: a first field over 128 KiB was an "internal error"; a BOM hid an empty header; a duplicate
+    name came out renamed."""
+    pytest.importorskip("duckdb")
+    from cascade.batch import batch
+
+    bom = tmp_path / "bom.csv"
+    bom.write_text("\ufeff,text\n1,hello\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="column 1 has an empty header"):
+        batch(bom, tmp_path / "o.csv", model=object())
+    twice = tmp_path / "twice.csv"
+    twice.write_text("id,text,id\n1,hello,2\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"\['id'\] appear more than once"):
+        batch(twice, tmp_path / "o.csv", model=object())
+    long = tmp_path / "long.csv"
+    long.write_text("x" * 200_000 + "\nhello\n", encoding="utf-8")
+    assert main(["batch", str(long), "--bundle", str(tiny_bundle), "--out", str(tmp_path / "o.csv")]) == 2
+    assert "internal error" not in capsys.readouterr().err
+
+
+def test_the_info_summary_never_rounds_a_promise_up():
+    """Red team: a 99.999% target and a 0.999 confidence showed as 100.00% and 100%."""
+    from cascade.bundle.card import promise
+
+    choice = {"request": {"target_accuracy": 0.99999, "confidence": 0.999}, "certified": True,
+              "expected": {"accuracy_lower_bound": 0.999995}}
+    text = promise({"calibration": {"choice": choice}})
+    assert "at least 99.999%" in text and "confidence 99.9%" in text and "lower bound 99.9995%" in text
+    assert "100" not in text
