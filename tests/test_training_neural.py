@@ -310,3 +310,47 @@ def test_the_encoder_build_tries_each_quantization_and_gates_on_the_head(tmp_pat
     with pytest.raises(CascadeError, match="not building it"):  # a gate no INT8 encoder can pass
         build_encoder(tmp_path / "w2", tiny_train, tiny_val, labels, max_length=MAX_LENGTH, tolerance=-1.0,
                       model_dir=tiny_bert)
+
+
+def _tiny_mpnet(root: Path, texts: list[str]) -> Path:
+    """A tiny random MPNet folder laid out as sentence-transformers ship one (model, tokenizer.json)."""
+    from tokenizers import Tokenizer
+
+    root.mkdir()
+    tok = make_tokenizer(root / "tokenizer.json", texts, mpnet=True)
+    config = transformers.MPNetConfig(vocab_size=Tokenizer.from_file(str(tok)).get_vocab_size(), hidden_size=32,
+                                      num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                      max_position_embeddings=64 + 2, pad_token_id=1)
+    torch.manual_seed(0)
+    transformers.MPNetModel(config).save_pretrained(str(root))
+    return root
+
+
+def test_cli_finetunes_an_mpnet_base_model_in_bf16(tmp_path, tiny_train, tiny_val, capsys):
+    """Issue 24: `cascade finetune --base-model DIR` fine-tunes any BERT- or MPNet-family folder (the large
+    recipe's all-mpnet-base-v2), `--bf16` trains under bfloat16 autocast, and the bundle names its base; the
+    export is checked against torch on the way (build_neural)."""
+    import csv
+
+    import cascade
+    from cascade.cli import main
+
+    base = _tiny_mpnet(tmp_path / "tiny-mpnet", tiny_train.texts + tiny_val.texts)
+    data = tmp_path / "data.csv"
+    with data.open("w", newline="") as fh:
+        csv.writer(fh).writerows([("text", "label"), *zip(tiny_train.texts + tiny_val.texts,
+                                                         tiny_train.labels + tiny_val.labels)])
+    out = tmp_path / "bundle"
+    assert main(["finetune", "--data", str(data), "--base-model", str(base), "--bf16", "--epochs", "1",
+                 "--lr", "0.001", "--max-length", str(MAX_LENGTH), "--threads", "1", "--out", str(out),
+                 "--work-dir", str(tmp_path / "work")]) == 0
+    model = cascade.load(out, threads=1)
+    manifest = model.bundle.manifest
+    assert manifest["neural"]["base_model"] == "tiny-mpnet, fine-tuned"
+    assert manifest["training"]["finetune"]["config"]["bf16"] is True
+    assert {p.label for p in model.classify(tiny_val.texts[:5])} <= set(model.labels)
+    capsys.readouterr()
+    assert main(["finetune", "--data", str(data), "--base-model", str(tmp_path), "--out", str(tmp_path / "b2"),
+                 "--work-dir", str(tmp_path / "work2")]) != 0
+    err = capsys.readouterr().err
+    assert f"the base model {tmp_path} has no config.json or tokenizer.json" in err and "b2" not in err

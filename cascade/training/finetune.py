@@ -1,6 +1,7 @@
-"""Fine-tune all-MiniLM-L6-v2 with a classification head (needs the ``[train]`` extra).
+"""Fine-tune a sentence encoder (all-MiniLM-L6-v2 by default) with a classification head (needs the
+``[train]`` extra).
 
-The result is a standard Hugging Face ``BertForSequenceClassification`` checkpoint (so the HF pipeline
+The result is a standard Hugging Face ``*ForSequenceClassification`` checkpoint (so the HF pipeline
 can load it too), saved with the tokenizer file that cascade's neural stage uses. Batches are built from
 texts of similar length and padded dynamically, which on BANKING77 (16 tokens on average) costs a
 quarter of padding to a fixed 64. The epoch with the best validation score is kept: accuracy for one
@@ -48,6 +49,9 @@ class FinetuneConfig:
     seed: int = 0
     threads: int | None = None
     head_learning_rate: float | None = None  # the new classifier layer's; None: learning_rate
+    # bfloat16 autocast in training steps: about 2.5x faster for all-mpnet-base-v2 on CPUs with AMX or
+    # AVX512-BF16 (slower on others); weights and validation stay float32
+    bf16: bool = False
 
 
 # Topic tagging: 90 sparse sigmoid outputs learn slowly from a fresh layer at the encoder's rate, so the
@@ -116,6 +120,10 @@ def finetune(
     transformers = require("transformers", "train")
     targets, y_val = _targets(train, validation, labels, label_sep)
     base = Path(base_model) if base_model is not None else base_model_dir()
+    missing = [name for name in ("config.json", TOKENIZER_FILE) if not (base / name).is_file()]
+    if missing:
+        raise ValueError(f"the base model {base} has no {' or '.join(missing)}: pass a Hugging Face model folder "
+                         "(a sentence-transformers folder such as all-mpnet-base-v2 will do)")
     output_dir = Path(output_dir)
 
     if config.threads:
@@ -163,11 +171,12 @@ def finetune(
         bar = progress_bar(batches, desc=f"epoch {epoch}/{config.epochs}", progress=progress, leave=False)
         for batch in bar:
             ids, mask = encoder.pad([train_rows[i] for i in batch])
-            out = model(
-                input_ids=torch.from_numpy(ids),
-                attention_mask=torch.from_numpy(mask),
-                labels=torch.from_numpy(targets[batch]),
-            )
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                out = model(
+                    input_ids=torch.from_numpy(ids),
+                    attention_mask=torch.from_numpy(mask),
+                    labels=torch.from_numpy(targets[batch]),
+                )
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
