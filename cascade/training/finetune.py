@@ -49,7 +49,7 @@ class FinetuneConfig:
     seed: int = 0
     threads: int | None = None
     head_learning_rate: float | None = None  # the new classifier layer's; None: learning_rate
-    # bfloat16 autocast in training steps: about 2.5x faster for all-mpnet-base-v2 on CPUs with AMX or
+    # bfloat16 autocast in training steps: about 2x faster for all-mpnet-base-v2 on CPUs with AMX or
     # AVX512-BF16 (slower on others); weights and validation stay float32
     bf16: bool = False
 
