@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import cascade  # noqa: E402
-from cascade.datasets import load_banking77  # noqa: E402
+import cascade
+from cascade.banking77 import load_banking77
 
 
 def generate(path: Path, n: int, seed: int = 0) -> dict[str, int]:

@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import cascade  # noqa: E402
-from cascade.text import normalize  # noqa: E402
+import cascade
+from cascade.text import normalize
 
 
 def traffic(n: int, seed: int = 0) -> list[str]:
@@ -56,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     texts = traffic(args.texts)
     on, off = cascade.load(), cascade.load(cache_size=0)
-    assert on.classify(texts[:500]) == off.classify(texts[:500])  # noqa: S101 - a benchmark's sanity check
+    assert on.classify(texts[:500]) == off.classify(texts[:500])
     rates: dict[str, list[float]] = {}
     for _ in range(args.rounds):
         for per_call in (1, 256):

@@ -25,10 +25,10 @@ import cascade
 from cascade.bundle.encoder_dir import read_encoder_dir
 from cascade.calibration import cheapest_same_as_best
 from cascade.evaluation import StageScores, score_stages, summarize
-from cascade.router import confidence
+from cascade.policy.routing import confidence
 from cascade.splits import build_splits
 from cascade.training.mixing import fit_mix
-from cascade.training.train import train_bundle
+from cascade.training.recipes.frozen import train_bundle
 
 BATCH = 256
 MIX_KINDS = ("neural", "linear", "product")

@@ -37,8 +37,8 @@ import cascade
 from cascade.calibration import CalibrationWarning, cheapest_same_as_best
 from cascade.calibration.feedback import check_feedback_labels, outcomes
 from cascade.evaluation import score_stages, summarize
-from cascade.router import confidence as routing_confidence
-from cascade.training.train import TrainConfig, train_bundle
+from cascade.policy.routing import confidence as routing_confidence
+from cascade.training.recipes.frozen import TrainConfig, train_bundle
 
 TARGETS = (0.85, 0.88, 0.90, 0.91, 0.92, 0.93, 0.94)
 REUTERS_EXACT = (0.70, 0.75, 0.78, 0.80, 0.82)
@@ -214,7 +214,9 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         lines.append("")
     build = [r for r in results if "build" in r]
     if build:
-        at = lambda f: f"{_pct(f['cascade_accuracy'])} @ {f['fall_through_rate']:.1%}"
+        def at(f: dict) -> str:
+            return f"{_pct(f['cascade_accuracy'])} @ {f['fall_through_rate']:.1%}"
+
         lines += ["The build's threshold rule on the BANKING77 replicates (accuracy @ fall-through on the whole test "
                   "split):", "", ("| replicate | labels | selection texts | the build's rule | the McNemar test alone "
                                    "(no cap) | most accurate on selection | neural stage alone |"),

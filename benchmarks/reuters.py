@@ -39,7 +39,7 @@ import numpy as np
 import cascade
 from cascade.calibration import CalibrationWarning
 from cascade.evaluation import evaluate_tagging
-from cascade.multilabel import assign, label_matrix, sigmoid, tagging_figures
+from cascade.policy.multilabel import assign, label_matrix, sigmoid, tagging_figures
 from cascade.splits import certification_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,7 +53,7 @@ HEADLINE = {"target_f1": 0.90}
 
 
 def _build(data_dir: Path, out: Path) -> float:
-    from cascade.training.train import TrainConfig, train_bundle
+    from cascade.training.recipes.frozen import TrainConfig, train_bundle
 
     started = time.perf_counter()
     train_bundle(cascade.read_csv(data_dir / "train.csv", label_col="labels"), None, out,
@@ -186,7 +186,8 @@ def main() -> None:
                 "cascade": sum(e["bytes"] for e in files.values()) / 1e6}
         size["cascade_calibrated"] = size["cascade"]
     training = manifest.get("training", {})
-    result = {"machine": f"{platform.processor() or platform.machine()}, 2 threads", "build_seconds": build_s,
+    result = {"date": time.strftime("%Y-%m-%d"),
+              "machine": f"{platform.processor() or platform.machine()}, 2 threads", "build_seconds": build_s,
               "fine_tuned": fine_tuned, "finetune": training.get("finetune"), "command": training.get("command"),
               "neural_reading": {"max_length": max_length, "windows": windows},
               "figures": figures, "fall_through": fell, "texts_per_s": speed, "one_text_p50_ms": p50, "size_mb": size,
@@ -220,7 +221,7 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
                  f"of {tuned['config']['max_length']} tokens in {tuned['seconds'] / 60:.0f} min, epoch {tuned['best_epoch']} "
                  "kept)")
     ft = result["fine_tuned"]
-    lines = [f"Measured {time.strftime('%Y-%m-%d')} with `python benchmarks/reuters.py"
+    lines = [f"Measured {result['date']} with `python benchmarks/reuters.py"
              + (" --bundle <fine-tuned>" if ft else "")
              + ((" --fp32 <model-fp32-optimized.onnx>" if ft else " --fp32 <encoder-fp32-optimized.onnx>") if args.fp32 else "")
              + ((" --pytorch <checkpoint>" if ft else " --pytorch") if args.pytorch else "")
@@ -230,7 +231,8 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
     for key, f in result["figures"].items():
         runs = result["texts_per_s"][key]
         fell = result["fall_through"].get(key, 1.0 if key in ("neural", "fp32", "pytorch") else 0.0)
-        lines.append(f"| {names(result)[key]} | {f['micro_f1']:.4f} | {f['macro_f1']:.4f} | {f['exact_match']:.4f} | {fell:.1%} | "
+        lines.append(f"| {names(result)[key]} | {f['micro_f1']:.4f} | {f['macro_f1']:.4f} | {f['exact_match']:.4f} | "
+                     f"{fell:.1%} | "
                      f"{med[key]:,.0f} [{min(runs):,.0f}-{max(runs):,.0f}] | {result['one_text_p50_ms'][key]:.3f} | "
                      f"{result['size_mb'][key]:.1f} |")
     for name, f1 in PUBLISHED:

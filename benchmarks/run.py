@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from systems import System, Unavailable, load_system  # noqa: E402
-from timing import interleaved, per_call_latencies  # noqa: E402
+from systems import System, Unavailable, load_system
+from timing import interleaved, per_call_latencies
 
-import cascade  # noqa: E402
-from cascade.bundle import default_bundle_path  # noqa: E402
-from cascade.evaluation import macro_f1  # noqa: E402
+import cascade
+from cascade.bundle import default_bundle_path
+from cascade.evaluation import macro_f1
 
 HERE = Path(__file__).resolve().parent
 SYSTEMS = ["pytorch", "onnx_fp32", "onnx_int8", "sklearn", "cheap", "fasttext", "cascade", "cascade@0.4", "cascade@0.9",

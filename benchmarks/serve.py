@@ -40,8 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import cascade  # noqa: E402
-from cascade.datasets import load_banking77  # noqa: E402
+import cascade
+from cascade.banking77 import load_banking77
 
 CONCURRENCY = (1, 8, 32, 128)
 # the shipped threshold (the product as configured), and every text sent on (threshold 1: what

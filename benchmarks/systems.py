@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -42,11 +43,11 @@ def _train_key(labels: list[str]) -> str:
     import hashlib
 
     from cascade import splits
-    from cascade.datasets import _data_dir
+    from cascade.banking77 import data_dir
 
     blob = "\n".join([*labels, splits.RULE, str(splits.SELECTION_SHARE), str(splits.CERTIFICATION_SHARE),
                        str(splits.NEAR_DUPLICATE_COSINE)]).encode("utf-8")
-    return hashlib.sha256(blob + (_data_dir() / "train.csv").read_bytes()).hexdigest()[:12]
+    return hashlib.sha256(blob + (data_dir() / "train.csv").read_bytes()).hexdigest()[:12]
 
 
 def _dir_size(*paths: Path) -> int:
@@ -115,88 +116,115 @@ def _pytorch_frozen(bundle: cascade.Bundle, threads: int) -> System:
 def load_system(name: str, args: Any) -> System:
     """Build one system by name; raise Unavailable with the reason when it cannot run."""
     bundle = cascade.read_bundle(args.bundle)
-    labels = bundle.labels
     if name == "pytorch" and args.checkpoint is None and bundle.manifest["neural"].get("head"):
         return _pytorch_frozen(bundle, args.threads)
-    if name == "pytorch":
-        if args.checkpoint is None or not Path(args.checkpoint).is_dir():
-            raise Unavailable("no fine-tuned checkpoint: pass --checkpoint (from `cascade finetune --work-dir`)")
-        try:
-            import torch
-            import transformers
-        except ImportError as exc:
-            raise Unavailable(f"needs the [train] extra ({exc})") from None
-        torch.set_num_threads(args.threads)
-        pipe = transformers.pipeline("text-classification", model=str(args.checkpoint), device=-1)
-        options = {"truncation": True, "max_length": 128, "batch_size": 64}
-
-        def predict(texts: list[str]) -> list[str]:
-            return [r["label"] for r in pipe(texts, **options)]
-
-        return System(name, "what the seed's author started from", predict, lambda t: predict([t])[0],
-                      _dir_size(Path(args.checkpoint) / "model.safetensors"), f"torch {args.threads}")
-    if name in ("onnx_fp32", "onnx_int8"):
-        if name == "onnx_fp32" and (args.fp32 is None or not Path(args.fp32).is_file()):
-            raise Unavailable("no fp32 ONNX model: pass --fp32 (from `cascade finetune --work-dir`)")
-        path = Path(args.fp32) if name == "onnx_fp32" else bundle.file("neural.onnx")
-        stage = neural_stage(path, bundle, args.threads, head=bool(bundle.manifest["neural"].get("head")))
-        predict, one = _from_probs(labels, stage.predict_proba)
-        why = "the export alone" if name == "onnx_fp32" else "quantization alone (our neural stage)"
-        return System(name, why, predict, one, path.stat().st_size, f"onnxruntime {args.threads}")
-    if name == "sklearn":
-        import joblib
-
-        model_path = CACHE / f"sklearn-tfidf-lr-{_train_key(labels)}.joblib"
-        if not model_path.is_file():
-            from cascade.training.cheap import CheapConfig, fit_cheap
-
-            CACHE.mkdir(parents=True, exist_ok=True)
-            joblib.dump(fit_cheap(cascade.load_banking77("train"), labels, CheapConfig()), model_path)
-        pipeline = joblib.load(model_path)  # benchmark only: the library itself never unpickles
-        predict, one = _from_probs(labels, pipeline.predict_proba)
-        return System(name, "the cheap stage as people usually run it", predict, one, model_path.stat().st_size, "1")
-    if name == "cheap":
-        from cascade.stages.cheap import CheapStage
-
-        stage = CheapStage.load(bundle.path)
-        predict, one = _from_probs(labels, stage.predict_proba)
-        return System(name, "our fast path", predict, one,
-                      _dir_size(bundle.file("cheap.onnx"), bundle.file("cheap_features.json")), "1")
-    if name == "fasttext":
-        try:
-            import fasttext
-        except ImportError:
-            raise Unavailable("fastText is not installed: pip install fasttext-numpy2-wheel") from None
-        model_path = CACHE / f"fasttext-{_train_key(labels)}.bin"
-        if not model_path.is_file():
-            CACHE.mkdir(parents=True, exist_ok=True)
-            train = cascade.load_banking77("train")
-            with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as fh:
-                for text, label in zip(train.texts, train.labels):
-                    fh.write(f"__label__{label} {' '.join(text.lower().split())}\n")
-            model = fasttext.train_supervised(fh.name, epoch=25, lr=0.5, wordNgrams=2, minn=2, maxn=5, dim=50,
-                                              bucket=200_000, thread=args.threads, verbose=0)
-            model.save_model(str(model_path))
-            os.unlink(fh.name)
-        model = fasttext.load_model(str(model_path))
-
-        def clean(text: str) -> str:
-            return " ".join(text.lower().split())
-
-        def predict(texts: list[str]) -> list[str]:
-            return [labs[0].removeprefix("__label__") for labs in model.predict([clean(t) for t in texts], k=1)[0]]
-
-        return System(name, "the best-known fast linear text classifier", predict,
-                      lambda t: model.predict(clean(t), k=1)[0][0].removeprefix("__label__"),
-                      model_path.stat().st_size, "1")
+    builders = {"pytorch": _pytorch_checkpoint, "onnx_fp32": _onnx, "onnx_int8": _onnx, "sklearn": _sklearn,
+                "cheap": _cheap, "fasttext": _fasttext}
+    if name in builders:
+        return builders[name](name, bundle, args)
     if name.startswith("neural["):  # another bundle's neural stage alone (run.py --cascade NAME=BUNDLE)
-        paths = dict(spec.split("=", 1) for spec in args.cascade)
-        other = cascade.read_bundle(paths[name[len("neural["):-1]])
-        path = other.file("neural.onnx")
-        stage = neural_stage(path, other, args.threads, head=bool(other.manifest["neural"].get("head")))
-        predict, one = _from_probs(other.labels, stage.predict_proba)
-        return System(name, f"the neural stage of {name[len('neural['):-1]} alone", predict, one, path.stat().st_size,
-                      f"onnxruntime {args.threads}")
+        return _other_neural(name, bundle, args)
+    if name.startswith("cascade"):
+        return _cascade(name, bundle, args)
+    raise ValueError(f"unknown system {name!r}")
+
+
+def _pytorch_checkpoint(name: str, bundle: Any, args: Any) -> System:
+    if args.checkpoint is None or not Path(args.checkpoint).is_dir():
+        raise Unavailable("no fine-tuned checkpoint: pass --checkpoint (from `cascade finetune --work-dir`)")
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise Unavailable(f"needs the [train] extra ({exc})") from None
+    torch.set_num_threads(args.threads)
+    pipe = transformers.pipeline("text-classification", model=str(args.checkpoint), device=-1)
+    options = {"truncation": True, "max_length": 128, "batch_size": 64}
+
+    def predict(texts: list[str]) -> list[str]:
+        return [r["label"] for r in pipe(texts, **options)]
+
+    return System(name, "what the seed's author started from", predict, lambda t: predict([t])[0],
+                  _dir_size(Path(args.checkpoint) / "model.safetensors"), f"torch {args.threads}")
+
+
+def _onnx(name: str, bundle: Any, args: Any) -> System:
+    labels = bundle.labels
+    if name == "onnx_fp32" and (args.fp32 is None or not Path(args.fp32).is_file()):
+        raise Unavailable("no fp32 ONNX model: pass --fp32 (from `cascade finetune --work-dir`)")
+    path = Path(args.fp32) if name == "onnx_fp32" else bundle.file("neural.onnx")
+    stage = neural_stage(path, bundle, args.threads, head=bool(bundle.manifest["neural"].get("head")))
+    predict, one = _from_probs(labels, stage.predict_proba)
+    why = "the export alone" if name == "onnx_fp32" else "quantization alone (our neural stage)"
+    return System(name, why, predict, one, path.stat().st_size, f"onnxruntime {args.threads}")
+
+
+def _sklearn(name: str, bundle: Any, args: Any) -> System:
+    labels = bundle.labels
+    import joblib
+
+    model_path = CACHE / f"sklearn-tfidf-lr-{_train_key(labels)}.joblib"
+    if not model_path.is_file():
+        from cascade.training.cheap import CheapConfig, fit_cheap
+
+        CACHE.mkdir(parents=True, exist_ok=True)
+        joblib.dump(fit_cheap(cascade.load_banking77("train"), labels, CheapConfig()), model_path)
+    pipeline = joblib.load(model_path)  # benchmark only: the library itself never unpickles
+    predict, one = _from_probs(labels, pipeline.predict_proba)
+    return System(name, "the cheap stage as people usually run it", predict, one, model_path.stat().st_size, "1")
+
+
+def _cheap(name: str, bundle: Any, args: Any) -> System:
+    labels = bundle.labels
+    from cascade.stages.cheap import CheapStage
+
+    stage = CheapStage.load(bundle.path)
+    predict, one = _from_probs(labels, stage.predict_proba)
+    return System(name, "our fast path", predict, one,
+                  _dir_size(bundle.file("cheap.onnx"), bundle.file("cheap_features.json")), "1")
+
+
+def _fasttext(name: str, bundle: Any, args: Any) -> System:
+    labels = bundle.labels
+    try:
+        import fasttext
+    except ImportError:
+        raise Unavailable("fastText is not installed: pip install fasttext-numpy2-wheel") from None
+    model_path = CACHE / f"fasttext-{_train_key(labels)}.bin"
+    if not model_path.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        train = cascade.load_banking77("train")
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as fh:
+            for text, label in zip(train.texts, train.labels):
+                fh.write(f"__label__{label} {' '.join(text.lower().split())}\n")
+        model = fasttext.train_supervised(fh.name, epoch=25, lr=0.5, wordNgrams=2, minn=2, maxn=5, dim=50,
+                                          bucket=200_000, thread=args.threads, verbose=0)
+        model.save_model(str(model_path))
+        os.unlink(fh.name)
+    model = fasttext.load_model(str(model_path))
+
+    def clean(text: str) -> str:
+        return " ".join(text.lower().split())
+
+    def predict(texts: list[str]) -> list[str]:
+        return [labs[0].removeprefix("__label__") for labs in model.predict([clean(t) for t in texts], k=1)[0]]
+
+    return System(name, "the best-known fast linear text classifier", predict,
+                  lambda t: model.predict(clean(t), k=1)[0][0].removeprefix("__label__"),
+                  model_path.stat().st_size, "1")
+
+
+def _other_neural(name: str, bundle: Any, args: Any) -> System:
+    paths = dict(spec.split("=", 1) for spec in args.cascade)
+    other = cascade.read_bundle(paths[name[len("neural["):-1]])
+    path = other.file("neural.onnx")
+    stage = neural_stage(path, other, args.threads, head=bool(other.manifest["neural"].get("head")))
+    predict, one = _from_probs(other.labels, stage.predict_proba)
+    return System(name, f"the neural stage of {name[len('neural['):-1]} alone", predict, one, path.stat().st_size,
+                  f"onnxruntime {args.threads}")
+
+
+def _cascade(name: str, bundle: Any, args: Any) -> System:
     if name.startswith("cascade["):  # another bundle, at its own threshold (run.py --cascade NAME=BUNDLE)
         paths = dict(spec.split("=", 1) for spec in args.cascade)
         bundle = cascade.read_bundle(paths[name[len("cascade["):-1]])
@@ -211,13 +239,11 @@ def load_system(name: str, args: Any) -> System:
                                         "shipped: a frontier point)")
     else:
         why = "the product" + (" at its shipped threshold" if name == "cascade" else "")
-    if name.startswith("cascade"):
-        model = cascade.load(bundle.path, threads=args.threads, batch_size=64, cache_size=0)  # its work, not lookups
-        threshold = model.threshold if name == "cascade" else float(name.split("@", 1)[1])
+    model = cascade.load(bundle.path, threads=args.threads, batch_size=64, cache_size=0)  # its work, not lookups
+    threshold = model.threshold if name == "cascade" else float(name.split("@", 1)[1])
 
-        def predict(texts: list[str]) -> list[str]:
-            return [p.label for p in model.classify(texts, threshold=threshold)]
+    def predict(texts: list[str]) -> list[str]:
+        return [p.label for p in model.classify(texts, threshold=threshold)]
 
-        return System(name, why, predict, lambda t: model.classify(t, threshold=threshold).label,
-                      sum(e["bytes"] for e in bundle.manifest["files"].values()), f"onnxruntime {args.threads}")
-    raise ValueError(f"unknown system {name!r}")
+    return System(name, why, predict, lambda t: model.classify(t, threshold=threshold).label,
+                  sum(e["bytes"] for e in bundle.manifest["files"].values()), f"onnxruntime {args.threads}")

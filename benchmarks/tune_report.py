@@ -19,9 +19,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import cascade  # noqa: E402
-from cascade.router import fallthrough_answer  # noqa: E402
-from cascade.tuning import fewest_falling  # noqa: E402
+import cascade
+from cascade.policy.routing import fallthrough_answer
+from cascade.tuning import fewest_falling
 
 
 def figures(model: cascade.Cascade, data: cascade.TextDataset, target: float) -> dict[str, float]:
@@ -64,7 +64,8 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     if args.out is not None:
         args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-        lines = ["| split | cheap stage | fewest falling through at the shipped cascade's accuracy | cascade accuracy at its own threshold | falling through there | cheap accuracy | cheap ms per text |",
+        lines = ["| split | cheap stage | fewest falling through at the shipped cascade's accuracy "
+                 "| cascade accuracy at its own threshold | falling through there | cheap accuracy | cheap ms per text |",
                  "|---|---|---|---|---|---|---|"]
         for split in ("selection", "test"):
             for name in ("shipped", "tuned"):

@@ -26,6 +26,8 @@ from typing import Any
 
 from ._optional import require
 from .bundle.atomic import check_writable
+from .model import Cascade
+from .policy.routing import check_threshold
 from .progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -124,12 +126,43 @@ def batch(input: str | Path, out: str | Path, *, text_col: str = "text", id_col:
           bundle: str | Path | None = None, model: Any = None, threshold: float | None = None,
           chunk_size: int = 4096, memory_limit: str = "512MB", overwrite: bool = False,
           progress: bool = True) -> BatchReport:
-    """Classify every row of ``input`` (a file or a glob) into ``out``, keeping every column and adding
-    ``label``, ``score``, ``stage`` (a tagger: ``labels`` and ``scores`` too) and ``error``. Resumes an
-    interrupted run with the same arguments. ``model``: an already loaded :class:`cascade.Cascade` (else
-    ``bundle``, else the default bundle)."""
+    """Classify every row of a big file into another, through DuckDB; resumable (needs the [batch] extra).
+
+    Every column is kept, and ``label``, ``score``, ``stage`` (a tagger: ``labels`` and ``scores`` too) and
+    ``error`` are added. Each distinct text is classified once. An interrupted run resumes when run again
+    with the same arguments; ``out`` then holds every input row exactly once.
+
+    Parameters
+    ----------
+    input : str or Path
+        A CSV, TSV, Parquet or JSON-lines file, or a glob of them.
+    out : str or Path
+        The output file; its suffix picks the format (.parquet, .csv, .tsv, .jsonl).
+    text_col : str, default "text"
+        The text column.
+    id_col : str, optional
+        A column that must exist (every column is kept anyway).
+    bundle : str or Path, optional
+        The bundle to run; default the shipped one (ignored when ``model`` is given).
+    model : Cascade, optional
+        An already loaded model.
+    threshold : float, optional
+        The routing cut-off; None: the bundle's.
+    chunk_size : int, default 4096
+        Distinct texts classified per commit.
+    memory_limit : str, default "512MB"
+        DuckDB's memory limit; it spills to disk beyond it.
+    overwrite : bool, default False
+        Replace ``out`` if it exists (a folder is never replaced).
+    progress : bool, default True
+        A progress bar on a terminal, log lines elsewhere.
+
+    Returns
+    -------
+    BatchReport
+        Rows read and written, distinct texts, how many fell through, errors and the time taken.
+    """
     duckdb = require("duckdb", "batch")
-    from .router import Cascade, check_threshold
 
     started = time.perf_counter()
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:

@@ -1,36 +1,45 @@
-"""Labelled CSV files, and the bundled BANKING77 data set with its fixed splits.
-
-BANKING77 (Casanueva et al., 2020; CC-BY-4.0) ships inside the package so that training, tests and
-benchmarks never need the network. Its selection and certification splits are carved out of
-``train.csv`` by :func:`cascade.splits.carve_splits` (a rule that depends only on the texts, so they are
-the same on every machine). The test split is for reported figures only.
-"""
+"""Labelled texts: the :class:`TextDataset` record and the readers of labelled CSV, TSV and JSON-lines files
+(every cell checked, errors naming the file, line and column)."""
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Literal
+from typing import Any, BinaryIO
 
 from .limits import DEFAULT_LIMITS
 from .text import control_char
 
 log = logging.getLogger(__name__)
 
-Split = Literal["train", "selection", "certification", "test", "train_full"]
-SPLITS = ("train", "selection", "certification", "test", "train_full")
 
 @dataclass(frozen=True)
 class TextDataset:
-    """Parallel lists of texts and their string labels; optionally, each text's group (author, customer,
-    source: a group never straddles two splits) and time (the newest texts select and certify)."""
+    """Parallel lists of texts and their string labels, and optionally each text's group and time.
+
+    Attributes
+    ----------
+    texts, labels : list of str
+        A tagger's label cells hold its topics joined by a separator (``"|"`` by default).
+    groups : list of str, optional
+        Each text's author, customer or source: a group never straddles two splits.
+    times : list of float, optional
+        Each text's time: the newest texts select and certify.
+    group_col, time_col : str, optional
+        The columns they were read from, recorded by a build.
+
+    Examples
+    --------
+    >>> import cascade
+    >>> data = cascade.TextDataset(["refund please", "card lost", "where is my refund"], ["refund", "card", "refund"])
+    >>> len(data), data.per_label(1).labels
+    (3, ['refund', 'card'])
+    """
 
     texts: list[str]
     labels: list[str]
@@ -42,11 +51,11 @@ class TextDataset:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def head(self, n: int) -> "TextDataset":
+    def head(self, n: int) -> TextDataset:
         """The first ``n`` rows (used by small-data switches in tests and notebooks)."""
         return TextDataset(self.texts[:n], self.labels[:n])
 
-    def per_label(self, n: int) -> "TextDataset":
+    def per_label(self, n: int) -> TextDataset:
         """At most ``n`` rows of each label, in the original order (a small stratified sample)."""
         seen: dict[str, int] = defaultdict(int)
         keep = []
@@ -55,9 +64,6 @@ class TextDataset:
                 seen[label] += 1
                 keep.append(i)
         return TextDataset([self.texts[i] for i in keep], [self.labels[i] for i in keep])
-
-def _data_dir() -> Path:
-    return Path(str(resources.files("cascade") / "data" / "banking77"))
 
 LABEL_COLUMNS = ("category", "label", "labels")  # looked for, in this order, when no label column is named
 
@@ -107,12 +113,38 @@ class _LabelCells:
 def read_csv(path: str | Path, text_col: str = "text", label_col: str | None = None, *,
              group_col: str | None = None, time_col: str | None = None,
              max_field_chars: int = DEFAULT_LIMITS.max_csv_field_chars) -> TextDataset:
-    """Read a labelled UTF-8 file: CSV, or TSV (``.tsv``/``.tab``), or JSON lines (``.jsonl``/``.ndjson``,
-    one object per line with the text and label fields); a UTF-8 byte-order mark is skipped. ``group_col``
-    and ``time_col``: also each row's group and time (a number, or an ISO 8601 date or time). Errors name
-    the file, the line and the fix (wrong encoding, missing column, missing value, a field longer than
-    ``max_field_chars``). Memory per line is bounded by ``max_field_chars``, whatever the file holds.
-    ``label_col`` None: ``category``, else the one of ``label``/``labels`` the file has."""
+    r"""Read a labelled UTF-8 file: CSV, TSV (``.tsv``/``.tab``) or JSON lines (``.jsonl``/``.ndjson``).
+
+    Errors name the file, the line and the fix (wrong encoding, missing column, missing value, a field
+    longer than ``max_field_chars``); memory per line is bounded by ``max_field_chars``, whatever the file
+    holds. A UTF-8 byte-order mark is skipped.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    text_col : str, default "text"
+        The text column (a JSON-lines file: field).
+    label_col : str, optional
+        The label column; None: ``category``, else the one of ``label`` / ``labels`` the file has.
+    group_col, time_col : str, optional
+        Also read each row's group (kept together by :func:`carve_splits`) and time (a number, or an ISO
+        8601 date or time: the newest texts select and certify).
+    max_field_chars : int
+        The longest field accepted.
+
+    Returns
+    -------
+    TextDataset
+
+    Examples
+    --------
+    >>> import pathlib, tempfile, cascade
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "mine.csv"
+    >>> _ = path.write_text("text,category\nI was charged twice,billing\nThe app crashes,bug\n")
+    >>> cascade.read_csv(path).labels
+    ['billing', 'bug']
+    """
     path = Path(path)
     if not path.is_file():
         if path.exists():
@@ -336,47 +368,3 @@ def utf8_lines(fh: BinaryIO, path: Path, max_field_chars: int, bytes_per_char: i
             raise ValueError(f"{path}:{lineno}: not UTF-8 (byte {raw[exc.start:exc.start + 1]!r}); save the file as "
                              "UTF-8 (e.g. `iconv -f latin1 -t UTF-8`)") from None
         yield line[1:] if lineno == 1 and line.startswith("\ufeff") else line
-
-
-def banking77_labels() -> list[str]:
-    """The 77 intent names in the data set's own order."""
-    return list(json.loads((_data_dir() / "categories.json").read_text(encoding="utf-8")))
-
-def stratified_split(data: TextDataset, fraction: float, salt: str = "") -> tuple[TextDataset, TextDataset]:
-    """Split into (rest, part): ``part`` holds about ``fraction`` of each label's rows, chosen by the
-    SHA-256 of ``salt`` + text, so the split is the same everywhere and texts never straddle it."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
-    by_label: dict[str, list[int]] = defaultdict(list)
-    for i, label in enumerate(data.labels):
-        by_label[label].append(i)
-    chosen: set[int] = set()
-    for idx in by_label.values():
-        ranked = sorted(idx, key=lambda i: hashlib.sha256((salt + data.texts[i]).encode("utf-8")).digest())
-        n_part = max(1, round(len(idx) * fraction)) if len(idx) > 1 else 0
-        chosen.update(ranked[:n_part])
-    pick = lambda ids: TextDataset([data.texts[i] for i in ids], [data.labels[i] for i in ids])  # noqa: E731
-    return pick([i for i in range(len(data)) if i not in chosen]), pick(sorted(chosen))
-
-
-@lru_cache(maxsize=1)
-def _banking77_carved() -> tuple[TextDataset, TextDataset, TextDataset]:
-    from .splits import carve_splits
-
-    parts = carve_splits(read_csv(_data_dir() / "train.csv"))
-    return parts.train, parts.selection, parts.certification
-
-
-def load_banking77(split: Split = "train") -> TextDataset:
-    """Load a split of the bundled BANKING77: ``train`` (about 80% of train.csv), ``selection`` (10%:
-    what builds choose settings on), ``certification`` (10%: what ``cascade calibrate`` certifies on),
-    ``train_full`` (all of train.csv) or ``test`` (3,080 texts, for reported figures only)."""
-    if split not in SPLITS:
-        hint = " (it became 'selection' and 'certification')" if split == "validation" else ""
-        raise ValueError(f"unknown split {split!r}{hint}; use one of {', '.join(map(repr, SPLITS))}")
-    if split == "test":
-        return read_csv(_data_dir() / "test.csv")
-    if split == "train_full":
-        return read_csv(_data_dir() / "train.csv")
-    train, selection, certification = _banking77_carved()
-    return {"train": train, "selection": selection, "certification": certification}[split]

@@ -9,23 +9,25 @@ bundle (same neural stage, new cheap stage, threshold re-chosen on the selection
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .datasets import TextDataset
+from .evaluation import label_indices, risk_coverage
 from .inputs import as_text_list
 
 if TYPE_CHECKING:
     from .bundle import Bundle
-    from .router import Cascade
+    from .model import Cascade
     from .training.cheap import CheapConfig
 
 log = logging.getLogger(__name__)
 
 
-def pseudo_label(model: "Cascade", pool: Sequence[str], min_confidence: float = 0.9) -> tuple[TextDataset, np.ndarray]:
+def pseudo_label(model: Cascade, pool: Sequence[str], min_confidence: float = 0.9) -> tuple[TextDataset, np.ndarray]:
     """The pool texts whose neural-stage probability is at least ``min_confidence``, labelled with the
     neural stage's answer; and every pool text's neural confidence."""
     texts, _ = as_text_list(pool)
@@ -37,11 +39,9 @@ def pseudo_label(model: "Cascade", pool: Sequence[str], min_confidence: float = 
     return TextDataset([texts[i] for i in keep], [model.labels[pred[i]] for i in keep]), conf
 
 
-def choose_min_confidence(model: "Cascade", validation: TextDataset, accuracy: float = 0.95) -> float:
+def choose_min_confidence(model: Cascade, validation: TextDataset, accuracy: float = 0.95) -> float:
     """The lowest neural-stage confidence at which its answers on ``validation`` are still right at least
     ``accuracy`` of the time (counting every text at or above it); 1.0 if no cut reaches it."""
-    from .evaluation import label_indices, risk_coverage
-
     probs = model.neural.predict_proba(validation.texts)
     conf = probs.max(1)
     correct = probs.argmax(1) == label_indices(model.labels, validation.labels)
@@ -53,15 +53,16 @@ def choose_min_confidence(model: "Cascade", validation: TextDataset, accuracy: f
     return float(np.sort(conf)[::-1][ok[-1]])
 
 
-def distill(model: "Cascade", labelled: TextDataset, pool: Sequence[str], validation: TextDataset,
+def distill(model: Cascade, labelled: TextDataset, pool: Sequence[str], validation: TextDataset,
             out: str | Path, *, min_confidence: float | None = None, pseudo_label_accuracy: float = 0.95,
-            config: "CheapConfig | None" = None, progress: bool = True) -> "Bundle":
+            config: CheapConfig | None = None, progress: bool = True) -> Bundle:
     """Retrain ``model``'s cheap stage on ``labelled`` plus the pool texts its neural stage labels with at
     least ``min_confidence``, and write the result as a bundle at ``out`` (atomically). By default
     ``min_confidence`` is chosen on ``validation``: the lowest at which the neural stage's answers are right
     ``pseudo_label_accuracy`` of the time."""
-    from .training.build import train_cheap
+    # lazy: scikit-learn (2-3 s to import) loads only when a build runs
     from .training.cheap import CheapConfig
+    from .training.recipes.refresh import train_cheap
 
     if model.bundle is None:
         raise ValueError("distill needs a model loaded from a bundle (its neural stage is kept)")

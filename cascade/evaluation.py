@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .datasets import TextDataset
-from .mix import NEURAL_ALONE, Mix
-from .multilabel import assign, label_matrix_with_unknown, stage_figures
+from .model import Cascade
+from .policy.mix import NEURAL_ALONE, Mix
+from .policy.multilabel import assign, label_matrix_with_unknown, stage_figures
+from .policy.routing import fall_through, fallthrough_answer, routing_confidence
 from .progress import map_with_progress
-from .router import Cascade, fall_through, fallthrough_answer, routing_confidence
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +143,31 @@ def per_class_figures(labels: Sequence[str], truth: np.ndarray, chosen: np.ndarr
 
 def evaluate(model: Cascade, data: TextDataset, threshold: float | None = None,
              label_sep: str | None = None, per_class: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Each stage alone and the cascade at the model's threshold (or the one given): :func:`summarize` of
-    :func:`score_stages`, or for a multi-label bundle :func:`evaluate_tagging` (label cells hold topics
-    joined by ``label_sep``; default: the bundle's). ``per_class``: add the cascade's
-    :func:`per_class_figures` under ``per_class``. ``progress``: see :func:`score_stages`. Warns when the texts are the bundle's own training or
-    selection texts: figures on them flatter it."""
+    """Each stage alone and the cascade, on labelled texts.
+
+    Warns when the texts are the bundle's own training or selection texts: figures on them flatter it.
+
+    Parameters
+    ----------
+    model : Cascade
+        A loaded bundle.
+    data : TextDataset
+        Labelled texts the bundle's build never saw.
+    threshold : float, optional
+        The routing cut-off to evaluate at; None: the model's.
+    label_sep : str, optional
+        A tagger's label cells hold topics joined by this; default: the bundle's.
+    per_class : bool, default False
+        Add the cascade's per-label figures (:func:`per_class_figures`) under ``per_class``.
+    progress : bool, default False
+        See :func:`score_stages`.
+
+    Returns
+    -------
+    dict
+        :func:`summarize` of :func:`score_stages` (accuracy, macro-F1 and the fall-through rate of each
+        stage and the cascade), or for a tagger :func:`evaluate_tagging` (micro- and macro-F1, exact match).
+    """
     _warn_if_seen(model, data.texts)
     if model.multi_label:
         return evaluate_tagging(model, data, threshold, label_sep, per_class, progress)
@@ -190,7 +212,7 @@ def evaluate_tagging(model: Cascade, data: TextDataset, threshold: float | None 
             "cascade": model.assigned(final, fell)}
     y_all = np.hstack([y, unknown])  # unknown topics: columns no stage ever assigns
     padded = {name: np.hstack([chosen, np.zeros(unknown.shape, dtype=bool)]) for name, chosen in sets.items()}
-    figures = {"n_texts": len(y), "threshold": float(t), "fall_through_rate": float(fell.mean()),
+    figures: dict[str, Any] = {"n_texts": len(y), "threshold": float(t), "fall_through_rate": float(fell.mean()),
                "unknown_topics": int(unknown.shape[1]), **stage_figures(y_all, padded)}
     if per_class:
         figures["per_class"] = per_class_figures(model.labels, y, sets["cascade"], fell)

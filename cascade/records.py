@@ -7,11 +7,12 @@ join back on the id and nothing is dropped silently. Memory per row is bounded b
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Literal
+from typing import Any, BinaryIO, Literal
 
-from .datasets import JSONL_SUFFIXES, TSV_SUFFIXES, csv_rows, json_objects
+from .datasets import JSONL_SUFFIXES, TSV_SUFFIXES, csv_rows, json_objects, utf8_lines
 from .limits import DEFAULT_LIMITS
 
 Format = Literal["csv", "tsv", "jsonl"]
@@ -98,8 +99,6 @@ def read_texts(path: Path, text_col: str = "text", *, text_flag: str = "--text-c
     """The non-empty texts of a file: a ``.txt`` file's lines (UTF-8), or a CSV, TSV or JSON-lines table's
     ``text_col`` (rows without a usable text skipped; ``text_flag`` names the option that sets it in
     messages); an error names the file when it holds none or is of another kind."""
-    from .datasets import utf8_lines
-
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     if path.suffix.lower() not in TEXT_FILE_SUFFIXES:

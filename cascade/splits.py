@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from .datasets import TextDataset
-from .text import dedup_key
+from .policy.multilabel import split_labels
+from .text import dedup_key, text_hash
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +104,38 @@ class Splits:
 
 def carve_splits(data: TextDataset, selection: float = SELECTION_SHARE,
                  certification: float = CERTIFICATION_SHARE, salt: str = "", label_sep: str | None = None) -> Splits:
-    """Split ``data`` into train / selection / certification, about ``selection`` and ``certification``
-    of each label's texts in the last two, near-duplicate groups kept whole (see the module docstring).
-    Either share may be 0 (that part is then empty). ``label_sep``: multi-label data (cells of topics
-    joined by it), stratified by each text's rarest topic, so texts with several topics reach every part
-    as often as any other. ``data.groups``: texts of one group (an author, a customer, a source) are kept
+    """Split ``data`` into train / selection / certification, near-duplicate groups kept whole.
+
+    About ``selection`` and ``certification`` of each label's texts go to the last two parts (see the
+    module docstring). ``data.groups``: texts of one group (an author, a customer, a source) are kept
     together like near-copies. ``data.times``: the newest groups certify, the next newest select, instead of
     a hash order: promises are then made on texts like the ones users send next. The columns they were read
-    from are recorded, so ``cascade calibrate --data`` reads them again."""
+    from are recorded, so ``cascade calibrate --data`` reads them again.
+
+    Parameters
+    ----------
+    data : TextDataset
+        Labelled texts.
+    selection, certification : float, default 0.1
+        The shares of the two held-out parts; either may be 0 (that part is then empty), their sum under 0.9.
+    salt : str, default ""
+        Another salt gives another, equally deterministic carve.
+    label_sep : str, optional
+        Multi-label data (cells of topics joined by it), stratified by each text's rarest topic.
+
+    Returns
+    -------
+    Splits
+        ``train``, ``selection`` and ``certification``, and ``describe()`` for a manifest.
+
+    Examples
+    --------
+    >>> import cascade
+    >>> data = cascade.load_banking77("train_full")
+    >>> parts = cascade.carve_splits(data)
+    >>> len(parts.train) + len(parts.selection) + len(parts.certification) == len(data)
+    True
+    """
     for name, share in (("selection", selection), ("certification", certification)):
         if not 0.0 <= share < 1.0:
             raise ValueError(f"the {name} share must be in [0, 1), got {share}")
@@ -219,7 +244,6 @@ def _strata(labels: list[str], label_sep: str | None) -> list[str]:
     """What each text is stratified by: its label, or (multi-label) its rarest topic."""
     if label_sep is None:
         return list(labels)
-    from .multilabel import split_labels
 
     cells = [split_labels(label, label_sep) for label in labels]
     counts: dict[str, int] = defaultdict(int)
@@ -231,8 +255,6 @@ def _strata(labels: list[str], label_sep: str | None) -> list[str]:
 
 def _digest(part: TextDataset) -> str:
     """A fingerprint of a part's texts and labels, in any order (how a re-carve proves it found the same part)."""
-    from .text import text_hash
-
     rows = sorted(f"{text_hash(t)}\t{y}" for t, y in zip(part.texts, part.labels))
     return hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest()[:16]
 
@@ -269,3 +291,20 @@ def certification_split(data: TextDataset, recorded: dict[str, Any], source: str
                          f"bundle recorded {recorded['sizes']}; or the certification texts differ): give the file it "
                          "was built from, unchanged, or held-out texts with --val")
     return parts.certification
+
+
+def stratified_split(data: TextDataset, fraction: float, salt: str = "") -> tuple[TextDataset, TextDataset]:
+    """Split into (rest, part): ``part`` holds about ``fraction`` of each label's rows, chosen by the
+    SHA-256 of ``salt`` + text, so the split is the same everywhere and texts never straddle it."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(data.labels):
+        by_label[label].append(i)
+    chosen: set[int] = set()
+    for idx in by_label.values():
+        ranked = sorted(idx, key=lambda i: hashlib.sha256((salt + data.texts[i]).encode("utf-8")).digest())
+        n_part = max(1, round(len(idx) * fraction)) if len(idx) > 1 else 0
+        chosen.update(ranked[:n_part])
+    pick = lambda ids: TextDataset([data.texts[i] for i in ids], [data.labels[i] for i in ids])  # noqa: E731
+    return pick([i for i in range(len(data)) if i not in chosen]), pick(sorted(chosen))

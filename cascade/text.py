@@ -2,10 +2,10 @@
 
 :func:`normalize` drops invisible characters (every Unicode format character: zero-width spaces
 and joiners, direction marks and isolates, soft hyphens, byte-order marks, tags; plus variation
-selectors, the combining grapheme joiner and Hangul fillers), collapses every run of whitespace to one space and applies the :class:`~cascade.limits.Limits`
-on text and word length. Neither stage's answer changes for ordinary text (both split on whitespace and
-ignore its amount), but a text that starts with 13,000 spaces or zero-width spaces is read from its first
-word, and no input can make a stage do unbounded work.
+selectors, the combining grapheme joiner and Hangul fillers), collapses every run of whitespace to one space
+and applies the :class:`~cascade.limits.Limits` on text and word length. Neither stage's answer changes for
+ordinary text (both split on whitespace and ignore its amount), but a text that starts with 13,000 spaces or
+zero-width spaces is read from its first word, and no input can make a stage do unbounded work.
 
 :func:`dedup_key` is coarser: it decides when two texts are "the same" for deduplication and for
 spotting training texts among validation texts (case, spacing, NBSP, punctuation and invisible

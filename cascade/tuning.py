@@ -23,9 +23,14 @@ from typing import Any
 import numpy as np
 
 from ._optional import require
+from .calibration.curves import threshold_curve
 from .datasets import TextDataset
+from .model import Cascade
+from .policy.routing import fallthrough_answer, routing_confidence
 from .progress import stderr_is_terminal
-from .training.cheap import CheapConfig
+from .stages.cheap import CheapStage
+from .text import normalize
+from .training.cheap import CheapConfig, export_cheap, fit_cheap
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +76,6 @@ def _config(trial: Any) -> CheapConfig:
 def fewest_falling(probs: np.ndarray, neural_ok: np.ndarray, y: np.ndarray, target: float, measure: str) -> float:
     """The lowest fall-through rate at which the cascade's accuracy reaches ``target`` on these texts; above
     1 (by the shortfall) when no threshold reaches it."""
-    from .calibration.curves import threshold_curve
-    from .router import routing_confidence
-
     curve = threshold_curve(routing_confidence(probs, measure), probs.argmax(axis=1) == y, neural_ok)
     ok = curve.accuracy >= target - 1e-12
     return float(curve.fall_through_rate[ok].min()) if ok.any() else 1.0 + float(target - curve.accuracy.max())
@@ -83,8 +85,6 @@ class _Objective:
     """One worker's view: the base bundle, its neural stage's answers on the selection texts (computed once)."""
 
     def __init__(self, train: TextDataset, selection: TextDataset, base: Any) -> None:
-        from .router import fallthrough_answer
-
         self.train, self.selection, self.base = train, selection, base
         self.labels = base.labels
         unknown = sorted(set(train.labels) - set(self.labels))
@@ -107,10 +107,6 @@ class _Objective:
         self.stopped_for_surplus = False
 
     def score(self, config: CheapConfig, data: TextDataset) -> tuple[float, Any]:
-        from .router import fallthrough_answer
-        from .text import normalize
-        from .training.cheap import fit_cheap
-
         present = sorted(set(data.labels))
         pipeline = fit_cheap(data, present, config)
         probs = np.zeros((len(self.selection), len(self.labels)))
@@ -223,9 +219,6 @@ def _config_dict(config: CheapConfig) -> dict[str, Any]:
 
 def _cost_ms(pipeline: Any, texts: list[str], n: int = 300) -> float:
     """The exported cheap stage's median ms per text, one text per call (what serving one request costs)."""
-    from .stages.cheap import CheapStage
-    from .training.cheap import export_cheap
-
     with tempfile.TemporaryDirectory(prefix="cascade-tune-") as tmp:
         features, onnx_file = export_cheap(pipeline, tmp)
         stage = CheapStage.from_bytes(features.read_bytes(), onnx_file.read_bytes())
@@ -264,7 +257,6 @@ def tune(train: TextDataset, selection: TextDataset, *, trials: int, base: str |
     return the best. ``base``: the bundle whose neural stage and threshold set the target (default: the
     shipped one)."""
     optuna = require("optuna", "tune")
-    from .router import Cascade
 
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ValueError(f"trials must be a positive integer, got {trials!r}")
@@ -322,10 +314,3 @@ def tune(train: TextDataset, selection: TextDataset, *, trials: int, base: str |
                       best_fall_through=float(best.value), best_config=config,
                       best_cheap_ms_per_text=float(best.user_attrs["cheap_ms_per_text"]), best_trial=best.number,
                       extra={"params": best.params})
-
-
-def without_defaults(config: CheapConfig) -> dict[str, Any]:
-    """The settings of ``config`` that differ from the defaults (for messages)."""
-    default = CheapConfig()
-    return {k: v for k, v in _config_dict(config).items() if getattr(default, k) != v}
-

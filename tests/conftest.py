@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from builders import make_neural_onnx, make_tokenizer
 
-from cascade.datasets import TextDataset, banking77_labels, load_banking77
+from cascade.banking77 import banking77_labels, load_banking77
+from cascade.datasets import TextDataset
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,13 +55,13 @@ def tiny_parts(tmp_path_factory: pytest.TempPathFactory, tiny_train: TextDataset
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_parts: dict[str, Path], tiny_selection: TextDataset,
                 tiny_train: TextDataset, labels: list[str]) -> Path:
     from cascade.bundle import text_hash
-    from cascade.training.build import assemble
+    from cascade.training.assemble import BuildSpec, assemble
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
-    assemble(out, labels=labels, cheap_dir=tiny_parts["dir"], neural_model=tiny_parts["neural"],
+    assemble(out, BuildSpec(labels=labels, cheap_dir=tiny_parts["dir"], neural_model=tiny_parts["neural"],
              tokenizer=tiny_parts["tokenizer"], max_length=16, selection=tiny_selection,
              manifest={"training": {"data": "tiny test data"}}, threads=1,
-             train_hashes={text_hash(t) for t in tiny_train.texts})
+             train_hashes={text_hash(t) for t in tiny_train.texts}))
     return out
 
 
@@ -83,7 +84,7 @@ def tiny_encoder_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_parts: di
     from cascade.evaluation import label_indices
     from cascade.stages.head import FILE as HEAD_FILE
     from cascade.stages.neural import NeuralStage
-    from cascade.training.build import assemble
+    from cascade.training.assemble import BuildSpec, assemble
     from cascade.training.head import fit_head
 
     root = tmp_path_factory.mktemp("encoder")
@@ -93,9 +94,9 @@ def tiny_encoder_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_parts: di
     head = fit_head(stage.embed(tiny_train.texts), label_indices(labels, tiny_train.labels), len(labels))
     (root / HEAD_FILE).write_bytes(head.to_bytes())
     out = tmp_path_factory.mktemp("bundles") / "tiny-encoder"
-    assemble(out, labels=labels, cheap_dir=tiny_parts["dir"], neural_model=encoder, tokenizer=tiny_parts["tokenizer"],
+    assemble(out, BuildSpec(labels=labels, cheap_dir=tiny_parts["dir"], neural_model=encoder, tokenizer=tiny_parts["tokenizer"],
              max_length=16, selection=tiny_selection, manifest={"training": {"data": "tiny test data"}}, threads=1,
-             train_hashes={text_hash(t) for t in tiny_train.texts}, head=root / HEAD_FILE)
+             train_hashes={text_hash(t) for t in tiny_train.texts}, head=root / HEAD_FILE))
     return out
 
 

@@ -14,8 +14,8 @@ import pytest
 duckdb = pytest.importorskip("duckdb")
 pytest.importorskip("pyarrow")
 
-import cascade  # noqa: E402
-from cascade.datasets import load_banking77  # noqa: E402
+import cascade
+from cascade.banking77 import load_banking77
 
 
 def _rows(path: Path) -> list[dict]:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from cascade.calibration import best_accuracy_threshold, threshold_curve
-from cascade.router import fall_through
+from cascade.policy.routing import fall_through
 
 
 def test_curve_matches_brute_force():

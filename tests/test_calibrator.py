@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cascade
-from cascade.calibration import CalibrationWarning, Calibrator, GRID
+from cascade.calibration import GRID, CalibrationWarning, Calibrator
 
 
 @pytest.fixture()

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from cascade.datasets import TextDataset, banking77_labels, load_banking77, read_csv
+from cascade.banking77 import banking77_labels, load_banking77
+from cascade.datasets import TextDataset, read_csv
 from cascade.splits import carve_splits
 
 

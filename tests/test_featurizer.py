@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from cascade.datasets import load_banking77
+from cascade.banking77 import load_banking77
 from cascade.stages.featurizer import FeatureBlock, Featurizer
 
 ODD_TEXTS = [

@@ -7,7 +7,7 @@ import pytest
 
 from cascade.bundle.manifest import _check_mix
 from cascade.errors import BundleError
-from cascade.mix import Mix
+from cascade.policy.mix import Mix
 from cascade.training.mixing import fit_mix
 
 

@@ -12,8 +12,8 @@ from builders import TOPIC_WORDS, tagging_data
 
 import cascade
 from cascade.datasets import TextDataset
-from cascade.mix import Mix
-from cascade.multilabel import (
+from cascade.policy.mix import Mix
+from cascade.policy.multilabel import (
     assign,
     choose_cutoffs,
     label_matrix,
@@ -216,7 +216,7 @@ def test_a_tagger_calibrates_and_promises_exact_match_and_f1(tagger, tmp_path):
 
 def test_moved_cut_offs_keep_every_set():
     from cascade.calibration.scoring import moved_cutoffs
-    from cascade.multilabel import sigmoid
+    from cascade.policy.multilabel import sigmoid
 
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 3, (500, 6))
@@ -260,7 +260,7 @@ def test_topic_mix_follows_the_better_stage():
 def test_a_taggers_fall_through_texts_get_the_mixed_answer(tagger):
     """Texts that fall through are answered with w * cheap + (1 - w) * neural at the fall-through cut-offs,
     the figures of the neural stage alone use its own cut-offs, and both are recorded."""
-    from cascade.multilabel import Decisions, assign
+    from cascade.policy.multilabel import Decisions, assign
 
     model = cascade.load(tagger, threads=1)
     m = model.bundle.manifest
@@ -322,7 +322,7 @@ def test_a_tagger_can_answer_no_topic_when_asked(tmp_path, tiny_encoder_bundle, 
     min_topics=0 an empty set is a valid answer, and the build says which it chose."""
     import logging
 
-    with caplog.at_level(logging.INFO, logger="cascade.training.train"):
+    with caplog.at_level(logging.INFO, logger="cascade.training.checks"):
         out = cascade.train(tagging_data(), None, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False,
                             label_sep="|", min_topics=0)
     assert any("topics per answer: at least 0, as asked" in r.getMessage() for r in caplog.records)
@@ -332,7 +332,7 @@ def test_a_tagger_can_answer_no_topic_when_asked(tmp_path, tiny_encoder_bundle, 
 
 
 def test_min_topics_is_checked():
-    from cascade.training.train import TrainConfig
+    from cascade.training.recipes.frozen import TrainConfig
 
     with pytest.raises(ValueError, match="min_topics must be 0"):
         TrainConfig(label_sep="|", min_topics=2)

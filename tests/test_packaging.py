@@ -5,11 +5,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def test_the_wheel_carries_the_default_bundle_and_nothing_of_the_clone(tmp_path)
     shipped = {f"cascade/default_bundle/{p.name}" for p in (ROOT / "artifacts").iterdir() if p.is_file()}
     assert shipped <= names
     assert "cascade/py.typed" in names and "cascade/data/banking77/train.csv" in names
-    assert not [n for n in names if n.split("/")[0] in ("tests", "benchmarks", "runs", "notebooks", "artifacts")
+    assert not [n for n in names if n.split("/")[0] in ("tests", "benchmarks", "experiments", "runs", "notebooks", "artifacts")
                 or n.endswith(".pyc") or "reuters" in n.lower()]
 
 
@@ -55,4 +55,4 @@ def test_a_type_checker_finds_the_installed_package(tmp_path, monkeypatch):
     out, err, status = mypy.run([str(snippet), "--follow-imports=silent", "--cache-dir", str(tmp_path / "cache"),
                                  "--no-incremental"])
     assert "Cannot find implementation" not in out, out
-    assert 'Revealed type is "cascade.router.Prediction"' in out, out + err
+    assert 'Revealed type is "cascade.model.Prediction"' in out, out + err

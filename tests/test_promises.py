@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 import cascade
+from cascade.banking77 import load_banking77
 from cascade.calibration import CalibrationWarning
 from cascade.calibration.sequential import PromiseMonitor, log_capital_paths
 from cascade.calibration.traffic import AnswerConfidence, atc_cut, check
-from cascade.datasets import TextDataset, load_banking77
+from cascade.datasets import TextDataset
 
 
 def cascade_cli(*args: str) -> subprocess.CompletedProcess:

@@ -10,10 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from cascade.errors import CascadeError  # noqa: E402
-from cascade.training.pruning import DISTILLATION_INFO_FILE, DistilConfig, distil_pruned_encoder, kept_layers  # noqa: E402
+from builders import make_tokenizer
 
-from builders import make_tokenizer  # noqa: E402
+from cascade.errors import CascadeError
+from cascade.training.pruning import DISTILLATION_INFO_FILE, DistilConfig, distil_pruned_encoder, kept_layers
 
 MAX_LENGTH = 32
 
@@ -101,7 +101,7 @@ def test_a_run_cut_short_leaves_no_record_to_reuse(tmp_path, teacher, tiny_train
     """Red-team find: the record was written only at the end while model/ was overwritten from epoch 0, so
     a 4-layer run cut short in a folder holding a finished 2-layer run left the 2-layer record beside
     4-layer weights, and the next 2-layer run reused them under the 2-layer description."""
-    import cascade.training.finetune as finetune
+    import cascade.training.pruning as pruning
     from cascade.training.pruning import distilled_already
 
     config = DistilConfig(epochs=1, learning_rate=2e-3, batch_size=16, max_length=MAX_LENGTH)
@@ -111,7 +111,7 @@ def test_a_run_cut_short_leaves_no_record_to_reuse(tmp_path, teacher, tiny_train
     def cut(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(finetune, "length_bucketed_batches", cut)  # stops the run after epoch 0 is saved
+    monkeypatch.setattr(pruning, "length_bucketed_batches", cut)  # stops the run after epoch 0 is saved
     with pytest.raises(KeyboardInterrupt):
         distil_pruned_encoder(tmp_path, 4, tiny_train.texts, tiny_val.texts, config, base_model=teacher,
                               progress=False)

@@ -8,9 +8,9 @@ import pytest
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-import cascade  # noqa: E402
-from cascade.datasets import load_banking77  # noqa: E402
-from cascade.integrations.ray import classify_dataset  # noqa: E402
+import cascade
+from cascade.banking77 import load_banking77
+from cascade.integrations.ray import classify_dataset
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 prometheus_parser = pytest.importorskip("prometheus_client.parser")
 
-from serve_helpers import JSON, KEY, Server  # noqa: E402, F401
+from serve_helpers import JSON, KEY, Server  # noqa: F401
 
-import cascade  # noqa: E402
-from cascade.datasets import load_banking77  # noqa: E402
+import cascade
+from cascade.banking77 import load_banking77
 
 
 @pytest.fixture(scope="module")

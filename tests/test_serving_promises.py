@@ -14,9 +14,9 @@ import pytest
 pytest.importorskip("fastapi")
 prometheus_parser = pytest.importorskip("prometheus_client.parser")
 
-from serve_helpers import Server  # noqa: E402
+from serve_helpers import Server
 
-from cascade.datasets import load_banking77  # noqa: E402
+from cascade.banking77 import load_banking77
 
 
 def _gauge(server: Server, name: str) -> float:

@@ -12,7 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 import cascade
-from cascade.datasets import load_banking77
+from cascade.banking77 import load_banking77
 
 LABELS = ["card_arrival", "exchange_rate", "top_up_failed", "lost_or_stolen_card"]
 

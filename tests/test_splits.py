@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from cascade.datasets import TextDataset, load_banking77
+from cascade.banking77 import load_banking77
+from cascade.datasets import TextDataset
 from cascade.splits import (
     build_splits,
     carve_splits,

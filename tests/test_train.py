@@ -14,7 +14,7 @@ import pytest
 
 import cascade
 from cascade.datasets import TextDataset
-from cascade.mix import Mix
+from cascade.policy.mix import Mix
 from cascade.stages.head import LinearHead
 
 TOPICS = {
@@ -87,10 +87,10 @@ def test_head_and_mix_round_trip_through_a_bundle(tmp_path, tiny_encoder_bundle)
 def test_a_product_mix_round_trips_through_a_bundle_as_plain_numbers(tmp_path, tiny_encoder_bundle, monkeypatch):
     """The stacker is two numbers in the manifest (no pickle, no extra file); the loaded bundle answers texts
     that fall through with exactly that product of experts, and the build records what it was chosen by."""
-    import cascade.training.build as build
+    import cascade.training.assemble as assemble
     from cascade.training.mixing import fit_mix
 
-    monkeypatch.setattr(build, "fit_mix", lambda *a, **k: fit_mix(*a, **k, kinds=("product",)))
+    monkeypatch.setattr(assemble, "fit_mix", lambda *a, **k: fit_mix(*a, **k, kinds=("product",)))
     train, val = _topic_data()
     bundle = cascade.train(train, val, tmp_path / "b", encoder_from=tiny_encoder_bundle, progress=False)
     written = json.loads((bundle.path / "manifest.json").read_text())
@@ -199,8 +199,8 @@ def test_the_build_says_when_the_transformer_adds_nothing(tmp_path, tiny_encoder
     assert "no threshold beats the cheap stage alone (accuracy " in note and "ms" in note
     assert f"note: {note}" in run.stdout
     assert "**Effectively its cheap stage**" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
-    info = subprocess.run([sys.executable, "-m", "cascade.cli", "info", "--json", "--bundle", str(tmp_path / "b")], capture_output=True,
-                          text=True, timeout=120)
+    info = subprocess.run([sys.executable, "-m", "cascade.cli", "info", "--json", "--bundle", str(tmp_path / "b")],
+                          capture_output=True, text=True, timeout=120)
     assert json.loads(info.stdout)["effectively_its_cheap_stage"] == note
 
 

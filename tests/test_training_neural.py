@@ -10,11 +10,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from cascade.stages.neural import NeuralStage  # noqa: E402
-from cascade.training.export import FP32_FALLBACK, QUANT_MODES, build_neural  # noqa: E402
-from cascade.training.finetune import FinetuneConfig, finetune  # noqa: E402
+from builders import make_tokenizer
 
-from builders import make_tokenizer  # noqa: E402
+from cascade.stages.neural import NeuralStage
+from cascade.training.export import FP32_FALLBACK, QUANT_MODES, build_neural
+from cascade.training.finetune import FinetuneConfig, finetune
 
 MAX_LENGTH = 32
 
@@ -80,8 +80,8 @@ def test_export_matches_torch_on_padded_batches(tmp_path, tuned, tiny_val):
 
 def test_finetune_bundle_from_checkpoint(tmp_path, tuned, tiny_train, tiny_val, labels):
     import cascade
-    from cascade.training.build import finetune_bundle
     from cascade.training.cheap import CheapConfig
+    from cascade.training.recipes.finetuned import finetune_bundle
 
     bundle = finetune_bundle(tiny_train, tiny_val, labels, tmp_path / "bundle", work_dir=tmp_path / "work",
                              checkpoint=tuned.checkpoint_dir, cheap_config=CheapConfig(min_df=1),
@@ -96,7 +96,7 @@ def test_finetune_bundle_from_checkpoint(tmp_path, tuned, tiny_train, tiny_val, 
 
 
 def test_checkpoint_with_other_labels_is_refused(tmp_path, tuned, tiny_train, tiny_val, labels):
-    from cascade.training.build import finetune_bundle
+    from cascade.training.recipes.finetuned import finetune_bundle
 
     other = tmp_path / "ckpt"
     shutil.copytree(tuned.checkpoint_dir, other)
@@ -139,7 +139,7 @@ def topic_bert(tmp_path_factory) -> tuple[Path, object, object]:
 
 
 def test_multi_label_finetune_learns_topics_with_bce(tmp_path, topic_bert):
-    from cascade.multilabel import topics_of
+    from cascade.policy.multilabel import topics_of
 
     base, train, selection = topic_bert
     topics = topics_of(train.labels)
@@ -156,7 +156,7 @@ def test_multi_label_finetune_learns_topics_with_bce(tmp_path, topic_bert):
 
 def test_multi_label_head_starts_at_topic_priors(tmp_path, topic_bert):
     """Epoch 0's sigmoid per topic is its training frequency, not 0.5 for every topic."""
-    from cascade.multilabel import label_matrix, sigmoid, topics_of
+    from cascade.policy.multilabel import label_matrix, sigmoid, topics_of
     from cascade.stages.tokenization import TextEncoder
     from cascade.training.finetune import predict_logits
 
@@ -174,8 +174,8 @@ def test_multi_label_head_starts_at_topic_priors(tmp_path, topic_bert):
 
 def test_multi_label_finetune_bundle_round_trip(tmp_path, topic_bert):
     import cascade
-    from cascade.training.build import finetune_bundle
     from cascade.training.cheap import CheapConfig
+    from cascade.training.recipes.finetuned import finetune_bundle
 
     base, train, selection = topic_bert
     ckpt = tmp_path / "ckpt"

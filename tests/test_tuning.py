@@ -12,8 +12,8 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-import cascade  # noqa: E402
-from cascade.tuning import fewest_falling, storage_of  # noqa: E402
+import cascade
+from cascade.tuning import fewest_falling, storage_of
 
 
 def test_fewest_falling_is_the_cheapest_threshold_that_reaches_the_target():

@@ -5,13 +5,33 @@
 :mod:`~cascade.bundle.atomic` holds the atomic-swap and scratch-folder machinery they rest on.
 """
 
-from .manifest import (FORMAT_VERSION, MANIFEST, REQUIRED_FILES, TRAIN_HASHES_FILE, check_file_name,
-                       manifest_digest, normalize_digest, validate_manifest)
-from . import atomic
-from .store import (Bundle, TrainHashes, bundle_problem, check_output_folder, default_bundle_path, is_bundle,
-                    library_versions, read_bundle, sha256_file, shipped_bundle_path, update_manifest, write_bundle,
-                    write_train_hashes)
 from ..text import text_hash
+from . import atomic
+from .manifest import (
+                       FORMAT_VERSION,
+                       MANIFEST,
+                       REQUIRED_FILES,
+                       TRAIN_HASHES_FILE,
+                       check_file_name,
+                       manifest_digest,
+                       normalize_digest,
+                       validate_manifest,
+)
+from .store import (
+                       Bundle,
+                       TrainHashes,
+                       bundle_problem,
+                       check_output_folder,
+                       default_bundle_path,
+                       is_bundle,
+                       library_versions,
+                       read_bundle,
+                       sha256_file,
+                       shipped_bundle_path,
+                       update_manifest,
+                       write_bundle,
+                       write_train_hashes,
+)
 
 __all__ = [
     "FORMAT_VERSION", "MANIFEST", "REQUIRED_FILES", "TRAIN_HASHES_FILE", "Bundle", "TrainHashes", "atomic",

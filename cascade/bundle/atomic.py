@@ -27,9 +27,9 @@ import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +65,19 @@ class FolderLock:
                 try:
                     fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
-                except BlockingIOError:
+                except BlockingIOError as exc:
                     if time.monotonic() >= deadline:
                         if not wait:
                             raise
                         raise TimeoutError(errno.ETIMEDOUT, f"{path} is locked by another process (a save in "
-                                           f"progress?) for over {LOCK_WAIT_SECONDS:.0f} s; try again", str(path))
+                                           f"progress?) for over {LOCK_WAIT_SECONDS:.0f} s; try again", str(path)) from exc
                     time.sleep(0.05)
         except BaseException:
             os.close(self.fd)
             raise
 
     @classmethod
-    def try_lock(cls, path: Path) -> "FolderLock | None":
+    def try_lock(cls, path: Path) -> FolderLock | None:
         """The lock if it is free now, else None (another process is working there)."""
         try:
             return cls(path, wait=False)
@@ -305,7 +305,7 @@ def recover(path: Path, own_files: Callable[[Path], set[str] | None]) -> None:
         clean_stale(path.parent, prefix, own_files)
 
 
-def write_file_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+def write_file_atomic(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` for a temporary sibling of ``path`` (its folder made if need be), then rename
     it over ``path``: a failure (a full disk, say) leaves no partial file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-from ..mix import Mix
+from ..policy.mix import Mix
 
 CARD = "MODEL_CARD.md"
 _SHOWN_LABELS = 12

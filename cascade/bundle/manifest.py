@@ -19,8 +19,10 @@ from numbers import Integral, Real
 from typing import Any
 
 from ..errors import BundleError
-from ..mix import KINDS as MIX_KINDS
-from ..mix import MAX_PRODUCT_WEIGHT
+from ..policy.mix import KINDS as MIX_KINDS
+from ..policy.mix import MAX_PRODUCT_WEIGHT
+from ..policy.multilabel import SET_MEASURES
+from ..policy.routing import MEASURES
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -32,9 +34,7 @@ MAX_FILES = 64
 MAX_LABELS = 100_000
 MAX_LABEL_CHARS = 1_000
 MODEL_MAX_LENGTH = 512  # position embeddings of all-MiniLM-L6-v2 (and BERT-style encoders)
-MEASURES = ("max_prob", "margin")
 TASKS = ("single-label", "multi-label")
-SET_MEASURES = ("set_prob", "min_margin")  # a multi-label bundle's confidence in a set of topics
 MAX_WINDOWS = 16
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -216,7 +216,26 @@ def _check_task(manifest: dict[str, Any], labels: list[Any]) -> None:
 
 
 def validate_manifest(manifest: Any) -> dict[str, Any]:
-    """Check every field of a parsed manifest; return it unchanged or raise BundleError naming the field."""
+    """Check every field of a parsed manifest, section by section; return it unchanged or raise BundleError
+    naming the field."""
+    _check_top(manifest)
+    labels = _check_labels(manifest["labels"])
+    _real(manifest["threshold"], "threshold", 0.0, 1.0)
+    files = _check_files(manifest["files"])
+    neural = _check_neural(manifest, files)
+    _check_optional_sections(manifest, files)
+    _check_task(manifest, labels)
+    if "windows" in neural:
+        _int(neural["windows"], "neural.windows", 1, MAX_WINDOWS)
+        if neural["windows"] > 1 and neural["max_length"] < 3:
+            raise _fail("neural.windows", "above 1 needs max_length 3 or more")
+    _check_calibration(manifest, labels)
+    _check_records(manifest)
+    return manifest
+
+
+def _check_top(manifest: Any) -> None:
+    """An object of this format version, with known fields only and the required ones present."""
     if not isinstance(manifest, dict):
         raise BundleError(f"{MANIFEST} must hold a JSON object, got {type(manifest).__name__}")
     version = manifest.get("format_version")
@@ -233,7 +252,8 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
         if key not in manifest:
             raise _fail(key, "is missing")
 
-    labels = manifest["labels"]
+
+def _check_labels(labels: Any) -> list[str]:
     if not isinstance(labels, list) or not 2 <= len(labels) <= MAX_LABELS:
         raise _fail("labels", f"must be a list of 2 to {MAX_LABELS} label names")
     for i, label in enumerate(labels):
@@ -244,10 +264,12 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
         seen: set[str] = set()
         dup = next(label for label in labels if label in seen or seen.add(label))  # type: ignore[func-returns-value]
         raise _fail("labels", f"must be unique; {dup!r} appears more than once")
+    return labels
 
-    _real(manifest["threshold"], "threshold", 0.0, 1.0)
 
-    files = _dict(manifest["files"], "files")
+def _check_files(value: Any) -> dict[str, Any]:
+    """Every listed file: a safe name, its SHA-256 and size; the required files present."""
+    files = _dict(value, "files")
     if len(files) > MAX_FILES:
         raise _fail("files", f"lists {len(files)} files; at most {MAX_FILES} are allowed")
     for name, entry in files.items():
@@ -261,7 +283,10 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
     for name in REQUIRED_FILES:
         if name not in files:
             raise BundleError(f"the manifest lists no {name}; a bundle needs {list(REQUIRED_FILES)}")
+    return files
 
+
+def _check_neural(manifest: dict[str, Any], files: dict[str, Any]) -> dict[str, Any]:
     neural = _dict(manifest["neural"], "neural")
     if "max_length" not in neural:
         raise _fail("neural.max_length", "is missing")
@@ -275,6 +300,11 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
             raise _fail("neural.head", "must name the head's file, listed in 'files', for a frozen-encoder stage")
     elif "head" in neural:
         raise _fail("neural.head", "belongs to a frozen-encoder stage only (neural.type is 'fine-tuned')")
+    return neural
+
+
+def _check_optional_sections(manifest: dict[str, Any], files: dict[str, Any]) -> None:
+    """The sections a bundle may carry: a spare encoder, "none of these", the mix."""
     encoder = _dict(manifest.get("encoder", {}), "encoder")
     if encoder:
         if not isinstance(encoder.get("file"), str) or encoder["file"] not in files:
@@ -285,15 +315,10 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
         _real(abstain.get("below"), "abstain.below", 0.0, 1.0)
         if "max_rejected_share" in abstain:
             _real(abstain["max_rejected_share"], "abstain.max_rejected_share", 0.0, 1.0, lo_open=True)
-    mix = _dict(manifest.get("mix", {}), "mix")
-    _check_mix(mix)
+    _check_mix(_dict(manifest.get("mix", {}), "mix"))
 
-    _check_task(manifest, labels)
-    if "windows" in neural:
-        _int(neural["windows"], "neural.windows", 1, MAX_WINDOWS)
-        if neural["windows"] > 1 and neural["max_length"] < 3:
-            raise _fail("neural.windows", "above 1 needs max_length 3 or more")
 
+def _check_calibration(manifest: dict[str, Any], labels: list[str]) -> None:
     calibration = _dict(manifest.get("calibration", {}), "calibration")
     for key in ("cheap_temperature", "neural_temperature"):
         if key in calibration:
@@ -306,11 +331,13 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
     if not isinstance(always, list) or len(always) > len(labels) \
             or not all(isinstance(label, str) and label in known for label in always):
         raise _fail("calibration.always_neural", "must be a list of the bundle's labels")
-
     if "reference" in calibration:
         _check_reference(_dict(calibration["reference"], "calibration.reference"), float(manifest["threshold"]),
                          manifest.get("task") == "multi-label")
 
+
+def _check_records(manifest: dict[str, Any]) -> None:
+    """The descriptive fields: strings, objects, and library versions."""
     for key in ("confidence", "threshold_rule", "created"):
         if key in manifest and not isinstance(manifest[key], str):
             raise _fail(key, f"must be a string, got {type(manifest[key]).__name__}")
@@ -320,5 +347,4 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
     versions = _dict(manifest.get("versions", {}), "versions")
     if not all(isinstance(v, str) for v in versions.values()):
         raise _fail("versions", "must map library names to version strings")
-    return manifest
 

@@ -14,19 +14,30 @@ import json
 import logging
 import os
 import stat
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import BundleError
 from ..text import text_hash, text_hash_v1
+from ..version import __version__
 from . import atomic
 from .card import CARD, model_card
-from .manifest import (FORMAT_VERSION, MANIFEST, MAX_MANIFEST_BYTES, REQUIRED_FILES, TRAIN_HASHES_FILE,
-                       check_file_name, manifest_digest, normalize_digest, parse_manifest, validate_manifest)
+from .manifest import (
+    FORMAT_VERSION,
+    MANIFEST,
+    MAX_MANIFEST_BYTES,
+    REQUIRED_FILES,
+    TRAIN_HASHES_FILE,
+    check_file_name,
+    manifest_digest,
+    normalize_digest,
+    parse_manifest,
+    validate_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +85,6 @@ def write_train_hashes(path: Path, hashes: Iterable[str], selection: Iterable[st
 
 def library_versions() -> dict[str, str]:
     """This package's version and the installed versions of the libraries a bundle depends on (those present)."""
-    from .. import __version__
-
     versions = {"cascade": __version__}
     for name in _VERSIONED:
         try:
@@ -153,7 +162,7 @@ class Bundle:
             raise BundleError(f"{self.path}: {TRAIN_HASHES_FILE} has an unknown format {fmt!r}")
         return TrainHashes(frozenset(hashes), fmt, frozenset(selection))
 
-    def without_blobs(self) -> "Bundle":
+    def without_blobs(self) -> Bundle:
         return Bundle(self.path, self.manifest, self.digest)
 
 

@@ -42,12 +42,29 @@ threshold an exact McNemar test cannot tell from the most accurate one), :mod:`.
 
 
 from .calibrator import CalibrationWarning, Calibrator, calibrate, machine_description
-from .curves import (BUILD_RULE, Curve, RuleChoice, ThresholdCurve, best_accuracy_threshold, build_curve,
-                     cheapest_same_as_best, threshold_curve)
+from .curves import (
+                     BUILD_RULE,
+                     Curve,
+                     RuleChoice,
+                     ThresholdCurve,
+                     best_accuracy_threshold,
+                     build_curve,
+                     cheapest_same_as_best,
+                     threshold_curve,
+)
 from .plot import plot_path
 from .rules import ThresholdChoice
-from .statistics import (GRID, aurc, clopper_pearson_lower, expected_calibration_error, fit_temperature,
-                         fixed_sequence_threshold, grid_correct_counts, plug_in_threshold, samples_needed)
+from .statistics import (
+                     GRID,
+                     aurc,
+                     clopper_pearson_lower,
+                     expected_calibration_error,
+                     fit_temperature,
+                     fixed_sequence_threshold,
+                     grid_correct_counts,
+                     plug_in_threshold,
+                     samples_needed,
+)
 
 __all__ = [
                      "BUILD_RULE",

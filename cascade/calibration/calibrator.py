@@ -15,8 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..multilabel import SET_MEASURES
+from ..bundle import write_bundle
+from ..errors import CascadeError
+from ..evaluation import StageScores
+from ..inputs import as_text_list
+from ..policy.multilabel import SET_MEASURES, label_matrix_with_unknown
+from ..policy.routing import MEASURES, abstain_cut, fall_through, routing_confidence
+from ..progress import map_with_progress
+from ..stages.timing import ms_per_text
+from ..text import dedup_key
 from .curves import Curve
+from .plot import draw
 from .rules import (
     FIT_FRACTION,
     Policy,
@@ -34,7 +43,7 @@ from .traffic import AnswerConfidence, answer_confidence, atc_cut, check, shift_
 
 if TYPE_CHECKING:
     from ..bundle import Bundle
-    from ..router import Cascade
+    from ..model import Cascade
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +105,7 @@ def machine_description() -> str:
 class Calibrator:
     """Fits calibrated scores on labelled held-out texts and chooses thresholds with stated guarantees."""
 
-    model: "Cascade"
+    model: Cascade
     measures: tuple[str, ...] = DEFAULT_MEASURES  # a multi-label bundle's default: SET_MEASURES
     label_sep: str | None = None  # multi-label: the topics of a label cell are joined by this (None: the bundle's)
     temperatures_: dict[str, float] = field(default_factory=dict)
@@ -114,14 +123,10 @@ class Calibrator:
     _fit: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)  # the fit part's mask
     _scored: Scored | None = field(default=None, repr=False)
 
-    def calibrate(self, texts: Sequence[str], labels: Sequence[str], *, progress: bool = True) -> "Calibrator":
+    def calibrate(self, texts: Sequence[str], labels: Sequence[str], *, progress: bool = True) -> Calibrator:
         """Score the calibration texts with both stages, fit temperatures, pick the measure, draw the curve.
         For a multi-label bundle each label cell holds topics joined by ``label_sep``. ``progress``: a bar
         while the neural stage scores many texts (log lines outside a terminal)."""
-        from ..inputs import as_text_list
-        from ..progress import map_with_progress
-        from ..router import MEASURES, routing_confidence
-
         texts, _ = as_text_list(texts)
         labels = _check_label_values(labels)
         if len(texts) != len(labels):
@@ -166,14 +171,10 @@ class Calibrator:
                  len(texts), self.n_fit_, self.n_certify_, self.temperatures_, self.measure_, self.aurc_)
         return self
 
-    def observe_traffic(self, texts: Sequence[str], *, progress: bool = True) -> "Calibrator":
+    def observe_traffic(self, texts: Sequence[str], *, progress: bool = True) -> Calibrator:
         """Score recent unlabelled texts (what users send now) with both stages, so that :meth:`choose`
         promises a target only where the traffic supports it too (see :mod:`cascade.calibration.traffic`), and
         test whether the traffic looks like the certifying texts. Call after :meth:`calibrate`."""
-        from ..inputs import as_text_list
-        from ..progress import map_with_progress
-        from ..router import routing_confidence
-
         self._require_fitted()
         texts, _ = as_text_list(texts)
         given = len(texts)
@@ -188,7 +189,8 @@ class Calibrator:
         sc = self._require_scored()
         route = routing_confidence(self._traffic_p[0], self.measure_, None, sc.decisions)
         shift = shift_test(self._policy(False).conf, route)
-        self.traffic_ = {"n_texts": len(texts), "duplicates_dropped": given - len(texts), "shift": shift, "method": "average thresholded confidence (Garg et "
+        self.traffic_ = {"n_texts": len(texts), "duplicates_dropped": given - len(texts), "shift": shift,
+                         "method": "average thresholded confidence (Garg et "
                          "al., ICLR 2022) on the confidence in the final answer; shift: two-sample Kolmogorov-Smirnov "
                          "test of the routing confidence, certifying texts against traffic"}
         if shift["p_value"] < SHIFT_P_VALUE:
@@ -203,8 +205,6 @@ class Calibrator:
                            ) -> tuple[AnswerConfidence, AnswerConfidence | None]:
         """The confidence in each answer of the certify part and of the traffic (None without traffic), as
         ``policy`` routes them (``score``: see :func:`cascade.calibration.traffic.answer_confidence`)."""
-        from ..router import routing_confidence
-
         sc, fit = self._require_scored(), self._fit
         certify = answer_confidence(sc.cheap_p[~fit], sc.neural_p[~fit], policy.conf, sc.decisions, score)
         if self._traffic_p is None:
@@ -216,8 +216,6 @@ class Calibrator:
 
     def _outcome(self, policy: Policy, threshold: float, f1: bool) -> np.ndarray:
         """Each certifying text's score at ``threshold``: right or wrong, or (``f1``) its F1."""
-        from ..router import fall_through
-
         mask = fall_through(policy.conf, threshold)
         if f1 and policy.f1 is not None:
             return np.where(mask, policy.f1[1], policy.f1[0])
@@ -266,8 +264,6 @@ class Calibrator:
     def _time_stages(self, texts: list[str]) -> dict[str, float]:
         """Milliseconds per text of each stage, warm (the stages have just scored these texts): see
         :func:`cascade.stages.timing.ms_per_text`. Machine and threads are in :meth:`report`."""
-        from ..stages.timing import ms_per_text
-
         return ms_per_text({"cheap": self.model.cheap.logits, "neural": self.model.neural.logits}, texts,
                            self.TIMING_TEXTS, self.TIMING_REPEATS)
 
@@ -280,8 +276,6 @@ class Calibrator:
     def _deduplicate(self, texts: list[str], labels: list[str]) -> tuple[list[str], list[str]]:
         """Keep the first text of each :func:`cascade.text.dedup_key` (exact and near duplicates alike):
         a text counted twice would make a promise look surer than the data allows."""
-        from ..text import dedup_key
-
         seen: set[str] = set()
         keep = []
         for i, text in enumerate(texts):
@@ -318,8 +312,6 @@ class Calibrator:
     def _check_topics(self, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """A multi-label bundle's 0/1 topic matrix of the label cells (topics joined by ``label_sep``), and
         each text's count of topics the bundle does not know (missed by every stage, with a warning)."""
-        from ..multilabel import label_matrix_with_unknown
-
         y, unknown = label_matrix_with_unknown(labels, self.model.labels, self.label_sep or self.model.label_sep)
         if unknown.shape[1] and not y.any():
             raise ValueError(f"none of the calibration topics is a topic of this bundle (the bundle has e.g. "
@@ -371,8 +363,6 @@ class Calibrator:
         return self._policy(per_class).curve
 
     def _make_policy(self, always_neural: tuple[str, ...]) -> Policy:
-        from ..router import routing_confidence
-
         fit, sc = self._fit, self._require_scored()
         idx = np.array([self.model.labels.index(c) for c in always_neural], dtype=np.int64)
         conf = routing_confidence(sc.cheap_p, self.measure_, idx, sc.decisions)
@@ -488,9 +478,6 @@ class Calibrator:
         """The "none of these" cut re-chosen for the calibrated scores (the same share of in-scope
         texts rejected as the bundle asked for), or None if the bundle does not abstain. Its
         old cut was on the uncalibrated scale and would reject a different share."""
-        from ..evaluation import StageScores
-        from ..training.build import abstain_cut
-
         bundle = self.model.bundle
         share = bundle.manifest.get("abstain", {}).get("max_rejected_share") if bundle is not None else None
         if share is None:
@@ -517,14 +504,11 @@ class Calibrator:
             self.model.abstain_below = cut
 
     def save(self, path: str | Path | None = None, choice: ThresholdChoice | None = None, *,
-             allow_uncertified: bool = False) -> "Bundle":
+             allow_uncertified: bool = False) -> Bundle:
         """Write the calibration and the chosen threshold into the bundle (or a copy at ``path``),
         atomically, and apply them to the model in memory. A target-accuracy choice that could not be
         certified is not written unless ``allow_uncertified``: a deployed bundle must not carry a promise
         nobody made."""
-        from ..bundle import write_bundle
-        from ..errors import CascadeError
-
         choice = self._resolve(choice)
         if choice.mode in ("target_accuracy", "target_f1") and not choice.feasible and not allow_uncertified:
             raise CascadeError(f"not saved: {choice.reason}. Pass allow_uncertified=True (--allow-uncertified) to "
@@ -570,11 +554,35 @@ class Calibrator:
         """The trade-off curve (accuracy against fall-through rate and against ms per text), the chosen
         point marked: saved at ``path`` (returned; ``.png`` added to a name without a suffix), or returned
         as a matplotlib Figure (shown inline in a notebook). Needs matplotlib (``pip install 'cascade-text[plot]'``)."""
-        from .plot import draw
-
         return draw(self, path, choice or self.choice_)
 
 
-def calibrate(model: "Cascade", texts: Sequence[str], labels: Sequence[str], **options: Any) -> Calibrator:
-    """Calibrate ``model`` on labelled texts its build never saw (its certification split, or held-out data): ``Calibrator(model, **options).calibrate(...)``."""
+def calibrate(model: Cascade, texts: Sequence[str], labels: Sequence[str], **options: Any) -> Calibrator:
+    """Calibrate ``model`` on labelled texts its build never saw: ``Calibrator(model, **options).calibrate(...)``.
+
+    Parameters
+    ----------
+    model : Cascade
+        A loaded bundle.
+    texts, labels : sequence of str
+        Its certification split, or other held-out labelled texts like the ones users will send.
+    **options
+        Options of :class:`Calibrator`.
+
+    Returns
+    -------
+    Calibrator
+        Fitted: ``choose(target_accuracy=...)`` returns a :class:`ThresholdChoice` that says whether the
+        target can be promised, ``apply`` sets it, ``report()`` says what was measured.
+
+    Examples
+    --------
+    >>> import cascade
+    >>> model = cascade.load(threads=1)
+    >>> held = cascade.load_banking77("certification")
+    >>> cal = cascade.calibrate(model, held.texts, held.labels)
+    >>> choice = cal.choose(target_accuracy=0.90)
+    >>> choice.certified, 0.0 <= choice.threshold <= 1.0
+    (True, True)
+    """
     return Calibrator(model, **options).calibrate(texts, labels)

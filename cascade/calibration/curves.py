@@ -43,7 +43,8 @@ def threshold_curve(conf: np.ndarray, cheap_correct: np.ndarray, neural_correct:
     return ThresholdCurve(thresholds, ks / n, (below + above) / n)
 
 
-def best_accuracy_threshold(conf: np.ndarray, cheap_correct: np.ndarray, neural_correct: np.ndarray) -> tuple[float, float, float]:
+def best_accuracy_threshold(conf: np.ndarray, cheap_correct: np.ndarray,
+                            neural_correct: np.ndarray) -> tuple[float, float, float]:
     """(threshold, validation accuracy, fall-through rate) of the most accurate routing; ties to the
     lowest fall-through rate."""
     curve = threshold_curve(conf, cheap_correct, neural_correct)

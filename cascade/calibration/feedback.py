@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..policy.multilabel import split_labels
+
 if TYPE_CHECKING:
-    from ..router import Cascade, Prediction
+    from ..model import Cascade, Prediction
 
 
-def promise_of(model: "Cascade") -> tuple[float | None, str]:
+def promise_of(model: Cascade) -> tuple[float | None, str]:
     """The figure ``model``'s bundle promised (None if it promised none) and its name: a calibrated bundle's
     certified target (``calibration.reference``), else nothing."""
     manifest = model.bundle.manifest if model.bundle is not None else {}
@@ -23,12 +25,10 @@ def promise_of(model: "Cascade") -> tuple[float | None, str]:
     return (float(promised) if promised is not None else None), figure
 
 
-def check_feedback_labels(model: "Cascade", labels: Sequence[Any]) -> list[Any]:
+def check_feedback_labels(model: Cascade, labels: Sequence[Any]) -> list[Any]:
     """Each label as the bundle knows it: a label (single-label bundles), or a list of topics (taggers; a
     string of topics joined by the bundle's separator is split). An unknown label or topic is a ValueError
     naming its position; a tagger's empty list is the empty set."""
-    from ..multilabel import split_labels
-
     known = set(model.labels)
     out: list[Any] = []
     for i, label in enumerate(labels):
@@ -47,7 +47,7 @@ def check_feedback_labels(model: "Cascade", labels: Sequence[Any]) -> list[Any]:
     return out
 
 
-def outcomes(predictions: Sequence["Prediction"], labels: Sequence[Any], figure: str) -> np.ndarray:
+def outcomes(predictions: Sequence[Prediction], labels: Sequence[Any], figure: str) -> np.ndarray:
     """Each answer's score in [0, 1] against its (checked) label: 1 right, 0 wrong (an abstention is wrong);
     for a tagger, exact match of the sets, or their F1 (``figure`` ``mean_text_f1``)."""
     scores = []

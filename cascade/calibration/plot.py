@@ -7,8 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._optional import require
 from ..bundle import atomic
 from .curves import build_curve
+from .rules import target_sequences
+from .statistics import GRID, clopper_pearson_lower, grid_correct_counts
 
 if TYPE_CHECKING:
     from .calibrator import Calibrator, ThresholdChoice
@@ -31,10 +34,8 @@ def plot_path(path: str | Path) -> Path:
     return target
 
 
-def draw(cal: "Calibrator", path: str | Path | None, choice: "ThresholdChoice | None") -> Any:
+def draw(cal: Calibrator, path: str | Path | None, choice: ThresholdChoice | None) -> Any:
     """The figure of :meth:`Calibrator.plot`: a matplotlib Figure, or the path it was written to."""
-    from .._optional import require
-
     require("matplotlib", "plot")
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
@@ -79,13 +80,10 @@ def draw(cal: "Calibrator", path: str | Path | None, choice: "ThresholdChoice | 
     return target
 
 
-def _draw_bound(ax: Any, policy: Any, choice: "ThresholdChoice | None", name: str, measure: str) -> None:
+def _draw_bound(ax: Any, policy: Any, choice: ThresholdChoice | None, name: str, measure: str) -> None:
     """Against the threshold itself: the certifying texts' accuracy and the lower bound target_accuracy
     certifies with (Clopper-Pearson, at the level its test sequences use). A target above the bound
     everywhere is one no threshold can promise: "infeasible" shows as the gap."""
-    from .rules import target_sequences
-    from .statistics import GRID, clopper_pearson_lower, grid_correct_counts
-
     confidence = float(choice.request.get("confidence", 0.95)) if choice is not None else 0.95
     _, level = target_sequences(policy, confidence)
     _, correct = grid_correct_counts(policy.conf, policy.cheap_ok, policy.neural_ok, GRID)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..policy.routing import fall_through
 from .curves import build_curve
 from .statistics import (
     GRID,
@@ -78,8 +79,6 @@ def expected_figures(policy: Policy, threshold: float, certified_at: float | Non
     those texts; for a multi-label bundle it is exact match, and ``mean_text_f1`` the mean per-text F1);
     only a choice certified by a target test carries a lower bound, ``accuracy_lower_bound`` or
     ``f1_lower_bound`` (``certified``), at ``certified_at`` (the level each test sequence ran at)."""
-    from ..router import fall_through
-
     n = len(policy.conf)
     mask = fall_through(policy.conf, threshold)
     correct = int(np.where(mask, policy.neural_ok, policy.cheap_ok).sum())

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..multilabel import Decisions, assign, logit, per_text_f1, sigmoid
+from ..policy.multilabel import Decisions, assign, logit, per_text_f1, sigmoid
+from ..policy.routing import fallthrough_answer
 from ..stages.cheap import softmax
 from .statistics import (
     expected_calibration_error,
@@ -24,7 +25,7 @@ from .statistics import (
 )
 
 if TYPE_CHECKING:
-    from ..router import Cascade
+    from ..model import Cascade
 
 
 @dataclass(frozen=True)
@@ -43,19 +44,17 @@ class Scored:
     neural_f1: np.ndarray | None = None
 
 
-def calibrated_answers(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.ndarray,
+def calibrated_answers(model: Cascade, cheap_logits: np.ndarray, neural_logits: np.ndarray,
                        temperatures: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """(the cheap stage's calibrated probabilities, the answer given to a text that falls through) of texts
     whose labels are not known (traffic), with temperatures fitted on labelled ones."""
-    from ..router import fallthrough_answer
-
     squash = sigmoid if model.multi_label else softmax
     cheap_p = squash(cheap_logits / temperatures["cheap"])
     return cheap_p, fallthrough_answer(cheap_p, squash(neural_logits / temperatures["neural"]), model.mix,
                                        model.multi_label)
 
 
-def score_single(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.ndarray, y: np.ndarray,
+def score_single(model: Cascade, cheap_logits: np.ndarray, neural_logits: np.ndarray, y: np.ndarray,
                  fit: np.ndarray) -> Scored:
     """Softmax temperatures on the fit part (texts with a known label), ECE on the certify part."""
     known = y >= 0
@@ -76,7 +75,7 @@ def moved_cutoffs(cutoffs: np.ndarray, temperature: float) -> np.ndarray:
     return sigmoid(logit(np.asarray(cutoffs, dtype=np.float64)) / temperature)
 
 
-def score_tagging(model: "Cascade", cheap_logits: np.ndarray, neural_logits: np.ndarray, y: np.ndarray,
+def score_tagging(model: Cascade, cheap_logits: np.ndarray, neural_logits: np.ndarray, y: np.ndarray,
                   fit: np.ndarray, missed: np.ndarray | None = None) -> Scored:
     """Sigmoid temperatures on the fit part, marginal calibration error on the certify part, the cut-offs
     moved with the temperatures, and each text's exact-match outcome and F1. ``missed``: per text, how many

@@ -16,8 +16,8 @@ gives a confidence sequence for the mean: the running figures reported beside th
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 

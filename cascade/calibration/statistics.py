@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..evaluation import risk_coverage
+
 GRID = np.round(np.linspace(0.0, 1.0, 201), 6)  # thresholds tested by target_accuracy: fixed in advance
 
 
@@ -38,8 +40,6 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 def aurc(conf: np.ndarray, correct: np.ndarray) -> float:
     """Area under the risk-coverage curve: mean error rate of the k most confident answers, over k."""
-    from ..evaluation import risk_coverage
-
     _, accuracy = risk_coverage(conf, correct)
     return float(np.mean(1.0 - accuracy))
 

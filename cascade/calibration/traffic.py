@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ..policy.multilabel import set_confidence
+from ..policy.routing import fall_through
 from .statistics import clopper_pearson_lower
 
 
@@ -40,8 +42,6 @@ class AnswerConfidence:
 
     def at(self, threshold: float) -> np.ndarray:
         """The confidence in each text's final answer when the cascade routes at ``threshold``."""
-        from ..router import fall_through
-
         return np.where(fall_through(self.route, threshold), self.fallen, self.cheap)
 
     def subset(self, mask: np.ndarray) -> AnswerConfidence:
@@ -69,7 +69,6 @@ def answer_confidence(cheap_p: np.ndarray, fallen_p: np.ndarray, route: np.ndarr
         if score == "negentropy":
             return AnswerConfidence(route, negentropy(cheap_p), negentropy(fallen_p))
         return AnswerConfidence(route, cheap_p.max(axis=1), fallen_p.max(axis=1))
-    from ..multilabel import set_confidence
 
     return AnswerConfidence(route, set_confidence(cheap_p, decisions.cheap, "set_prob", decisions.at_least_one),
                             set_confidence(fallen_p, decisions.fallen, "set_prob", decisions.at_least_one))
@@ -113,8 +112,6 @@ def check(certify: AnswerConfidence, outcome: np.ndarray, traffic: AnswerConfide
     that threshold), and its lower bound at ``confidence``: the lower of the ``1 - confidence`` quantile of
     the estimate over :data:`BOOTSTRAP` joint resamples of the certifying texts and the traffic, and the
     exact binomial bound on the traffic's share above the cut."""
-    from ..router import fall_through
-
     cert_conf, target_conf = certify.at(threshold), traffic.at(threshold)
     cut = atc_cut(cert_conf, outcome)
     above = int((target_conf > cut).sum())
@@ -153,7 +150,6 @@ def served_score(probs: np.ndarray, to_neural: np.ndarray, decisions: Any | None
     tagger's set is exactly right under the cut-offs of the stage that answered."""
     if decisions is None:
         return negentropy(probs)
-    from ..multilabel import set_confidence
 
     out = set_confidence(probs, decisions.cheap, "set_prob", decisions.at_least_one)
     if to_neural.any():

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ..errors import CascadeError
 from .build import cmd_finetune, cmd_train, cmd_train_cheap, cmd_tune
 from .parser import build_parser
 from .use import (
@@ -28,7 +29,8 @@ from .use import (
 
 log = logging.getLogger("cascade")
 
-COMMANDS = {"classify": cmd_classify, "batch": cmd_batch, "serve": cmd_serve, "info": cmd_info, "calibrate": cmd_calibrate, "evaluate": cmd_evaluate,
+COMMANDS = {"classify": cmd_classify, "batch": cmd_batch, "serve": cmd_serve, "info": cmd_info, "calibrate": cmd_calibrate,
+            "evaluate": cmd_evaluate,
             "bench": cmd_bench, "monitor": cmd_monitor,
             "train-cheap": cmd_train_cheap, "train": cmd_train,
             "finetune": cmd_finetune, "tune": cmd_tune}
@@ -36,11 +38,10 @@ COMMANDS = {"classify": cmd_classify, "batch": cmd_batch, "serve": cmd_serve, "i
 
 def main(argv: Sequence[str] | None = None) -> int:
     if sys.stderr is None:  # started with stderr closed (`2>&-`): messages go nowhere rather than crash
-        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+        sys.stderr = open(os.devnull, "w")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    from ..errors import CascadeError
 
     try:
         return COMMANDS[args.command](args)

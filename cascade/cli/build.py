@@ -7,7 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..datasets import TextDataset, banking77_labels, load_banking77, read_csv
+from ..banking77 import banking77_labels, load_banking77
+from ..bundle import check_output_folder
+from ..datasets import TextDataset, read_csv
+from ..splits import carve_splits
+from ..stages.neural import check_threads
 from .parser import label_sep
 from .streams import utf8_stdout
 
@@ -32,9 +36,9 @@ def _load_training_data(args: argparse.Namespace) -> tuple[TextDataset, TextData
 def cmd_train_cheap(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..training.build import train_cheap
-    from ..training.cheap import CheapConfig
-    from ..training.train import MULTI_LABEL_CHEAP
+    # lazy: scikit-learn (2-3 s to import) loads only when a build runs
+    from ..training.cheap import MULTI_LABEL_CHEAP, CheapConfig
+    from ..training.recipes.refresh import train_cheap
 
     sep = label_sep(args)
     train, val, _, name = _load_training_data(args)
@@ -53,7 +57,8 @@ def cmd_train_cheap(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..training.train import TrainConfig, train_bundle
+    # lazy: scikit-learn (2-3 s to import) loads only when a build runs
+    from ..training.recipes.frozen import TrainConfig, train_bundle
 
     train, val, _, name = _load_training_data(args)
     config = TrainConfig()
@@ -82,9 +87,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..stages.neural import check_threads
-    from ..training.build import finetune_bundle
+    # lazy: scikit-learn (2-3 s to import) loads only when a build runs
     from ..training.finetune import MULTI_LABEL_FINETUNE, FinetuneConfig
+    from ..training.recipes.finetuned import finetune_bundle
 
     check_threads(args.threads)
     sep = label_sep(args) if args.multi_label or args.label_sep is not None else None
@@ -126,9 +131,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from ..bundle import check_output_folder
-    from ..splits import carve_splits
-    from ..training.build import train_cheap
+    # lazy: scikit-learn (2-3 s to import) loads only when a build runs
+    from ..training.recipes.refresh import train_cheap
     from ..tuning import tune
 
     if args.out is not None:

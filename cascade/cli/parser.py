@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..records import FORMATS
+from ..serving.settings import ServeSettings
+from ..version import __version__
 
 DESCRIPTION = """Fast, cheap text classification: a bag-of-words stage answers the texts it is sure of,
 an INT8 transformer the rest. `cascade COMMAND --help` tells more of each command."""
@@ -65,8 +67,6 @@ EXIT_CODES = """exit codes:
      saved without --allow-uncertified); monitor: the promise was found violated"""
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = argparse.ArgumentParser(prog="cascade", description=DESCRIPTION, epilog=EXIT_CODES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages, show tracebacks")
@@ -299,8 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     """One flag per :class:`cascade.serving.settings.ServeSettings` field, its help naming the variable."""
     from dataclasses import MISSING, fields
-
-    from ..serving.settings import ServeSettings
 
     for f in fields(ServeSettings):
         flag = "--" + f.name.replace("_", "-")

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from ..text import skip_leading
+
 STDIN_CHUNK = 1024
 
 
@@ -31,8 +33,6 @@ def stdin_lines(max_text_chars: int, block: int = 1 << 16) -> Iterator[str | Non
     """Each line of stdin (None if not UTF-8), leading whitespace skipped and cut at ``max_text_chars``,
     read in blocks so that no line, however long, is held whole."""
     import codecs
-
-    from ..text import skip_leading
 
     stream = sys.stdin.buffer
     while True:

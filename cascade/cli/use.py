@@ -10,14 +10,29 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..datasets import TextDataset, load_banking77, read_csv
+from .._optional import require
+from ..banking77 import load_banking77
+from ..batch import batch
+from ..bundle import check_output_folder, default_bundle_path, read_bundle
+from ..bundle.card import effectively_cheap, summary
+from ..calibration import CalibrationWarning, calibrate, plot_path
+from ..calibration.calibrator import MIN_TRAFFIC_TEXTS, PREMISE
+from ..calibration.feedback import check_feedback_labels, outcomes, promise_of
+from ..calibration.rules import check_request
+from ..calibration.sequential import PromiseMonitor
+from ..datasets import TextDataset, read_csv
+from ..evaluation import evaluate
+from ..model import Cascade
+from ..policy.routing import check_threshold
+from ..progress import progress_bar
+from ..records import format_of, read_rows, read_texts
+from ..serving.settings import ServeSettings
+from ..splits import certification_split
 from .build import BUNDLED_NAME
 from .streams import read_stdin_chunks, utf8_stdout, write_json_line
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from ..router import Cascade
-
     if args.input is not None and args.texts:
         raise ValueError("give texts as arguments or --input FILE, not both")
     if args.input is None and not args.texts:
@@ -43,9 +58,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def _classify_rows(model: Any, args: argparse.Namespace) -> int:
     """``classify --input``: rows streamed in chunks; each answer (or error) carries its row's id."""
-    from ..progress import progress_bar
-    from ..records import format_of, read_rows
-
     stdin = args.input == "-"
     path = None if stdin else Path(args.input)
     if path is not None and not path.is_file():
@@ -99,9 +111,6 @@ def _providers(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from ..batch import batch
-    from ..router import Cascade
-
     model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest, **_providers(args))
     report = batch(args.input, args.out, text_col=args.text_col, id_col=args.id_col, model=model,
                    threshold=args.threshold, chunk_size=args.chunk_size, memory_limit=args.memory_limit,
@@ -116,17 +125,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
+    # lazy: the [serve] extra (FastAPI, uvicorn) loads only for `cascade serve`
     from ..serving.server import serve
-    from ..serving.settings import ServeSettings
 
     settings = ServeSettings.from_sources({f.name: getattr(args, f.name) for f in fields(ServeSettings)})
     return 130 if serve(settings) else 0  # 130: stopped by Ctrl-C, as a shell reports it
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..bundle import default_bundle_path, read_bundle
-    from ..bundle.card import effectively_cheap, summary
-
     bundle = read_bundle(args.bundle if args.bundle is not None else default_bundle_path(), digest=args.digest)
     manifest: dict[str, Any] = dict(bundle.manifest)
     shown = os.fsencode(bundle.path).decode("utf-8", "replace")  # a folder name need not be UTF-8
@@ -150,14 +156,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import warnings
-
-    from ..bundle import check_output_folder
-    from .._optional import require
-    from ..calibration import CalibrationWarning, calibrate, plot_path
-    from ..calibration.calibrator import MIN_TRAFFIC_TEXTS, PREMISE
-    from ..calibration.rules import check_request
-    from ..records import read_texts
-    from ..router import Cascade
 
     # Everything that could fail at the end is checked before the long work.
     check_request(target_accuracy=args.target_accuracy, target_f1=args.target_f1, fallthrough=args.fallthrough,
@@ -213,10 +211,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from ..calibration.feedback import check_feedback_labels, outcomes, promise_of
-    from ..calibration.sequential import PromiseMonitor
-    from ..router import Cascade
-
     if args.every < 1:
         raise ValueError(f"--every must be a positive number of texts, got {args.every}")
     model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
@@ -251,9 +245,6 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluation import evaluate
-    from ..router import Cascade, check_threshold
-
     threshold = check_threshold(args.threshold) if args.threshold is not None else None
     model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
     data = read_csv(args.data, args.text_col, args.label_col)
@@ -276,8 +267,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _certification_data(args: argparse.Namespace, manifest: dict[str, Any]) -> TextDataset:
     """What ``cascade calibrate`` certifies on: --val as given, or the certification split of --data (or of
     the bundled BANKING77, for a bundle built from it)."""
-    from ..splits import certification_split
-
     if args.val is not None:
         return read_csv(args.val, args.text_col, args.label_col)
     training = manifest.get("training", {})

@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
-
+from ..bundle import MANIFEST, default_bundle_path, read_bundle
+from ..model import Cascade
+from ..policy.routing import check_threshold
 
 ADDED = ("label", "score", "stage", "error")
 
@@ -34,8 +36,6 @@ class BundleClassifier:
 
     def __init__(self, files: Any, path: str | None, digest: str, text_col: str, threshold: float | None,
                  threads: int) -> None:
-        from ..router import Cascade
-
         self._folder: str | None = None
         if files is not None:  # the driver's copy, from the object store
             ray = require("ray", "ray")
@@ -84,8 +84,6 @@ def classify_dataset(ds: Any, bundle: str | Path | None = None, *, text_col: str
     computed by ``concurrency`` actors of ``num_cpus`` cores each (onnxruntime gets that many threads).
     ``ship``: send the bundle's files through the object store (no shared file system needed)."""
     ray = require("ray", "ray")
-    from ..bundle import MANIFEST, read_bundle
-    from ..router import check_threshold
 
     if threshold is not None:
         threshold = check_threshold(threshold)  # here, not late inside every actor
@@ -110,6 +108,4 @@ def classify_dataset(ds: Any, bundle: str | Path | None = None, *, text_col: str
 
 
 def _default() -> Path:
-    from ..bundle import default_bundle_path
-
     return default_bundle_path()

@@ -24,7 +24,9 @@ from sklearn.utils.validation import check_is_fitted
 from ..bundle import MANIFEST, check_file_name
 from ..datasets import TextDataset
 from ..inputs import as_text_list
-from ..router import Cascade
+from ..model import Cascade
+from ..training.cheap import CheapConfig
+from ..training.recipes.frozen import TrainConfig, train_bundle
 
 
 class CascadeClassifier(ClassifierMixin, BaseEstimator):
@@ -63,9 +65,6 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
         """Build a bundle on texts ``X`` and labels ``y`` (the selection texts that choose the threshold are
         carved out of them; nothing is set aside for certification). Returns self."""
         from dataclasses import replace
-
-        from ..training.cheap import CheapConfig
-        from ..training.train import TrainConfig, train_bundle
 
         texts = _texts(X)
         labels = list(y) if not isinstance(y, str) else [y]

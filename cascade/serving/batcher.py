@@ -150,7 +150,7 @@ class NeuralBatcher:
             started = time.perf_counter()
             try:
                 probs = await loop.run_in_executor(self._executor, self._predict, texts)
-            except Exception as exc:  # noqa: BLE001 - re-raised in every waiting request
+            except Exception as exc:
                 for job, _, _ in spans:
                     if not job.future.done():
                         job.future.set_exception(exc)

@@ -129,191 +129,200 @@ class _GuardedTransport:
         return bool(self._conn.phase == Phase.CLOSING or self._transport.is_closing())
 
 
+class _GuardedConnection:
+    """The guard's part of a connection: mixed into uvicorn's h11 protocol by :func:`guarded_protocol`, which
+    sets ``guard`` and ``h11`` (imported there: uvicorn and h11 come with the [serve] extra). Its calls to
+    ``super()`` reach the h11 protocol."""
+
+    guard: ConnectionGuard
+    h11: Any
+    conn: Any  # the h11 protocol's own
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[misc]
+        self.phase = Phase.IDLE
+        self.since = time.monotonic()
+        self._real: Any = None  # the socket's own transport
+        self._timer: asyncio.TimerHandle | None = None
+        self._write_paused = False
+        self._peer_done = False  # the client shut its write side after sending a request
+        self._admitted = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        self._real = transport
+        super().connection_made(_GuardedTransport(transport, self))  # type: ignore[misc]
+        if not self.guard.admit(self):
+            log.warning("refused a connection: all %d connections are being answered (--max-connections)",
+                        self.guard.max_connections)
+            self.guard.closed("refused")
+            self._real.write(raw_response(503, "every connection is being answered; retry shortly", retry=True))
+            self.guard.refused_lingering += 1  # lingering, so that the client reads the 503 (a bounded number)
+            self.close_politely(force=self.guard.refused_lingering <= MAX_REFUSED_LINGERING)
+            return
+        self._admitted = True
+        self._settle()
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase == Phase.CLOSING:
+            return  # the answer is sent: what the client still sends is dropped
+        super().data_received(data)  # type: ignore[misc]
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        if self.phase == Phase.CLOSING:
+            self._finish()
+            return True
+        if self._answering():  # the request is in: answer it, then close
+            self._peer_done = True
+            return True
+        return super().eof_received()  # type: ignore[misc]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        if not self._admitted:
+            self.guard.refused_lingering -= 1
+        self.guard.forget(self)
+        super().connection_lost(exc)  # type: ignore[misc]
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        self._write_paused = True
+        self._settle()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()  # type: ignore[misc]
+        self._write_paused = False
+        self._settle()
+
+    # uvicorn's hooks
+
+    def handle_events(self) -> None:
+        if self.phase == Phase.CLOSING:
+            return
+        if self.conn.their_state is self.h11.IDLE and self._head_too_large():  # h11 would parse it whole
+            self.drop("head_too_large", raw_response(
+                431, f"request line and headers over {self.guard.max_head_bytes} bytes"), linger=True)
+            return
+        super().handle_events()  # type: ignore[misc]
+        self._settle()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        if self._peer_done and not self._answering():
+            self.close_politely()
+        self._settle()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # uvicorn's warning suggests installing a WebSocket library; this service has no WebSocket route and
+        # answers an upgrade request (curl --http2's h2c) as plain HTTP/1.1
+        log.debug("an Upgrade header was ignored: answered as HTTP/1.1")
+
+    # the guard's own
+
+    def _answering(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _receiving_head(self) -> bool:
+        return self.conn.their_state is self.h11.IDLE and bool(self.conn.trailing_data[0])
+
+    def _head_too_large(self) -> bool:
+        """Whether the head h11 holds (a request arriving, or the next one pipelined behind an answer) ends
+        past ``max_head_bytes``, or has not ended within it."""
+        buffered = self.conn.trailing_data[0]
+        if len(buffered) <= self.guard.max_head_bytes:
+            return False
+        return all(buffered.find(end, 0, self.guard.max_head_bytes) < 0 for end in HEAD_ENDS)
+
+    def _settle(self) -> None:
+        """Read the phase off h11's and the answer's state; on a change, rearm its timer."""
+        if self.phase == Phase.CLOSING:
+            return
+        if self._write_paused:
+            phase = Phase.STALLED
+        elif self.conn.their_state is self.h11.SEND_BODY:
+            phase = Phase.BODY
+        elif self._answering():
+            phase = Phase.BUSY
+        elif self._receiving_head():
+            phase = Phase.HEAD
+        else:
+            phase = Phase.IDLE
+        if phase != self.phase or self._timer is None:
+            self._enter(phase)
+
+    def _enter(self, phase: Phase) -> None:
+        self.phase = phase
+        self.since = time.monotonic()
+        self._cancel_timer()
+        if not self._admitted or self._real is None or self._real.is_closing():
+            return
+        if phase == Phase.IDLE:
+            self._timer = self.loop.call_later(self.guard.idle_timeout, self.drop, "idle")
+        elif phase == Phase.HEAD:
+            self._timer = self.loop.call_later(self.guard.header_timeout, self.drop, "header_timeout", raw_response(
+                408, f"the request's headers did not arrive within {self.guard.header_timeout:g} s"), True)
+        elif phase == Phase.STALLED:
+            self._timer = self.loop.call_later(self.guard.send_timeout, self.abort, "send_timeout")
+
+    def drop(self, reason: str, answer: bytes | None = None, linger: bool = False) -> None:
+        """Close the connection, after writing ``answer`` if there is one; ``linger``: politely."""
+        if self._real is None or self._real.is_closing() or self.phase == Phase.CLOSING:
+            return
+        self.guard.closed(reason)
+        if answer is not None and not self._write_paused:
+            self._real.write(answer)
+        self.close_politely(force=linger)
+
+    def abort(self, reason: str) -> None:
+        """Close at once, whatever is unsent (a slow client replaced, a stalled reader, a shutdown's cut)."""
+        if self._real is None:
+            return
+        self._cancel_timer()
+        self.guard.forget(self)  # its slot is free now: abort() closes the socket at once
+        self.guard.closed(reason)
+        self.phase = Phase.CLOSING
+        self._real.abort()
+
+    def close_politely(self, force: bool = False) -> None:
+        """Close; if the client may still be sending (or ``force``), shut the write side and drop what it
+        sends for at most ``LINGER_SECONDS`` first, so it reads the answer instead of a reset. A close
+        never waits longer than ``send_timeout`` for a client to read what is left to send."""
+        real = self._real
+        if real is None or real.is_closing() or self.phase == Phase.CLOSING:
+            return
+        self._cancel_timer()
+        self.phase, self.since = Phase.CLOSING, time.monotonic()
+        sending = self._receiving_head() or self.conn.their_state in (self.h11.SEND_BODY, self.h11.ERROR)
+        if (force or sending) and not self.guard.hard and real.can_write_eof():
+            real.write_eof()
+            real.resume_reading()
+            self._timer = self.loop.call_later(LINGER_SECONDS, self._finish)
+        else:
+            self._finish()
+
+    def _finish(self) -> None:
+        """Close the socket once what is left to send is sent, or abort it after ``send_timeout``."""
+        self._cancel_timer()
+        if self._real.is_closing():
+            return
+        if self._real.get_write_buffer_size() and not self.guard.hard:
+            self._real.close()
+            self._timer = self.loop.call_later(self.guard.send_timeout, self._real.abort)
+        elif self._real.get_write_buffer_size():
+            self._real.abort()
+        else:
+            self._real.close()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 def guarded_protocol(guard: ConnectionGuard) -> type[asyncio.Protocol]:
     """A subclass of uvicorn's h11 protocol whose connections ``guard`` keeps in check."""
+    # lazy: uvicorn and h11 come with the [serve] extra
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class GuardedConnection(H11Protocol):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.phase = Phase.IDLE
-            self.since = time.monotonic()
-            self._real: Any = None  # the socket's own transport
-            self._timer: asyncio.TimerHandle | None = None
-            self._write_paused = False
-            self._peer_done = False  # the client shut its write side after sending a request
-            self._admitted = False
-
-        # asyncio.Protocol
-
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-            self._real = transport
-            super().connection_made(_GuardedTransport(transport, self))  # type: ignore[arg-type]
-            if not guard.admit(self):
-                log.warning("refused a connection: all %d connections are being answered (--max-connections)",
-                            guard.max_connections)
-                guard.closed("refused")
-                self._real.write(raw_response(503, "every connection is being answered; retry shortly", retry=True))
-                guard.refused_lingering += 1  # lingering, so that the client reads the 503 (a bounded number)
-                self.close_politely(force=guard.refused_lingering <= MAX_REFUSED_LINGERING)
-                return
-            self._admitted = True
-            self._settle()
-
-        def data_received(self, data: bytes) -> None:
-            if self.phase == Phase.CLOSING:
-                return  # the answer is sent: what the client still sends is dropped
-            super().data_received(data)
-
-        def eof_received(self) -> bool | None:  # type: ignore[override]
-            if self.phase == Phase.CLOSING:
-                self._finish()
-                return True
-            if self._answering():  # the request is in: answer it, then close
-                self._peer_done = True
-                return True
-            return super().eof_received()  # type: ignore[no-any-return]
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._cancel_timer()
-            if not self._admitted:
-                guard.refused_lingering -= 1
-            guard.forget(self)
-            super().connection_lost(exc)
-
-        def pause_writing(self) -> None:
-            super().pause_writing()
-            self._write_paused = True
-            self._settle()
-
-        def resume_writing(self) -> None:
-            super().resume_writing()
-            self._write_paused = False
-            self._settle()
-
-        # uvicorn's hooks
-
-        def handle_events(self) -> None:
-            if self.phase == Phase.CLOSING:
-                return
-            if self.conn.their_state is h11.IDLE and self._head_too_large():  # h11 would parse it whole
-                self.drop("head_too_large", raw_response(
-                    431, f"request line and headers over {guard.max_head_bytes} bytes"), linger=True)
-                return
-            super().handle_events()
-            self._settle()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if self._peer_done and not self._answering():
-                self.close_politely()
-            self._settle()
-
-        def _unsupported_upgrade_warning(self) -> None:
-            # uvicorn's warning suggests installing a WebSocket library; this service has no WebSocket route and
-            # answers an upgrade request (curl --http2's h2c) as plain HTTP/1.1
-            log.debug("an Upgrade header was ignored: answered as HTTP/1.1")
-
-        # the guard's own
-
-        def _answering(self) -> bool:
-            return self.cycle is not None and not self.cycle.response_complete
-
-        def _receiving_head(self) -> bool:
-            return self.conn.their_state is h11.IDLE and bool(self.conn.trailing_data[0])
-
-        def _head_too_large(self) -> bool:
-            """Whether the head h11 holds (a request arriving, or the next one pipelined behind an answer) ends
-            past ``max_head_bytes``, or has not ended within it."""
-            buffered = self.conn.trailing_data[0]
-            if len(buffered) <= guard.max_head_bytes:
-                return False
-            return all(buffered.find(end, 0, guard.max_head_bytes) < 0 for end in HEAD_ENDS)
-
-        def _settle(self) -> None:
-            """Read the phase off h11's and the answer's state; on a change, rearm its timer."""
-            if self.phase == Phase.CLOSING:
-                return
-            if self._write_paused:
-                phase = Phase.STALLED
-            elif self.conn.their_state is h11.SEND_BODY:
-                phase = Phase.BODY
-            elif self._answering():
-                phase = Phase.BUSY
-            elif self._receiving_head():
-                phase = Phase.HEAD
-            else:
-                phase = Phase.IDLE
-            if phase != self.phase or self._timer is None:
-                self._enter(phase)
-
-        def _enter(self, phase: Phase) -> None:
-            self.phase = phase
-            self.since = time.monotonic()
-            self._cancel_timer()
-            if not self._admitted or self._real is None or self._real.is_closing():
-                return
-            if phase == Phase.IDLE:
-                self._timer = self.loop.call_later(guard.idle_timeout, self.drop, "idle")
-            elif phase == Phase.HEAD:
-                self._timer = self.loop.call_later(guard.header_timeout, self.drop, "header_timeout", raw_response(
-                    408, f"the request's headers did not arrive within {guard.header_timeout:g} s"), True)
-            elif phase == Phase.STALLED:
-                self._timer = self.loop.call_later(guard.send_timeout, self.abort, "send_timeout")
-
-        def drop(self, reason: str, answer: bytes | None = None, linger: bool = False) -> None:
-            """Close the connection, after writing ``answer`` if there is one; ``linger``: politely."""
-            if self._real is None or self._real.is_closing() or self.phase == Phase.CLOSING:
-                return
-            guard.closed(reason)
-            if answer is not None and not self._write_paused:
-                self._real.write(answer)
-            self.close_politely(force=linger)
-
-        def abort(self, reason: str) -> None:
-            """Close at once, whatever is unsent (a slow client replaced, a stalled reader, a shutdown's cut)."""
-            if self._real is None:
-                return
-            self._cancel_timer()
-            guard.forget(self)  # its slot is free now: abort() closes the socket at once
-            guard.closed(reason)
-            self.phase = Phase.CLOSING
-            self._real.abort()
-
-        def close_politely(self, force: bool = False) -> None:
-            """Close; if the client may still be sending (or ``force``), shut the write side and drop what it
-            sends for at most ``LINGER_SECONDS`` first, so it reads the answer instead of a reset. A close
-            never waits longer than ``send_timeout`` for a client to read what is left to send."""
-            real = self._real
-            if real is None or real.is_closing() or self.phase == Phase.CLOSING:
-                return
-            self._cancel_timer()
-            self.phase, self.since = Phase.CLOSING, time.monotonic()
-            sending = self._receiving_head() or self.conn.their_state in (h11.SEND_BODY, h11.ERROR)
-            if (force or sending) and not guard.hard and real.can_write_eof():
-                real.write_eof()
-                real.resume_reading()
-                self._timer = self.loop.call_later(LINGER_SECONDS, self._finish)
-            else:
-                self._finish()
-
-        def _finish(self) -> None:
-            """Close the socket once what is left to send is sent, or abort it after ``send_timeout``."""
-            self._cancel_timer()
-            if self._real.is_closing():
-                return
-            if self._real.get_write_buffer_size() and not guard.hard:
-                self._real.close()
-                self._timer = self.loop.call_later(guard.send_timeout, self._real.abort)
-            elif self._real.get_write_buffer_size():
-                self._real.abort()
-            else:
-                self._real.close()
-
-        def _cancel_timer(self) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-
-    return GuardedConnection
+    return type("GuardedConnection", (_GuardedConnection, H11Protocol), {"guard": guard, "h11": h11})

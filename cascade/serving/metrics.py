@@ -55,7 +55,8 @@ class ServiceMetrics:
 
         self.estimated = prom.Gauge("cascade_estimated_figure", "the promised figure (accuracy, exact match or mean "
                                     "F1) estimated on the last drift-window texts served at the bundle's threshold "
-                                    "(average thresholded confidence; -1: no calibration reference, or no text served yet)", registry=r)
+                                    "(average thresholded confidence; -1: no calibration reference, or no text served yet)",
+                                    registry=r)
         self.estimate_promised = prom.Gauge("cascade_estimated_figure_promised", "the figure the bundle's "
                                             "calibration promised (-1: none)", registry=r)
         self.estimate_supported = prom.Gauge("cascade_promise_supported_by_traffic", "1 while recent traffic "

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..limits import chunks
-from ..router import Cascade
+from ..model import Cascade
 from .batcher import NeuralBatcher
 
 
@@ -68,7 +68,7 @@ def _cheap_slice(m: Cascade, texts: list[str], threshold: float | None) -> tuple
     """The cheap stage's probabilities and routing of the texts the answer cache does not hold (at the
     bundle's own threshold; a request with its own threshold bypasses the cache), and the cached answers of
     the rest: (probabilities, answered by the neural stage, computed now, cache keys or None, cache state)."""
-    if threshold is not None or m.cache.max_entries == 0:
+    if not m.uses_cache(threshold):
         probs, to_neural = m.route_cheap(texts, threshold)
         return probs, to_neural, np.ones(len(texts), dtype=bool), None, None
     rows = m.cached_rows(texts)

@@ -9,8 +9,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..calibration.feedback import check_feedback_labels
 from ..inputs import check_top_k
-from ..router import check_threshold
+from ..policy.routing import check_threshold
 
 FIELDS = ("texts", "top_k", "threshold")
 
@@ -121,8 +122,6 @@ class FeedbackRequest:
 def parse_feedback(raw: bytes, *, max_texts: int, max_chars: int, model: Any) -> FeedbackRequest:
     """A checked ``POST /v1/feedback`` body: ``{"texts": [...], "labels": [...]}``, one label per text (a
     tagger's: a list of topics); :class:`Invalid` naming what is wrong, an unknown label included."""
-    from ..calibration.feedback import check_feedback_labels
-
     value = parse_json(raw)
     if not isinstance(value, dict):
         raise Invalid([_error([], 'the body must be a JSON object such as {"texts": ["..."], "labels": ["..."]}',

@@ -20,7 +20,7 @@ import signal
 from typing import Any
 
 from .._optional import require
-from ..router import Cascade
+from ..model import Cascade
 from .app import create_app
 from .connections import MAX_REFUSED_LINGERING, ConnectionGuard, guarded_protocol
 from .settings import ServeSettings
@@ -28,7 +28,8 @@ from .settings import ServeSettings
 log = logging.getLogger(__name__)
 
 BACKSTOP_SECONDS = 5.0  # past the grace period, uvicorn itself cancels what is left (never needed: tested)
-SPARE_DESCRIPTORS = 64 + MAX_REFUSED_LINGERING  # files the process needs besides its connections (bundle, pipes, the listening socket)
+# files the process needs besides its connections (bundle, pipes, the listening socket)
+SPARE_DESCRIPTORS = 64 + MAX_REFUSED_LINGERING
 
 
 def serve(settings: ServeSettings) -> bool:

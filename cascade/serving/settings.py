@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..stages.neural import check_threads
+
 ENV_PREFIX = "CASCADE_SERVE_"
 API_KEY_ENV = "CASCADE_API_KEY"
 MIN_KEY_CHARS = 16
@@ -27,7 +29,8 @@ class ServeSettings:
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind; 0.0.0.0 exposes it to the network"})
     port: int = field(default=8000, metadata={"help": "TCP port"})
     api_key: str | None = field(default=None, repr=False, metadata={
-        "help": "require 'Authorization: Bearer KEY' on every route but /healthz and /readyz (prefer the variable: a flag shows in the process list)"})
+        "help": "require 'Authorization: Bearer KEY' on every route but /healthz and /readyz (prefer the variable: a "
+                "flag shows in the process list)"})
     threads: int | None = field(default=None, metadata={"help": "onnxruntime threads for the neural stage (default: "
                                                                 "the cores this process may use)"})
     max_batch: int = field(default=64, metadata={"help": "most fall-through texts in one neural micro-batch"})
@@ -104,8 +107,6 @@ class ServeSettings:
             raise ValueError(f"max_queue ({self.max_queue}) must be at least max_texts ({self.max_texts}): a request "
                              "whose texts all fall through could never fit in the neural queue")
         if self.threads is not None:
-            from ..stages.neural import check_threads
-
             check_threads(self.threads)
         if self.api_key is not None and len(self.api_key) < MIN_KEY_CHARS:
             raise ValueError(f"the API key must be at least {MIN_KEY_CHARS} characters (e.g. `python -c 'import "

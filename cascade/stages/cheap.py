@@ -7,8 +7,8 @@ which is what makes one text cost tens of microseconds instead of scikit-learn's
 :meth:`CheapStage.predict_proba_onnx` runs the same file through onnxruntime, for parity checks.
 
 Texts are read through :func:`cascade.text.normalize` (as in training) and scored in chunks of
-``limits.chunk_size`` texts (and ``chunk_chars`` characters). A text's logits come from the same sparse row product whether it is scored alone
-or in a batch, so they are bit-for-bit the same either way.
+``limits.chunk_size`` texts (and ``chunk_chars`` characters). A text's logits come from the same sparse row
+product whether it is scored alone or in a batch, so they are bit-for-bit the same either way.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..limits import DEFAULT_LIMITS, Limits, chunks
+from ..policy.multilabel import sigmoid
 from ..text import normalize
 from .featurizer import Featurizer
 
@@ -89,7 +90,7 @@ class CheapStage:
         return len(self.intercept)
 
     @classmethod
-    def load(cls, directory: str | Path, limits: Limits = DEFAULT_LIMITS) -> "CheapStage":
+    def load(cls, directory: str | Path, limits: Limits = DEFAULT_LIMITS) -> CheapStage:
         """Load ``cheap_features.json`` and ``cheap.onnx`` from a folder (not checked: see
         :meth:`from_bytes` for a bundle's verified bytes)."""
         directory = Path(directory)
@@ -98,7 +99,7 @@ class CheapStage:
 
     @classmethod
     def from_bytes(cls, features: bytes, onnx_model: bytes, *, onnx_path: Path | None = None,
-                   limits: Limits = DEFAULT_LIMITS) -> "CheapStage":
+                   limits: Limits = DEFAULT_LIMITS) -> CheapStage:
         """Build the stage from the contents of ``cheap_features.json`` and ``cheap.onnx``."""
         try:
             featurizer = Featurizer.from_bytes(features, limits.word_cache_bytes)
@@ -128,8 +129,6 @@ class CheapStage:
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities (per-topic for a multi-label stage), (len(texts), n_classes) float64, at the
         stage's ``temperature``."""
-        from ..multilabel import sigmoid
-
         scaled = self.logits(texts) / self.temperature
         return sigmoid(scaled) if self.multi_label else softmax(scaled)
 

@@ -111,7 +111,7 @@ class FeatureBlock:
         }
 
     @classmethod
-    def from_dict(cls, data: Any) -> "FeatureBlock":
+    def from_dict(cls, data: Any) -> FeatureBlock:
         """A block from its JSON form; every field is type-checked (ValueError names the field)."""
         if not isinstance(data, dict):
             raise ValueError(f"a block must be an object, got {type(data).__name__}")
@@ -222,7 +222,7 @@ class Featurizer:
         idx, counts = np.unique(ids, return_counts=True)
         return idx, self._tfidf(idx, counts)
 
-    def transform(self, texts: list[str]) -> "Any":
+    def transform(self, texts: list[str]) -> Any:
         """A scipy CSR matrix (len(texts) x n_features) of tf-idf values, counted for the whole batch at once."""
         from scipy.sparse import csr_matrix
 
@@ -246,7 +246,7 @@ class Featurizer:
         return {"format": FORMAT, "blocks": [b.to_dict() for b in self.blocks]}
 
     @classmethod
-    def from_dict(cls, data: Any, cache_bytes: int = 64 << 20) -> "Featurizer":
+    def from_dict(cls, data: Any, cache_bytes: int = 64 << 20) -> Featurizer:
         """A featurizer from its JSON spec, every field checked (ValueError says which block and why)."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
@@ -266,11 +266,11 @@ class Featurizer:
         Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Featurizer":
+    def load(cls, path: str | Path) -> Featurizer:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
     @classmethod
-    def from_bytes(cls, data: bytes, cache_bytes: int = 64 << 20) -> "Featurizer":
+    def from_bytes(cls, data: bytes, cache_bytes: int = 64 << 20) -> Featurizer:
         try:
             spec = json.loads(data.decode("utf-8"))
         except RecursionError:

@@ -54,7 +54,7 @@ class LinearHead:
         return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "LinearHead":
+    def from_bytes(cls, data: bytes) -> LinearHead:
         """A head from ``head.npz`` bytes (no pickles: object arrays are refused)."""
         if not data.startswith(b"PK"):
             raise ValueError(f"{FILE} is not an .npz archive (float32 arrays 'weight' and 'bias')")

@@ -11,13 +11,14 @@ in any batch.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from ..errors import CascadeError
 from ..limits import DEFAULT_LIMITS, Limits, chunks
+from ..policy.multilabel import sigmoid
 from .cheap import softmax
 from .head import LinearHead
 from .tokenization import TextEncoder
@@ -219,7 +220,5 @@ class NeuralStage:
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         """Class probabilities (per topic, a sigmoid each, for a multi-label stage), (len(texts), n_classes),
         at the stage's ``temperature``."""
-        from ..multilabel import sigmoid
-
         scaled = self.logits(texts) / self.temperature
         return sigmoid(scaled) if self.multi_label else softmax(scaled)

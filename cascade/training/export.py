@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .._optional import require
+from ..stages.tokenization import TextEncoder
+from .activation_scales import PERCENTILES, activation_ranges, freeze_activation_scales
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +107,6 @@ def check_export(checkpoint_dir: str | Path, onnx_path: str | Path, texts: list[
     torch = require("torch", "train")
     transformers = require("transformers", "train")
     import onnxruntime as ort
-
-    from ..stages.tokenization import TextEncoder
 
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
         str(checkpoint_dir), attn_implementation="eager"
@@ -221,8 +222,6 @@ def fix_scales(build: NeuralBuild, tokenizer: Path, max_length: int, texts: list
                 metric: str = "accuracy") -> NeuralBuild:
     """Replace the dynamic activation scales by fixed ones (the most accurate percentile on validation),
     if that model's validation accuracy stays at or above ``floor``."""
-    from .activation_scales import PERCENTILES, activation_ranges, freeze_activation_scales
-
     step = max(1, len(texts) // max_texts)
     ranges = activation_ranges(build.model_path, tokenizer, max_length, texts[::step][:max_texts])
     results: list[tuple[float, int, Path, float]] = []

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
-from ..progress import progress_bar
 from ..datasets import TextDataset
+from ..policy.multilabel import label_matrix, sigmoid, split_labels, tuned_micro_f1
+from ..progress import progress_bar
 from ..stages.tokenization import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -221,8 +222,6 @@ def _targets(train: TextDataset, validation: TextDataset, labels: list[str],
              label_sep: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Training targets (class indices, or a float 0/1 matrix of topics) and validation's (indices or
     a 0/1 matrix); a ValueError names labels outside ``labels``."""
-    from ..multilabel import split_labels
-
     label_index = {label: i for i, label in enumerate(labels)}
     for name, data in (("train", train), ("validation", validation)):
         found = ({t for cell in data.labels for t in split_labels(cell, label_sep)} if label_sep is not None
@@ -233,7 +232,6 @@ def _targets(train: TextDataset, validation: TextDataset, labels: list[str],
     if label_sep is None:
         return (np.array([label_index[x] for x in train.labels], dtype=np.int64),
                 np.array([label_index[x] for x in validation.labels]))
-    from ..multilabel import label_matrix
 
     return (label_matrix(train.labels, labels, label_sep).astype(np.float32),
             label_matrix(validation.labels, labels, label_sep))
@@ -259,7 +257,6 @@ def _score(logits: np.ndarray, y: np.ndarray, multi_label: bool, at_least_one: b
     """Validation accuracy, or a tagger's micro-F1 at the per-topic cut-offs chosen on these texts."""
     if not multi_label:
         return float((logits.argmax(1) == y).mean())
-    from ..multilabel import sigmoid, tuned_micro_f1
 
     return tuned_micro_f1(sigmoid(logits), y, at_least_one)
 

@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from ..policy.multilabel import assign, choose_cutoffs, sigmoid, tagging_figures
 from ..stages.head import LinearHead
+from .cheap import binary_as_two_rows
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +22,6 @@ def fit_head(embeddings: np.ndarray, y: np.ndarray, n_classes: int, C: float = D
     """Multinomial logistic regression on (L2-normalised) embeddings; classes are 0..n_classes-1, and
     every one must have a training text."""
     from sklearn.linear_model import LogisticRegression
-
-    from .cheap import binary_as_two_rows
 
     missing = sorted(set(range(n_classes)) - set(np.unique(y).tolist()))
     if missing:
@@ -59,8 +59,6 @@ def choose_topic_head(embeddings: np.ndarray, y: np.ndarray, held: np.ndarray, h
                       ) -> tuple[LinearHead, dict[str, Any]]:
     """A tagger's head for each topic weighting in ``weights``, scored on the selection texts' embeddings
     ``held`` (cut-offs chosen there): the one with the higher mean of micro- and macro-F1, and the scores."""
-    from ..multilabel import assign, choose_cutoffs, sigmoid, tagging_figures
-
     heads, scores = [], {}
     for w in weights:
         head = fit_multi_label_head(embeddings, y, C=C, class_weight=w)

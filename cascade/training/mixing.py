@@ -1,4 +1,4 @@
-"""Fit the answer of texts that fall through: which :class:`cascade.mix.Mix`, with which weights.
+"""Fit the answer of texts that fall through: which :class:`cascade.policy.mix.Mix`, with which weights.
 
 Every candidate is fitted and scored on the selection texts that would fall through (the less confident
 half: where any sensible threshold sends texts on), by log-loss (a tagger: binary log-loss over every topic):
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..mix import MAX_PRODUCT_WEIGHT, Mix
+from ..policy.mix import MAX_PRODUCT_WEIGHT, Mix
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ like the default encoder.
     cascade train --encoder-from runs/pruned-3-base --out runs/pruned-3-bundle    # a cascade on it
 
 A rerun with the same settings reuses the distilled model. Measured against the shipped encoder by
-``benchmarks/what_we_tried.py --pruned runs/pruned-3`` and, as a cascade, by ``benchmarks/run.py``.
+``experiments/what_we_tried.py --pruned runs/pruned-3`` and, as a cascade, by ``benchmarks/run.py``.
 """
 
 from __future__ import annotations
@@ -28,10 +28,21 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
+from ..banking77 import banking77_labels, load_banking77
+from ..bundle import read_bundle, sha256_file
 from ..bundle.atomic import write_file_atomic
+from ..bundle.store import (
+    CHECKOUT_BUNDLE,
+    PACKAGED_BUNDLE,
+    check_output_folder,
+    enclosing_bundle,
+    is_bundle,
+)
 from ..errors import CascadeError, run_module
 from ..progress import progress_bar
 from ..stages.tokenization import TextEncoder
+from .encoder import add_encoder, build_encoder, sentence_embeddings
+from .finetune import base_model_dir, length_bucketed_batches, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +95,6 @@ def kept_layers(total: int, keep: int) -> list[int]:
 
 
 def _embed(model: Any, ids: Any, mask: Any) -> Any:
-    from .encoder import sentence_embeddings
-
     return sentence_embeddings(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
 
 
@@ -111,7 +120,6 @@ def distil_pruned_encoder(output_dir: str | Path, keep: int, train_texts: list[s
     before any training, included)."""
     torch = require("torch", "train")
     transformers = require("transformers", "train")
-    from .finetune import base_model_dir, length_bucketed_batches, save_checkpoint
 
     base = Path(base_model) if base_model is not None else base_model_dir()
     output_dir = Path(output_dir)
@@ -198,8 +206,6 @@ def distilled_already(model_dir: Path, keep: int, config: DistilConfig, base_mod
 def _check_out(out: Path, add_to: Path | None) -> None:
     """Fail before any work if ``out`` cannot be the work folder: a file, inside a bundle, or holding the
     bundle the encoder goes into."""
-    from ..bundle.store import enclosing_bundle, is_bundle
-
     out = out.absolute()
     if out.exists() and not out.is_dir():
         raise CascadeError(f"--out {out} is a file; choose a work folder (it will hold model/ and encoder/)")
@@ -214,9 +220,6 @@ def _check_out(out: Path, add_to: Path | None) -> None:
 def _check_add_to(path: Path, tokenizer: Path) -> None:
     """Fail before any work if the pruned encoder cannot go into ``path``: the shipped bundle keeps the
     general encoder, and the target must be a bundle with the encoder's tokenizer."""
-    from ..bundle import read_bundle, sha256_file
-    from ..bundle.store import CHECKOUT_BUNDLE, PACKAGED_BUNDLE, check_output_folder
-
     if path.resolve() in (CHECKOUT_BUNDLE, PACKAGED_BUNDLE):
         raise CascadeError(f"{path} is the shipped bundle, whose general encoder `cascade train` relies on; "
                            "copy it (cp -r artifacts runs/pruned-base) and pass the copy to --add-to")
@@ -262,7 +265,6 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for name in ("cascade", __name__):  # this package's steps; not the quantizer's per-tensor lines
         logging.getLogger(name).setLevel(logging.INFO)
-    from .finetune import base_model_dir
 
     _check_out(args.out, args.add_to)
     base = base_model_dir()
@@ -270,8 +272,6 @@ def main(argv: list[str] | None = None) -> None:
         _check_add_to(args.add_to, base / "tokenizer.json")
     if args.threads:
         require("torch", "train").set_num_threads(args.threads)
-    from ..datasets import banking77_labels, load_banking77
-    from .encoder import add_encoder, build_encoder
 
     train, selection = load_banking77("train"), load_banking77("selection")
     config = DistilConfig(epochs=args.epochs, learning_rate=args.learning_rate)

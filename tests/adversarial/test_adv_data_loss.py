@@ -42,8 +42,8 @@ def test_calibrate_out_refuses_a_folder_with_a_foreign_manifest(tmp_path, tiny_b
 
 
 def test_train_cheap_out_refuses_a_folder_with_a_foreign_manifest(tmp_path, tiny_bundle, tiny_train, tiny_val):
-    from cascade.training.build import train_cheap
     from cascade.training.cheap import CheapConfig
+    from cascade.training.recipes.refresh import train_cheap
 
     p = _decoy(tmp_path)
     before = tree(p)
@@ -98,13 +98,11 @@ def test_a_real_bundle_is_replaced_and_nothing_else_is_touched(tmp_path, tiny_bu
 
 def test_output_folder_problems_are_found_before_the_long_work(tmp_path, tiny_bundle, tiny_train, tiny_val, monkeypatch):
     """train-cheap refuses a bad --out before fitting anything."""
-    import cascade.training.build as build
-    import cascade.training.train  # noqa: F401  imported before the patch: it binds the real function by name,
-    # and a first import while the patch is in place kept the stub for every later test of `cascade train`
+    import cascade.training.recipes.refresh as refresh
 
     fitted = []
-    monkeypatch.setattr(build, "_fit_and_export_cheap", lambda *a, **k: fitted.append(1))
+    monkeypatch.setattr(refresh, "fit_and_export_cheap", lambda *a, **k: fitted.append(1))
     with pytest.raises(BundleError):
-        build.train_cheap(tiny_train, tiny_val, _decoy(tmp_path), base=tiny_bundle, progress=False)
+        refresh.train_cheap(tiny_train, tiny_val, _decoy(tmp_path), base=tiny_bundle, progress=False)
     assert fitted == []
     assert json.loads((tmp_path / "p" / "manifest.json").read_text()) == {"name": "app"}

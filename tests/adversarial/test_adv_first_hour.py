@@ -110,7 +110,14 @@ def test_tune_on_fewer_texts_than_twice_the_base_labels_runs(tiny_bundle: Path, 
 
 
 def _run_module(module: str, *args: str, block: str | None = None) -> subprocess.CompletedProcess[str]:
-    code = (f"import sys; sys.modules[{block!r}] = None; " if block else "") + \
+    # a finder that refuses the module, as when it is not installed (a None in sys.modules instead would show
+    # scipy a "torch" it then fails to inspect)
+    refuse = ("import sys, importlib.abc\n"
+              "class Refuse(importlib.abc.MetaPathFinder):\n"
+              "    def find_spec(self, name, path, target=None):\n"
+              f"        if name.split('.')[0] == {block!r}: raise ModuleNotFoundError(f'No module named {{name!r}}', name=name)\n"
+              "sys.meta_path.insert(0, Refuse())\n")
+    code = (refuse if block else "") + \
         f"import runpy, sys; sys.argv = ['x', *{list(args)!r}]; runpy.run_module({module!r}, run_name='__main__')"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
 
@@ -160,7 +167,7 @@ def test_a_label_holding_a_line_break_is_refused_with_its_line(tmp_path: Path):
 
 def test_training_refuses_labels_built_by_hand_with_a_line_break_or_spaces():
     from cascade.datasets import TextDataset
-    from cascade.training.train import check_labels
+    from cascade.training.checks import check_labels
 
     good = TextDataset(["a"] * 3 + ["b"] * 3, ["x"] * 3 + ["y"] * 3)
     for bad in ("y\nz", " y"):

@@ -61,7 +61,7 @@ def test_red_team_findings_on_taggers(tagger, tmp_path, caplog):
 
     from builders import tagging_data
 
-    from cascade.multilabel import Decisions
+    from cascade.policy.multilabel import Decisions
 
     model = cascade.load(tagger, threads=1)
     # a prediction with no topic (training texts may have none) still carries 'labels' and 'scores'
@@ -111,7 +111,7 @@ def test_multi_topic_texts_reach_every_part_and_the_certification_texts_are_fing
     same' because only the sizes were compared."""
     from builders import tagging_data
 
-    from cascade.multilabel import split_labels
+    from cascade.policy.multilabel import split_labels
     from cascade.splits import carve_splits, certification_split
 
     data = tagging_data(600, seed=4)

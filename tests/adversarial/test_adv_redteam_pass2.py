@@ -12,7 +12,7 @@ import unicodedata
 
 import numpy as np
 import pytest
-from adv_helpers import dead_pid, cascade_cli, copy_bundle, edit_manifest, replace_file
+from adv_helpers import cascade_cli, copy_bundle, dead_pid, edit_manifest, replace_file
 
 import cascade
 from cascade.bundle import atomic, read_bundle, update_manifest

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from adv_helpers import run_killed, cascade_cli, edit_manifest, replace_file
+from adv_helpers import cascade_cli, edit_manifest, replace_file, run_killed
 
 import cascade
 from cascade.bundle import atomic, check_output_folder, read_bundle, update_manifest
@@ -272,7 +272,7 @@ def test_macro_f1_is_scikit_learns(tiny_bundle, tiny_val):
 
     import cascade
     from cascade.evaluation import macro_f1
-    from cascade.multilabel import tagging_figures
+    from cascade.policy.multilabel import tagging_figures
 
     y_true, y_pred = np.array([0, 0, 1, 1]), np.array([0, 2, 1, 3])
     assert macro_f1(y_true, y_pred) == pytest.approx(f1_score(y_true, y_pred, average="macro")) == pytest.approx(1 / 3)

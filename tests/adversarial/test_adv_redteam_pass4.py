@@ -14,7 +14,8 @@ import pytest
 from adv_helpers import cascade_cli
 
 import cascade
-from cascade.datasets import TextDataset, load_banking77
+from cascade.banking77 import load_banking77
+from cascade.datasets import TextDataset
 
 
 def _run(*args: str, stdin: str | None = None) -> tuple[int, list, str]:

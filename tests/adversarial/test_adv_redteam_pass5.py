@@ -114,7 +114,8 @@ def test_a_json_lookalike_content_type_is_refused(server):
     status, _, _ = server.request("POST", "/v1/classify", raw=b'{"texts": ["a"]}',
                                   headers={"content-type": "application/jsonx"})
     assert status == 415
-    assert server.request("POST", "/v1/classify", raw=b'{"texts": ["a"]}', headers={"content-type": "application/json; charset=utf-8"})[0] == 200
+    assert server.request("POST", "/v1/classify", raw=b'{"texts": ["a"]}',
+                          headers={"content-type": "application/json; charset=utf-8"})[0] == 200
 
 
 # tune 7: a study run on other data was joined silently

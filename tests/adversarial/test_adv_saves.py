@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from adv_helpers import dead_pid, run_killed, cascade_cli, copy_bundle, tree
+from adv_helpers import cascade_cli, copy_bundle, dead_pid, run_killed, tree
 
 import cascade
 from cascade.bundle import atomic, read_bundle, update_manifest
@@ -146,8 +146,8 @@ def test_stale_scratch_folders_are_removed_only_if_provably_ours(tmp_path):
 def test_train_cheap_scratch_left_by_a_kill_is_cleaned_by_the_next_run(tmp_path, tiny_bundle, tiny_train, tiny_val, monkeypatch):
     import tempfile
 
-    from cascade.training.build import train_cheap
     from cascade.training.cheap import CheapConfig
+    from cascade.training.recipes.refresh import train_cheap
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     stale = tmp_path / f"cascade-cheap-{dead_pid()}-deadbeef"
@@ -246,7 +246,8 @@ def test_plot_without_a_suffix_is_written_where_it_says(tmp_path, tiny_bundle, t
     assert reported == tmp_path / "curve.png" and reported.stat().st_size > 0
 
 
-def test_plot_write_failure_leaves_no_partial_file_and_still_prints_the_result(tmp_path, tiny_model, tiny_val, monkeypatch, capsys):
+def test_plot_write_failure_leaves_no_partial_file_and_still_prints_the_result(tmp_path, tiny_model, tiny_val, monkeypatch,
+                                                                              capsys):
     pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure
 

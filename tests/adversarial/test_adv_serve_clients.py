@@ -21,10 +21,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 prometheus_parser = pytest.importorskip("prometheus_client.parser")
 
-from serve_helpers import KEY, Server, raw, read_until_closed  # noqa: E402
+from serve_helpers import KEY, Server, raw, read_until_closed
 
-import cascade  # noqa: E402
-from cascade.datasets import load_banking77  # noqa: E402
+import cascade
+from cascade.banking77 import load_banking77
 
 AUTH = {"authorization": f"Bearer {KEY}"}
 HALF_HEAD = b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n"  # no blank line: the head never ends

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from adv_helpers import cascade_cli, copy_bundle, edit_manifest, replace_file
+from test_train import _topic_data
 
 import cascade
 from cascade.datasets import TextDataset
 from cascade.errors import BundleError
-
-from test_train import _topic_data  # noqa: E402  (tests/ is on the path)
 
 
 @pytest.fixture()
@@ -58,8 +57,7 @@ def test_the_shipped_bundle_is_not_replaced_by_accident(tiny_encoder_bundle, mon
 def test_the_bundle_inside_an_installed_package_is_never_written(tmp_path, monkeypatch):
     """Issue 12: `cascade calibrate --save` with no path must not rewrite the bundle a wheel installed,
     even with the rebuild switch on."""
-    from cascade.bundle import check_output_folder
-    from cascade.bundle import store
+    from cascade.bundle import check_output_folder, store
 
     packaged = tmp_path / "site-packages" / "cascade" / "default_bundle"
     packaged.mkdir(parents=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import cascade
-from cascade.router import Prediction
+from cascade.model import Prediction
 
 
 def test_str_in_prediction_out(tiny_model):
@@ -29,7 +29,7 @@ def test_threshold_zero_keeps_all_in_cheap_and_one_sends_all_to_neural(tiny_mode
     assert {p.stage for p in tiny_model.classify(texts, threshold=0.0)} == {"cheap"}
     neural = tiny_model.classify(texts, threshold=1.0)
     assert {p.stage for p in neural} == {"neural"}
-    from cascade.router import fallthrough_answer
+    from cascade.policy.routing import fallthrough_answer
 
     # a text that falls through gets the neural stage's vote mixed with the cheap stage's
     want = fallthrough_answer(tiny_model.cheap.predict_proba(texts), tiny_model.neural.predict_proba(texts),
@@ -123,7 +123,7 @@ def test_to_dict_is_json_ready_and_shaped_like_a_hugging_face_answer(tiny_model)
 
 def test_a_progress_bar_only_for_many_texts_and_only_on_a_terminal(tiny_model, tiny_val, monkeypatch, capsys):
     """Issue 12: bars with rate and ETA on classify over thousands of texts; quiet in pipes and logs."""
-    import cascade.router as router
+    import cascade.model as router
 
     opened = []
     real = router.progress_bar
@@ -160,3 +160,12 @@ def test_an_unavailable_execution_provider_is_an_error_listing_the_available_one
         "CPUExecutionProvider"]
     assert main(["classify", "x", "--bundle", str(tiny_bundle), "--provider", "NoSuchExecutionProvider"]) == 2
     assert "CPUExecutionProvider" in ort.get_available_providers()
+
+
+def test_both_stages_are_stages(tiny_bundle):
+    """Issue 26: the stages were duck-typed; both satisfy the one Stage protocol the rest of the package uses."""
+    from cascade.stages.protocol import Stage
+
+    model = cascade.load(tiny_bundle, threads=1)
+    assert isinstance(model.cheap, Stage) and isinstance(model.neural, Stage)
+    assert not isinstance(object(), Stage)

@@ -1,7 +1,7 @@
 """How should the transformer read long documents? Head truncation against windows, on Reuters selection texts.
 
-    python benchmarks/reuters_long_texts.py [--data-dir ../shared/datasets/reuters21578] [--train 3000]
-    python benchmarks/reuters_long_texts.py --bundle FINE_TUNED_TAGGER   # a `cascade finetune --multi-label` bundle
+    python experiments/reuters_long_texts.py [--data-dir ../shared/datasets/reuters21578] [--train 3000]
+    python experiments/reuters_long_texts.py --bundle FINE_TUNED_TAGGER   # a `cascade finetune --multi-label` bundle
 
 For each way of reading a text (the first 128, 256 or 512 tokens; or up to 4 or 8 windows of 128 tokens
 whose embeddings are averaged), the shipped frozen INT8 encoder embeds ``--train`` training texts and the
@@ -29,7 +29,7 @@ import numpy as np
 
 import cascade
 from cascade.bundle import default_bundle_path
-from cascade.multilabel import assign, label_matrix, tagging_figures, topics_of
+from cascade.policy.multilabel import assign, label_matrix, tagging_figures, topics_of
 from cascade.stages.neural import NeuralStage
 from cascade.training.head import fit_multi_label_head
 

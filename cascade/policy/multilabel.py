@@ -21,9 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .bundle.manifest import SET_MEASURES  # one home for what a manifest may say
-
 DEFAULT_SEP = "|"
+SET_MEASURES = ("set_prob", "min_margin")  # a tagger's confidence in a set of topics
 MIN_SUPPORT = 5  # positives among the selection texts for a topic to get a cut-off of its own
 CUTOFF_GRID = np.round(np.arange(0.05, 0.951, 0.025), 4)
 

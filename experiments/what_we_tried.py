@@ -3,10 +3,10 @@ same reference: the shipped neural stage alone (frozen all-MiniLM-L6-v2, INT8 wi
 + its head, onnxruntime CPU), on the BANKING77 test split.
 
     python -m cascade.training.encoder --out runs/encoder     # [train]: the fp32 and INT8 encoder variants
-    python benchmarks/runtime_variants.py --encoders runs/encoder   # QDQ, OpenVINO (pip install openvino nncf)
+    python experiments/runtime_variants.py --encoders runs/encoder   # QDQ, OpenVINO (pip install openvino nncf)
     python -m cascade.training.pruning --layers 3 --out runs/pruned-3   # [train], also --layers 4
-    python benchmarks/what_we_tried.py --encoders runs/encoder --pruned runs/pruned-4 runs/pruned-3 \
-        [--out benchmarks/what_we_tried]
+    python experiments/what_we_tried.py --encoders runs/encoder --pruned runs/pruned-4 runs/pruned-3 \
+        [--out experiments/what_we_tried]
 
 Rows whose files or packages are missing say so instead of a number. Timings: medians of interleaved rounds,
 batch throughput (length-sorted batches of 64) and one text per call.
@@ -30,10 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import cascade  # noqa: E402
-from cascade.stages.head import LinearHead  # noqa: E402
-from cascade.stages.neural import NeuralStage  # noqa: E402
-from cascade.text import normalize  # noqa: E402
+import cascade
+from cascade.stages.head import LinearHead
+from cascade.stages.neural import NeuralStage
+from cascade.text import normalize
 
 
 def timed(fn, rounds: int) -> float:
@@ -178,7 +178,7 @@ def main() -> None:
             rows.append({"technique": name, "shipped": False,
                          "why": "not measured: this CPU has no bf16 (OpenVINO would run f32 under that name)"})
             return
-        if not missing(name, path, "python benchmarks/runtime_variants.py"):
+        if not missing(name, path, "python experiments/runtime_variants.py"):
             stage = NeuralStage(args.encoders / "encoder-fp32.onnx", bundle.file("tokenizer.json"), 128, threads=2,
                                 batch_size=64, head=head)
             stage.session = OpenVINOSession(path, 2, precision)
@@ -252,14 +252,14 @@ def main() -> None:
                          f"speed, {reference['ms_one_text'] / r['ms_one_text']:.2f}x its one-text speed, "
                          f"{100 * (r['accuracy'] - reference['accuracy']):+.2f} points]")
     result = {"rows": rows, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "measured": time.strftime("%Y-%m-%d"), "command": "python benchmarks/what_we_tried.py " + " ".join(sys.argv[1:])}
+              "measured": time.strftime("%Y-%m-%d"), "command": "python experiments/what_we_tried.py " + " ".join(sys.argv[1:])}
     print(json.dumps(result, indent=2))
     if args.out is not None:
         args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
         lines = ["| technique | accuracy | ms per text (batch) | ms one text | size MB | shipped | why |",
                  "|---|---|---|---|---|---|---|"]
         for r in rows:
-            cell = lambda k, f: f.format(r[k]) if k in r else "–"  # noqa: E731
+            cell = lambda k, f, r=r: f.format(r[k]) if k in r else "–"  # noqa: E731
             lines.append(f"| {r['technique']} | {cell('accuracy', '{:.2%}')} | {cell('ms_per_text_batch', '{:.3f}')} | "
                          f"{cell('ms_one_text', '{:.3f}')} | {cell('size_mb', '{:.1f}')} | "
                          f"{'yes' if r['shipped'] else 'no'} | {r['why']} |")

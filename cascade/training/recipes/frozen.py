@@ -10,16 +10,17 @@ a certification split is set aside, untouched, for ``cascade calibrate`` (:mod:`
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..bundle import (
+from ...bundle import (
     Bundle,
     atomic,
     check_output_folder,
@@ -27,23 +28,27 @@ from ..bundle import (
     read_bundle,
     text_hash,
 )
-from ..bundle.encoder_dir import ENCODER_FILE as ENCODER_DIR_FILE
-from ..bundle.encoder_dir import is_encoder_dir, read_encoder_dir
-from ..datasets import TextDataset
-from ..errors import CascadeError
-from ..evaluation import label_indices
-from ..multilabel import label_matrix, split_labels
-from ..progress import map_with_progress
-from ..splits import CERTIFICATION_SHARE, SELECTION_SHARE, build_splits
-from ..stages.head import FILE as HEAD_FILE
-from ..stages.neural import NeuralStage
-from ..stages.tokenization import check_windows
-from ..text import control_char
-from .build import _fit_and_export_cheap, _step_bar, assemble
-from .cheap import CHOOSE, CheapConfig
-from .head import DEFAULT_C, choose_topic_head, fit_head
+from ...bundle.encoder_dir import ENCODER_FILE as ENCODER_DIR_FILE
+from ...bundle.encoder_dir import is_encoder_dir, read_encoder_dir
+from ...datasets import TextDataset
+from ...errors import CascadeError
+from ...evaluation import label_indices
+from ...policy.multilabel import label_matrix
+from ...progress import map_with_progress
+from ...splits import CERTIFICATION_SHARE, SELECTION_SHARE, build_splits
+from ...stages.head import FILE as HEAD_FILE
+from ...stages.neural import NeuralStage
+from ...stages.tokenization import check_windows
+from ..assemble import BuildSpec, assemble, fit_and_export_cheap, step_bar
+from ..cheap import (
+    MULTI_LABEL_CHEAP,
+    CheapConfig,
+)
+from ..checks import at_least_one_topic, check_labels, check_topics
+from ..head import DEFAULT_C, choose_topic_head, fit_head
 
 log = logging.getLogger(__name__)
+
 
 EMBED_CHUNK = 512
 
@@ -72,9 +77,6 @@ class TrainConfig:
         return MULTI_LABEL_CHEAP if self.label_sep is not None else CheapConfig()
 
     def __post_init__(self) -> None:
-        import math
-        from numbers import Integral, Real
-
         if self.cheap is not None and not isinstance(self.cheap, CheapConfig):
             raise TypeError(f"cheap must be a cascade.training.cheap.CheapConfig, got {type(self.cheap).__name__}")
         for name, value in (("head_C", self.head_C), ("cheap.C", self.cheap_config.C)):
@@ -86,16 +88,22 @@ class TrainConfig:
         if self.abstain is not None and (isinstance(self.abstain, bool) or not isinstance(self.abstain, Real)
                                          or not 0.0 < self.abstain < 1.0):
             raise ValueError(f"abstain is the share of in-scope texts that may be rejected, in (0, 1); got {self.abstain!r}")
+        self._check_shares()
+        check_windows(self.windows)
+        self._check_multi_label()
+
+    def _check_shares(self) -> None:
         for name in ("selection_share", "certification_share"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 <= float(value) < 0.9:
                 raise ValueError(f"{name} must be a number in [0, 0.9), got {value!r}")
         if self.selection_share == 0:
             raise ValueError("selection_share must be above 0: the threshold and the mix are chosen on those texts")
+
+    def _check_multi_label(self) -> None:
         if self.label_sep is not None and (not isinstance(self.label_sep, str) or not self.label_sep.strip()
                                            or len(self.label_sep) > 8):
             raise ValueError(f"label_sep must be a short non-blank string such as '|', got {self.label_sep!r}")
-        check_windows(self.windows)
         if self.min_topics is not None and (self.min_topics not in (0, 1) or isinstance(self.min_topics, bool)):
             raise ValueError(f"min_topics must be 0 (a text may get no topic) or 1, got {self.min_topics!r}")
         if self.min_topics is not None and self.label_sep is None:
@@ -103,110 +111,6 @@ class TrainConfig:
         if self.label_sep is not None and self.abstain is not None:
             raise ValueError("abstain ('none of these') is for single-label bundles: a multi-label bundle assigns "
                              "no topic whose probability misses its cut-off")
-
-
-# C chosen on Reuters selection texts (benchmarks/reuters_cheap_settings.py): micro-F1 0.9239 / 0.9284 /
-# 0.9311 / 0.9343 / 0.9298 at C = 5 / 20 / 50 / 100 / 200 (first carve); on the final carve 0.9136 / 0.9186 /
-# 0.9196 / 0.9168 at C = 5 / 20 / 50 / 100: within noise, not re-chosen
-MULTI_LABEL_CHEAP = CheapConfig(C=100.0, class_weight=CHOOSE)
-
-
-def at_least_one_topic(train: TextDataset, sep: str | None, asked: int | None) -> bool:
-    """Whether every answer gets at least one topic (always, for one label per text): as ``asked``, else
-    when every training text has a topic. Says which in the log, since an empty answer is a valid one for,
-    say, support tickets that match no topic."""
-    if sep is None:
-        return True
-    untagged = sum(not split_labels(cell, sep) for cell in train.labels)
-    at_least_one = (untagged == 0) if asked is None else asked == 1
-    why = (f"as asked (--min-topics {asked})" if asked is not None else
-           "every training text has one (--min-topics 0 allows none)" if at_least_one else
-           f"{untagged} training text(s) have none")
-    log.info("topics per answer: at least %d, %s", int(at_least_one), why)
-    return at_least_one
-
-
-def check_label_names(names: list[str], what: str = "label") -> None:
-    """A label is a one-line name without spaces around it: a line break would break the model card and
-    every report, and " refund" beside "refund" would be two labels (``read_csv`` drops surrounding spaces;
-    data built by hand must too). The ValueError names the offending labels."""
-    bad = [name for name in names if name != name.strip() or control_char(name) is not None]
-    if bad:
-        listed = ", ".join(repr(name[:40]) for name in bad[:5])
-        raise ValueError(f"{len(bad)} {what}(s) have spaces around them or hold a line break or another control "
-                         f"character: {listed}; give one-line names without surrounding spaces")
-
-
-def check_topics(train: TextDataset, selection: TextDataset, sep: str, min_texts: int) -> list[str]:
-    """A multi-label data set's topics (sorted); a ValueError names every topic on fewer than ``min_texts``
-    training texts, or on every one, and every selection topic that training lacks."""
-    counts = Counter(t for cell in train.labels for t in split_labels(cell, sep))
-    check_label_names(list(counts), "topic")
-    if len(counts) < 2:
-        raise ValueError(f"the training data has {len(counts)} topic(s) ({sorted(counts)}) with the separator "
-                         f"{sep!r}; a tagger needs at least 2 (is --label-sep right?)")
-    few = sorted((n, topic) for topic, n in counts.items() if n < min_texts or n == len(train))
-    if few:
-        listed = ", ".join(f"{topic!r} ({n})" for n, topic in few[:10])
-        raise ValueError(f"{len(few)} topic(s) are on fewer than {min_texts} training texts, or on all of them: "
-                         f"{listed} (counted after the selection and certification texts were set aside); add "
-                         "texts or drop those topics")
-    unseen = sorted({t for cell in selection.labels for t in split_labels(cell, sep)} - set(counts))
-    if unseen:
-        raise ValueError(f"{len(unseen)} selection topic(s) never appear in training: {unseen[:10]}")
-    _warn_on_copies(train, selection)
-    if len(selection) < 200:
-        log.warning("only %d selection texts: the cut-offs and the threshold chosen on them are rough", len(selection))
-    joined = sorted(t for t in counts if any(c in t for c in "|;,") and sep not in t)
-    if joined:
-        log.warning("%d topic(s) hold a separator character, e.g. %r: is --label-sep %r right?", len(joined),
-                    joined[0], sep)
-    return sorted(counts)
-
-
-def _warn_on_copies(train: TextDataset, selection: TextDataset) -> None:
-    """Warn about training texts repeated with another label, and selection texts that are training texts
-    (but for case, spacing or punctuation): choices made on those are optimistic."""
-    from ..text import dedup_key
-
-    keys: dict[str, str] = {}
-    conflicts = 0
-    for text, label in zip(train.texts, train.labels):
-        if keys.setdefault(dedup_key(text), label) != label:
-            conflicts += 1
-    if conflicts:
-        log.warning("%d training texts repeat an earlier text (but for case, spacing or punctuation) with another "
-                    "label", conflicts)
-    overlap = sum(dedup_key(t) in keys for t in selection.texts)
-    if overlap:
-        log.warning("%d of %d selection texts are also training texts: the threshold, the mix and the figures chosen "
-                    "on them will be optimistic; use held-out texts", overlap, len(selection))
-
-
-def check_labels(train: TextDataset, selection: TextDataset, min_texts: int) -> list[str]:
-    """The label set (sorted); a ValueError names every label with too few training texts and every
-    selection label that training lacks; warnings flag data that would make the choices on the
-    selection texts unreliable (selection texts that are training texts, too few of them, conflicting duplicates)."""
-
-    counts = Counter(train.labels)
-    check_label_names(list(counts))
-    if len(counts) < 2:
-        raise ValueError(f"the training data has {len(counts)} label(s) ({sorted(counts)}); a classifier needs at least 2")
-    few = sorted((n, label) for label, n in counts.items() if n < min_texts)
-    if few:
-        listed = ", ".join(f"{label!r} ({n})" for n, label in few[:10])
-        raise ValueError(f"{len(few)} label(s) have fewer than {min_texts} training texts: {listed} (counted after "
-                         "the selection and certification texts were set aside); add texts or drop those labels")
-    unseen = sorted(set(selection.labels) - set(counts))
-    if unseen:
-        raise ValueError(f"{len(unseen)} selection label(s) never appear in training: {unseen[:10]}")
-    _warn_on_copies(train, selection)
-    if len(selection) < 200:
-        log.warning("only %d selection texts: the threshold, the mix and any 'none of these' cut chosen on them are "
-                    "rough; 500 or more are better", len(selection))
-    if len(set(selection.labels)) < len(counts) // 2:
-        log.warning("the selection texts cover %d of the %d labels", len(set(selection.labels)), len(counts))
-    return sorted(counts)
 
 
 def embed_with_progress(stage: NeuralStage, texts: list[str], desc: str, progress: bool) -> np.ndarray:
@@ -289,9 +193,9 @@ def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Pa
         raise CascadeError(f"{encoder_file} cannot serve as the frozen encoder: {exc}") from None
     at_least_one = at_least_one_topic(train, sep, config.min_topics)
     with atomic.scratch_dir(Path(tempfile.gettempdir()), "cascade-train-") as work, \
-            _step_bar(3, "train: starting", progress) as bar:
+            step_bar(3, "train: starting", progress) as bar:
         bar.set_description_str(f"fitting the cheap stage on {len(train)} texts")
-        _, cheap_info = _fit_and_export_cheap(train, selection, labels, config.cheap_config, work, sep,
+        _, cheap_info = fit_and_export_cheap(train, selection, labels, config.cheap_config, work, sep,
                                               progress)
         bar.update()
         bar.set_description_str("embedding the training texts")
@@ -322,14 +226,12 @@ def train_bundle(data: TextDataset, selection: TextDataset | None, out: str | Pa
                          "seconds_before_writing": round(time.perf_counter() - started, 1),
                          "encoder_from": source.origin},
         }
-        bundle = assemble(
-            out, labels=labels, cheap_dir=work, neural_model=encoder_file, tokenizer=tokenizer_file,
+        bundle = assemble(out, BuildSpec(labels=labels, cheap_dir=work, neural_model=encoder_file, tokenizer=tokenizer_file,
             max_length=max_length, selection=selection, manifest=manifest,
             train_hashes={text_hash(t) for t in train.texts}, head=work / HEAD_FILE, abstain=config.abstain,
             label_sep=sep, windows=config.windows,
             at_least_one=at_least_one,
-            expected={NeuralStage.ONNX_FILE: source.hashes[0], NeuralStage.TOKENIZER_FILE: source.hashes[1]},
-        )
+            expected={NeuralStage.ONNX_FILE: source.hashes[0], NeuralStage.TOKENIZER_FILE: source.hashes[1]}))
         bar.update()
     log.info("cascade train: %s written in %.0fs", bundle.path, time.perf_counter() - started)
     return bundle

@@ -11,7 +11,7 @@ leaves in DIR, and writes next to it:
 Calibration uses 300 training texts (never selection or test texts), one text per call, unpadded.
 
     pip install openvino nncf        # not cascade dependencies: only for this measurement
-    python benchmarks/runtime_variants.py --encoders runs/encoder
+    python experiments/runtime_variants.py --encoders runs/encoder
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import cascade  # noqa: E402
-from cascade.bundle.store import shipped_bundle_path  # noqa: E402
-from cascade.stages.tokenization import TextEncoder  # noqa: E402
+import cascade
+from cascade.bundle.store import shipped_bundle_path
+from cascade.stages.tokenization import TextEncoder
 
 CALIBRATION_TEXTS = 300
 

@@ -1,7 +1,7 @@
 """Which regularisation suits the multi-label cheap stage? C against micro-F1 on Reuters selection texts.
 
-    python benchmarks/reuters_cheap_settings.py [--data-dir ../shared/datasets/reuters21578] [--C 5 20 50 100]
-    python benchmarks/reuters_cheap_settings.py --solvers    # liblinear's primal against its dual solver
+    python experiments/reuters_cheap_settings.py [--data-dir ../shared/datasets/reuters21578] [--C 5 20 50 100]
+    python experiments/reuters_cheap_settings.py --solvers    # liblinear's primal against its dual solver
 
 With ``--solvers``: eight topics of falling frequency fitted at C=100, unweighted and with balanced topic
 weights, by liblinear's dual and primal solvers, one core, timed, with the unconverged fits counted and the
@@ -25,13 +25,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 import cascade
-from cascade.multilabel import (
-    assign,
-    choose_cutoffs,
-    label_matrix,
-    tagging_figures,
-    topics_of,
-)
+from cascade.policy.multilabel import assign, choose_cutoffs, label_matrix, tagging_figures, topics_of
 from cascade.text import normalize
 from cascade.training.cheap import CheapConfig, build_pipeline
 
@@ -96,7 +90,7 @@ def compare_solvers(x_train, y_train, x_sel) -> None:
             print(rows[-1], flush=True)
         rows[-1]["max_probability_difference"] = float(np.abs(probs[True] - probs[False]).max())
     out = Path(__file__).resolve().parent / "reuters_solvers.json"
-    out.write_text(json.dumps({"command": "python benchmarks/reuters_cheap_settings.py --solvers",
+    out.write_text(json.dumps({"command": "python experiments/reuters_cheap_settings.py --solvers",
                                "machine": platform.machine(), "features": int(x_train.shape[1]),
                                "texts": int(x_train.shape[0]), "rows": rows}, indent=1) + "\n")
     print(f"written to {out}")

@@ -1,7 +1,7 @@
 """How cost scales: ms per text for each stage as texts grow (8 to 512 tokens) and as batches grow
 (1 to 256), and the cascade's ms per text as its fall-through rate grows. Writes three PNGs here.
 
-    python benchmarks/scaling.py [--checkpoint DIR] [--fp32 ONNX] [--reps 3]
+    python experiments/scaling.py [--checkpoint DIR] [--fp32 ONNX] [--reps 3]
 
 Each point is the median of ``--reps`` timings. Lengths are exact token counts of the MiniLM tokenizer,
 cut from BANKING77 test texts run together; the neural stages read up to 512 tokens here.
@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 import cascade
 from cascade.bundle import default_bundle_path
-from cascade.router import confidence
+from cascade.policy.routing import confidence
 from cascade.stages.cheap import CheapStage
 from cascade.stages.neural import NeuralStage
 from cascade.stages.tokenization import TextEncoder
@@ -119,7 +119,7 @@ def main() -> None:
         threshold = float(min(np.quantile(conf, q) + 1e-12, 1.0)) if q > 0 else 0.0
         fall = float(np.mean(conf < threshold))
         xs.append(100 * fall)
-        ys.append(ms_per_text(lambda ts: model.classify(ts, threshold=threshold), test, args.reps))
+        ys.append(ms_per_text(lambda ts, t=threshold: model.classify(ts, threshold=t), test, args.reps))
     print("cascade fall-through", dict(zip(np.round(xs, 1), np.round(ys, 4))), flush=True)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     ax.plot(xs, ys, "o-", label="cascade (3,080 test texts per call)")

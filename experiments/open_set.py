@@ -1,6 +1,6 @@
 """\"None of these\" on BANKING77 with the standard open-set protocol.
 
-    python benchmarks/open_set.py [--seeds 3] [--share 0.05]
+    python experiments/open_set.py [--seeds 3] [--share 0.05] [--out STEM]
 
 For each seed, a random 75% of the 77 intents are known: `cascade.train` builds a bundle on their
 training texts, with the "none of these" cut chosen on their validation texts so that at most ``share`` of
@@ -12,7 +12,9 @@ answers given, the in-scope rejected share, and unknown-text recall (the share a
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -54,17 +56,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--share", type=float, default=0.05, help="in-scope validation texts that may be rejected")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("open_set"),
+                        help="STEM of the result files STEM.json and STEM.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cascade-open-set-") as work:
         rows = [run(seed, args.share, Path(work)) for seed in range(args.seeds)]
     keys = ["in_scope_accuracy", "in_scope_accuracy_of_answers", "in_scope_rejected", "unknown_recall"]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-    print(json.dumps({"share": args.share, "seeds": rows, "mean": mean}, indent=2))
-    print("\n| seed | in-scope accuracy | accuracy of answers given | in-scope rejected | unknown recall |\n|---|---|---|---|---|")
+    command = ("python experiments/open_set.py " + " ".join(sys.argv[1:])).strip()
+    today = datetime.date.today().isoformat()
+    result = {"date": today, "command": command, "share": args.share, "seeds": rows, "mean": mean}
+    print(json.dumps(result, indent=2))
+    lines = ["| seed | in-scope accuracy (rejections count as errors) | accuracy of the answers given | in-scope rejected "
+             "| unknown texts rejected |", "|---|---|---|---|---|"]
     for r in rows + [{"seed": "mean", **mean}]:
-        print(f"| {r['seed']} | {r['in_scope_accuracy']:.2%} | {r['in_scope_accuracy_of_answers']:.2%} | "
-              f"{r['in_scope_rejected']:.1%} | {r['unknown_recall']:.1%} |")
-
+        lines.append(f"| {r['seed']} | {r['in_scope_accuracy']:.2%} | {r['in_scope_accuracy_of_answers']:.2%} | "
+                     f"{r['in_scope_rejected']:.1%} | {r['unknown_recall']:.1%} |")
+    lines += ["", f"Measured {today} with `{command}`."]
+    print("\n" + "\n".join(lines))
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 if __name__ == "__main__":
     main()

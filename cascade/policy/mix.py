@@ -83,7 +83,7 @@ class Mix:
         return {"kind": self.kind, "cheap_weight": float(self.cheap_weight), "neural_weight": float(self.neural_weight)}
 
     @classmethod
-    def from_manifest(cls, mix: dict[str, Any]) -> "Mix":
+    def from_manifest(cls, mix: dict[str, Any]) -> Mix:
         """The mix a manifest's ``mix`` section describes (none or no ``kind``: linear, as older bundles)."""
         kind = mix.get("kind", "linear")
         return cls(kind, mix.get("cheap_weight", 0.0), mix.get("neural_weight", 1.0))

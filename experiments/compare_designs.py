@@ -1,6 +1,6 @@
 """Two bundles on the same BANKING77 splits: which design wins on validation, and what each gives on test.
 
-    python benchmarks/compare_designs.py --a artifacts --b runs/finetuned
+    python experiments/compare_designs.py --a artifacts --b runs/finetuned
 
 The choice uses validation only: an exact McNemar test on the validation texts the two cascades answer
 differently; if it cannot tell them apart (p >= 0.05), the cheaper one (less falling through) is kept.

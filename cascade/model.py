@@ -9,30 +9,44 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence, overload
+from typing import Any, Literal, overload
 
 import numpy as np
 
 from .bundle import Bundle, default_bundle_path, read_bundle
-from .bundle.manifest import MEASURES
 from .cache import DEFAULT_ENTRIES, ResultCache
 from .errors import BundleError, CascadeError
 from .inputs import as_text_list, check_top_k, is_stream, refuse_ambiguous, text_chunks
 from .limits import DEFAULT_LIMITS, Limits
-from .mix import NEURAL_ALONE, Mix
+from .policy.mix import Mix
+from .policy.multilabel import DEFAULT_SEP, SET_MEASURES, Decisions, assign
+from .policy.routing import (
+    MEASURES,
+    abstains,
+    check_threshold,
+    fall_through,
+    fallthrough_answer,
+    routing_confidence,
+)
 from .progress import MIN_TEXTS, progress_bar, stderr_is_terminal
-
-BAR_CHUNK = 4096  # texts between two updates of a progress bar
-from .multilabel import DEFAULT_SEP, SET_MEASURES, Decisions, assign, set_confidence
 from .stages.cheap import CheapStage
 from .stages.head import FILE as HEAD_FILE
 from .stages.head import LinearHead
-from .stages.neural import DEFAULT_PROVIDERS, NeuralStage, check_batch_size, check_providers, check_threads
+from .stages.neural import (
+    DEFAULT_PROVIDERS,
+    NeuralStage,
+    check_batch_size,
+    check_providers,
+    check_threads,
+)
 from .text import normalize
 
 log = logging.getLogger(__name__)
+
+BAR_CHUNK = 4096  # texts between two updates of a progress bar
 
 Stage = Literal["cheap", "neural"]
 
@@ -75,67 +89,6 @@ class Prediction:
             out["top_k"] = [{"label": label, "score": score} for label, score in self.top_k]
         return out
 
-
-
-def confidence(probs: np.ndarray, measure: str = "max_prob") -> np.ndarray:
-    """The cheap stage's confidence in its answer: its largest class probability (``max_prob``) or
-    the largest minus the second largest (``margin``)."""
-    if measure == "max_prob":
-        return probs.max(axis=-1)
-    if measure == "margin":
-        top2 = np.partition(probs, -2, axis=-1)[..., -2:]
-        return top2[..., 1] - top2[..., 0]
-    raise ValueError(f"unknown confidence measure {measure!r}; use one of {MEASURES}")
-
-
-def routing_confidence(probs: np.ndarray, measure: str = "max_prob",
-                       always_neural: np.ndarray | None = None, decisions: Decisions | None = None) -> np.ndarray:
-    """The confidence the threshold is compared with: :func:`confidence` (for a multi-label bundle, given
-    its ``decisions``: the confidence in the whole set of topics assigned,
-    :func:`cascade.multilabel.set_confidence`), except that texts the cheap stage assigns to a class in
-    ``always_neural`` (class indices, set by per-class calibration) get -1, below every threshold."""
-    if decisions is None:
-        conf = confidence(probs, measure)
-        if always_neural is not None and len(always_neural):
-            conf = np.where(np.isin(probs.argmax(axis=-1), always_neural), -1.0, conf)
-        return conf
-    conf = set_confidence(probs, decisions.cheap, measure, decisions.at_least_one)
-    if always_neural is not None and len(always_neural):
-        chosen = assign(probs, decisions.cheap, decisions.at_least_one)
-        conf = np.where(chosen[:, always_neural].any(axis=1), -1.0, conf)
-    return conf
-
-
-def fallthrough_answer(cheap: np.ndarray, neural: np.ndarray, mix: Mix = NEURAL_ALONE,
-                       multi_label: bool = False) -> np.ndarray:
-    """The probabilities given to a text that falls through: both stages' votes combined by ``mix``
-    (fitted on validation, :mod:`cascade.training.mixing`; by default the neural stage alone)."""
-    return mix.answer(cheap, neural, multi_label)
-
-
-def abstains(final: np.ndarray, below: float | None) -> np.ndarray:
-    """True where the bundle answers "none of these": its final answer's probability is under ``below``."""
-    if below is None:
-        return np.zeros(len(final), dtype=bool)
-    return final.max(axis=-1) < below
-
-
-def fall_through(conf: np.ndarray, threshold: float) -> np.ndarray:
-    """True where a text goes to the neural stage: its confidence is below the threshold."""
-    return conf < threshold
-
-
-def check_threshold(threshold: float) -> float:
-    """A threshold as a float in [0, 1] (any real number type, numpy's included; not bool, not NaN)."""
-    from numbers import Real
-
-    try:
-        ok = not isinstance(threshold, bool) and isinstance(threshold, Real) and 0.0 <= float(threshold) <= 1.0
-    except OverflowError:
-        ok = False
-    if not ok:
-        raise ValueError(f"threshold must be a number between 0 and 1, got {repr(threshold)[:40]}")
-    return float(threshold)
 
 
 class Cascade:
@@ -193,12 +146,39 @@ class Cascade:
     @classmethod
     def load(cls, path: str | Path | None = None, *, threads: int | None = None, batch_size: int = 32,
              providers: Sequence[str] = DEFAULT_PROVIDERS, verify: bool = True, digest: str | None = None,
-             limits: Limits = DEFAULT_LIMITS, cache_size: int = DEFAULT_ENTRIES) -> "Cascade":
-        """Load a bundle folder (default: the shipped one), checking its manifest and every file's hash.
+             limits: Limits = DEFAULT_LIMITS, cache_size: int = DEFAULT_ENTRIES) -> Cascade:
+        """Load a bundle folder, checking its manifest and every file's hash.
 
-        ``digest`` (``sha256:...``, as ``cascade info`` prints it) refuses any bundle but that one;
-        ``limits`` bounds the work one text can cost (see :class:`cascade.Limits`); ``cache_size``: answers
-        of repeated texts kept (least recently used out; 0 turns the cache off; see :mod:`cascade.cache`)."""
+        Parameters
+        ----------
+        path : str or Path, optional
+            A bundle folder; default the shipped one (or ``$CASCADE_BUNDLE``).
+        threads : int, optional
+            onnxruntime threads for the neural stage; default all cores.
+        batch_size : int, default 32
+            Texts per neural-stage batch.
+        providers : sequence of str
+            onnxruntime execution providers, in order of preference.
+        verify : bool, default True
+            Check every file's SHA-256 against the manifest.
+        digest : str, optional
+            ``sha256:...``, as ``cascade info`` prints it: refuse any bundle but that one.
+        limits : Limits
+            Bounds on the work one text can cost (see :class:`cascade.Limits`).
+        cache_size : int
+            Answers of repeated texts kept, least recently used out; 0 turns the cache off.
+
+        Returns
+        -------
+        Cascade
+
+        Examples
+        --------
+        >>> import cascade
+        >>> model = cascade.load(threads=1)
+        >>> model.multi_label, len(model.labels)
+        (False, 77)
+        """
         threads = check_threads(threads)
         batch_size = check_batch_size(batch_size)
         providers = check_providers(providers)  # before the bundle: not a bundle problem
@@ -277,7 +257,19 @@ class Cascade:
 
     def route(self, texts: list[str], threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Final probabilities (one row per text) and a mask of the texts the neural stage answered."""
-        probs, to_neural = self.route_cheap(texts, threshold)
+        return self._route(texts, self._threshold(threshold))
+
+    def _threshold(self, threshold: float | None) -> float:
+        """The routing cut-off of a call: the model's own (None), else ``threshold`` checked, once per call."""
+        return self.threshold if threshold is None else check_threshold(threshold)
+
+    def uses_cache(self, threshold: float | None) -> bool:
+        """Whether a call at ``threshold`` is answered through :attr:`cache`: only at the model's own threshold
+        (the cache's answers are the answers at it), and when the cache is on."""
+        return self.cache.max_entries > 0 and self._threshold(threshold) == self.threshold
+
+    def _route(self, texts: list[str], t: float) -> tuple[np.ndarray, np.ndarray]:
+        probs, to_neural = self._route_cheap(texts, t)
         idx = np.flatnonzero(to_neural)
         neural = self.neural.predict_proba([texts[i] for i in idx]) if len(idx) else None
         return self.merge_neural(probs, to_neural, neural), to_neural
@@ -285,7 +277,9 @@ class Cascade:
     def route_cheap(self, texts: list[str], threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The first half of :meth:`route`: the cheap stage's probabilities and the mask of texts that fall
         through (for callers that run the neural stage themselves, such as the server's micro-batches)."""
-        t = self.threshold if threshold is None else check_threshold(threshold)
+        return self._route_cheap(texts, self._threshold(threshold))
+
+    def _route_cheap(self, texts: list[str], t: float) -> tuple[np.ndarray, np.ndarray]:
         probs = self.cheap.predict_proba(texts)
         return probs, fall_through(routing_confidence(probs, self.measure, self._always_neural_idx, self.decisions), t)
 
@@ -314,31 +308,53 @@ class Cascade:
                  progress: bool = True) -> Any:
         """Classify a text (returns a Prediction) or a list of texts (a list, in the same order).
 
-        ``threshold`` is the *routing* cut-off, not a score filter: a text whose cheap-stage confidence
-        (the measure the bundle was calibrated with, e.g. its max probability or margin; for a tagger, the
-        confidence in its whole set) is below it falls through to the neural stage. 0 never sends a text on, 1
-        sends every text; None keeps the bundle's. ``top_k``: the k most likely labels in ``Prediction.top_k``
-        (None: every label, as in Hugging Face pipelines). A generator or other one-pass iterable is read
-        chunk by chunk (see :meth:`classify_iter`); the answers still come back as one list. ``progress``: a bar
-        with rate and ETA on stderr for lists of 5,000 texts or more, shown only when stderr is a terminal.
+        A text's answer never depends on the other texts of the call or their order.
+
+        Parameters
+        ----------
+        texts : str or iterable of str
+            A generator or other one-pass iterable is read chunk by chunk (see :meth:`classify_iter`); the
+            answers still come back as one list.
+        threshold : float, optional
+            The *routing* cut-off, not a score filter: a text whose cheap-stage confidence (the measure the
+            bundle was calibrated with; for a tagger, the confidence in its whole set) is below it falls
+            through to the neural stage. 0 never sends a text on, 1 sends every text; None keeps the bundle's
+            (and answers repeated texts from the cache).
+        top_k : int or None, default 1
+            The k most likely labels in ``Prediction.top_k``; None: every label.
+        progress : bool, default True
+            A bar with rate and ETA on stderr for 5,000 texts or more, when stderr is a terminal.
+
+        Returns
+        -------
+        Prediction or list of Prediction
+
+        Examples
+        --------
+        >>> import cascade
+        >>> model = cascade.load(threads=1)
+        >>> answer = model.classify("I still have not received my new card", top_k=2)
+        >>> answer.label, answer.stage, len(answer.top_k)
+        ('card_arrival', 'cheap', 2)
+        >>> model.classify("I still have not received my new card", threshold=1.0).stage
+        'neural'
         """
         if is_stream(texts):
             return list(self.classify_iter(texts, threshold=threshold, top_k=top_k))
         items, single = as_text_list(texts)
         top_k = check_top_k(top_k, len(self.labels))
-        t = self.threshold if threshold is None else check_threshold(threshold)
+        t = self._threshold(threshold)
         if not items:
             return []
-        cached = threshold is None
         if not (progress and len(items) >= MIN_TEXTS and stderr_is_terminal()):
             # one pass: the cheap stage chunks its own work, the neural stage length-sorts every text that
             # falls through at once (splitting the list here cost 29% of the throughput)
-            predictions = self._predict(items, t, top_k, cached)
+            predictions = self._predict(items, t, top_k)
             return predictions[0] if single else predictions
         predictions = []
         with progress_bar(total=len(items), desc="classify", unit="text", progress=True) as bar:
             for start in range(0, len(items), BAR_CHUNK):
-                predictions += self._predict(items[start:start + BAR_CHUNK], t, top_k, cached)
+                predictions += self._predict(items[start:start + BAR_CHUNK], t, top_k)
                 bar.update(min(BAR_CHUNK, len(items) - start))
         return predictions
 
@@ -350,14 +366,14 @@ class Cascade:
         if not isinstance(texts, str):
             refuse_ambiguous(texts)  # at the call, not at the first answer
         top_k = check_top_k(top_k, len(self.labels))
-        t = self.threshold if threshold is None else check_threshold(threshold)
-        cached = threshold is None
+        t = self._threshold(threshold)
         return (p for chunk in text_chunks(texts, self.cheap.limits.chunk_size)
-                for p in self._predict(chunk, t, top_k, cached))
+                for p in self._predict(chunk, t, top_k))
 
-    def _predict(self, items: list[str], threshold: float, top_k: int, cached: bool = False) -> list[Prediction]:
-        if not cached or self.cache.max_entries == 0:
-            return self.predictions(*self.route(items, threshold), top_k)
+    def _predict(self, items: list[str], t: float, top_k: int) -> list[Prediction]:
+        """Answers at the checked threshold ``t``: through the cache when :meth:`uses_cache` says so."""
+        if not self.uses_cache(t):
+            return self.predictions(*self._route(items, t), top_k)
         return self.predictions(*self.route_cached(items), top_k)
 
     def cache_state(self) -> tuple[Any, ...]:
@@ -390,7 +406,7 @@ class Cascade:
             todo.setdefault(rows.keys[i], []).append(int(i))
         if todo:
             first = [same[0] for same in todo.values()]
-            fresh, fell = self.route([texts[i] for i in first], None)
+            fresh, fell = self._route([texts[i] for i in first], self.threshold)
             for same, p, n in zip(todo.values(), fresh, fell):
                 rows.probs[same], rows.to_neural[same] = p, n
             self.cache.put_many(list(todo), fresh, fell, rows.state)

@@ -1,7 +1,7 @@
 """The cheap stage's speed, side by side in one run: scikit-learn's own ``predict_proba``, cascade's
 fast path and onnxruntime on ``cheap.onnx``, all the same model (fitted here with the shipped config).
 
-    python benchmarks/cheap_speed.py [--rounds 5] [--n 1000]
+    python experiments/cheap_speed.py [--rounds 5] [--n 1000]
 
 Reports single-text latency (p50/p99 over one call per text, microseconds) and batch throughput
 (texts/s, one call on the whole set), medians over interleaved rounds with [min-max].
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import interleaved, per_call_latencies, spread  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # its timing helpers
+from timing import interleaved, per_call_latencies, spread
 
-import cascade  # noqa: E402
-from cascade.stages.cheap import CheapStage  # noqa: E402
-from cascade.training.cheap import CheapConfig, export_cheap, fit_cheap  # noqa: E402
+import cascade
+from cascade.stages.cheap import CheapStage
+from cascade.training.cheap import CheapConfig, export_cheap, fit_cheap
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Distillation on BANKING77: half of the training split is held out as an unlabelled pool.
 
     cascade finetune --data labelled_half.csv --val val.csv --out runs/half-bundle --work-dir runs/half-work
-    python benchmarks/distillation.py --base runs/half-bundle [--min-confidence 0.9]
+    python experiments/distillation.py --base runs/half-bundle [--min-confidence 0.9]
 
 ``--base`` must be a bundle whose stages saw only the labelled half (``--write-csv DIR`` writes the two
 CSVs the command above needs); otherwise its neural stage has seen the pool's labels and the figures

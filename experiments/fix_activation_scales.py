@@ -1,7 +1,7 @@
 """Give a fine-tuned BANKING77 bundle built before scales were fixed (dynamic, per-batch activation
 scales: answers that move with batch-mates, or run one text at a time) fixed scales and current text hashes.
 
-    python benchmarks/fix_activation_scales.py --bundle runs/finetuned --work runs/fix-scales
+    python experiments/fix_activation_scales.py --bundle runs/finetuned --work runs/fix-scales
     python benchmarks/evaluate_bundle.py --bundle runs/finetuned --write
 
 This is how the fine-tuned bundle compared in README was brought up to date. It runs the same
@@ -18,12 +18,11 @@ import argparse
 import logging
 from pathlib import Path
 
-
 import cascade
 from cascade.bundle import TRAIN_HASHES_FILE, read_bundle, text_hash, write_bundle, write_train_hashes
 from cascade.evaluation import label_indices
 from cascade.stages.neural import NeuralStage
-from cascade.training.build import _choose_threshold
+from cascade.training.assemble import _choose_threshold
 from cascade.training.export import NeuralBuild, fix_scales
 
 TOLERANCE = 0.005

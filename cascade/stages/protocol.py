@@ -1,0 +1,28 @@
+"""What every stage is to the rest of the package: it scores texts and decides nothing.
+
+The model (:class:`cascade.model.Cascade`), the builds and the calibration need no more of a stage than
+this; :class:`~cascade.stages.cheap.CheapStage` and :class:`~cascade.stages.neural.NeuralStage` both are one.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """A scorer of texts: logits, and probabilities from them (softmax, or a sigmoid per topic when
+    ``multi_label``) at its calibration ``temperature``. Rows come back in the order of the texts, and a
+    text's row never depends on the other texts of the call."""
+
+    multi_label: bool
+    temperature: float
+
+    @property
+    def n_classes(self) -> int: ...
+
+    def logits(self, texts: list[str]) -> np.ndarray: ...
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray: ...
