@@ -51,3 +51,18 @@ def test_a_changed_figure_is_caught():
     name = next(iter(data["systems"]))
     data["systems"][name]["accuracy"] += 0.01
     assert run.render(data["meta"], data["systems"]) != (ROOT / "benchmarks" / "results.md").read_text()
+
+
+def test_the_docs_include_result_tables_rather_than_copy_them():
+    """A docs page shows a result file's table by including the file (pymdownx.snippets), never as a copy
+    that a rerun would leave stale: no table row of a committed result file appears in a page's own text."""
+    results = sorted((ROOT / "benchmarks").glob("*.md")) + sorted((ROOT / "experiments").glob("*.md"))
+    copied = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        for result in results:
+            rows = [line for line in result.read_text(encoding="utf-8").splitlines()
+                    if line.startswith("| ") and not line.startswith("|---") and line.count("|") > 3]
+            header = rows[:1]  # a header row alone may repeat a column layout; a data row may not
+            copied += [f"{page.name}: {row[:60]}" for row in rows if row not in header and row in text]
+    assert not copied, copied
