@@ -44,7 +44,23 @@ WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())  # what 
 
 @dataclass(frozen=True)
 class BatchReport:
-    """What one (possibly resumed) run did."""
+    """What one (possibly resumed) run of :func:`cascade.batch` did.
+
+    Attributes
+    ----------
+    out : Path
+        The output file.
+    rows : int
+        Input rows, each written exactly once.
+    distinct_texts : int
+        Distinct texts among them (each classified once).
+    classified : int
+        Distinct texts classified by this run (fewer when it resumed).
+    errors : int
+        Rows whose text could not be classified (their ``error`` column says why).
+    seconds : float
+        Wall time of this run.
+    """
 
     out: Path
     rows: int

@@ -28,8 +28,24 @@ log = logging.getLogger(__name__)
 
 
 def pseudo_label(model: Cascade, pool: Sequence[str], min_confidence: float = 0.9) -> tuple[TextDataset, np.ndarray]:
-    """The pool texts whose neural-stage probability is at least ``min_confidence``, labelled with the
-    neural stage's answer; and every pool text's neural confidence."""
+    """Label pool texts with the neural stage's answers, keeping the confident ones.
+
+    Parameters
+    ----------
+    model : Cascade
+        A loaded bundle.
+    pool : sequence of str
+        Unlabelled texts.
+    min_confidence : float, default 0.9
+        The neural-stage probability a pool text's answer needs to be kept.
+
+    Returns
+    -------
+    labelled : TextDataset
+        The kept texts, labelled with the neural stage's answers.
+    confidence : ndarray
+        Every pool text's neural-stage probability.
+    """
     texts, _ = as_text_list(pool)
     if not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence}")
@@ -56,10 +72,36 @@ def choose_min_confidence(model: Cascade, validation: TextDataset, accuracy: flo
 def distill(model: Cascade, labelled: TextDataset, pool: Sequence[str], validation: TextDataset,
             out: str | Path, *, min_confidence: float | None = None, pseudo_label_accuracy: float = 0.95,
             config: CheapConfig | None = None, progress: bool = True) -> Bundle:
-    """Retrain ``model``'s cheap stage on ``labelled`` plus the pool texts its neural stage labels with at
-    least ``min_confidence``, and write the result as a bundle at ``out`` (atomically). By default
-    ``min_confidence`` is chosen on ``validation``: the lowest at which the neural stage's answers are right
-    ``pseudo_label_accuracy`` of the time."""
+    """Retrain ``model``'s cheap stage on ``labelled`` plus the pool texts its neural stage labels confidently.
+
+    The result is written as a bundle at ``out`` (atomically), keeping ``model``'s neural stage.
+
+    Parameters
+    ----------
+    model : Cascade
+        A loaded bundle.
+    labelled : TextDataset
+        Labelled training texts.
+    pool : sequence of str
+        Unlabelled texts like the ones users send.
+    validation : TextDataset
+        Labelled texts the threshold and ``min_confidence`` are chosen on.
+    out : str or Path
+        The bundle folder to write.
+    min_confidence : float, optional
+        The neural-stage probability a pool text's pseudo-label needs; default: the lowest at which the
+        neural stage's answers on ``validation`` are right ``pseudo_label_accuracy`` of the time.
+    pseudo_label_accuracy : float, default 0.95
+        See ``min_confidence``.
+    config : CheapConfig, optional
+        The cheap stage's settings.
+    progress : bool, default True
+        Progress bars on a terminal, log lines elsewhere.
+
+    Returns
+    -------
+    Bundle
+    """
     # lazy: scikit-learn (2-3 s to import) loads only when a build runs
     from .training.cheap import CheapConfig
     from .training.recipes.refresh import train_cheap

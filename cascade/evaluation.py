@@ -65,8 +65,22 @@ class StageScores:
 
 
 def score_stages(model: Cascade, data: TextDataset, progress: bool = False) -> StageScores:
-    """Run both stages on every text (what the figures and calibration need); ``progress``: a bar, or log
-    lines, while the neural stage reads many texts."""
+    """Run both stages on every text: what the figures and calibration need.
+
+    Parameters
+    ----------
+    model : Cascade
+        A loaded bundle.
+    data : TextDataset
+        Labelled texts.
+    progress : bool, default False
+        A bar, or log lines, while the neural stage reads many texts.
+
+    Returns
+    -------
+    StageScores
+        Both stages' probabilities, the answer of a text that falls through, and the true classes.
+    """
     y = label_indices(model.labels, data.labels)
     return StageScores(model.cheap.predict_proba(data.texts), _neural_proba(model, data.texts, progress), y, model.mix)
 
@@ -220,7 +234,26 @@ def evaluate_tagging(model: Cascade, data: TextDataset, threshold: float | None 
 
 
 def risk_coverage(conf: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(coverage, accuracy) when only the k most confident answers are kept, for k = 1..n."""
+    """(coverage, accuracy) when only the k most confident answers are kept, for k = 1..n.
+
+    Parameters
+    ----------
+    conf : ndarray of shape (n,)
+        Each text's confidence.
+    correct : ndarray of bool, shape (n,)
+        Whether the answer to it is right.
+
+    Returns
+    -------
+    coverage, accuracy : ndarray of shape (n,)
+
+    Examples
+    --------
+    >>> import numpy as np, cascade
+    >>> coverage, accuracy = cascade.risk_coverage(np.array([0.9, 0.6, 0.8]), np.array([True, False, True]))
+    >>> coverage.round(3).tolist(), accuracy.round(3).tolist()
+    ([0.333, 0.667, 1.0], [1.0, 1.0, 0.667])
+    """
     order = np.argsort(-np.asarray(conf), kind="stable")
     hits = np.cumsum(np.asarray(correct, dtype=np.float64)[order])
     k = np.arange(1, len(order) + 1)
@@ -228,8 +261,28 @@ def risk_coverage(conf: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np
 
 
 def coverage_at_accuracy(conf: np.ndarray, correct: np.ndarray, accuracy: float) -> float:
-    """The largest share of texts a stage can keep, most confident first, with at least ``accuracy`` on
-    those it keeps (0 if none)."""
+    """The largest share of texts a stage can keep, most confident first, with at least ``accuracy`` on them.
+
+    Parameters
+    ----------
+    conf : ndarray of shape (n,)
+        Each text's confidence.
+    correct : ndarray of bool, shape (n,)
+        Whether the stage's answer to it is right.
+    accuracy : float
+        The accuracy the kept texts must reach.
+
+    Returns
+    -------
+    float
+        The share kept; 0 if none.
+
+    Examples
+    --------
+    >>> import numpy as np, cascade
+    >>> cascade.coverage_at_accuracy(np.array([0.9, 0.8, 0.7, 0.6]), np.array([True, True, False, True]), 0.75)
+    1.0
+    """
     coverage, acc = risk_coverage(conf, correct)
     ok = np.flatnonzero(acc >= accuracy)
     return float(coverage[ok[-1]]) if len(ok) else 0.0

@@ -13,17 +13,29 @@ from numbers import Integral
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on the work and memory one text, one batch or one file can cost.
+    """Bounds on the work and memory one text, one batch or one file can cost, whatever the input holds.
 
-    * ``max_text_chars``: characters of a text that are read, counted after its leading whitespace;
-      the rest is ignored (the neural stage reads far less: ``max_length`` tokens).
-    * ``max_word_chars``: characters of one whitespace-separated word that are kept (BERT-style
-      tokenizers already turn longer words into one unknown token).
-    * ``word_cache_bytes``: memory for the cheap stage's cache of per-word character n-grams; the cache is
-      emptied when it would grow past this.
-    * ``chunk_size`` and ``chunk_chars``: at most this many texts, holding at most this many characters,
-      are featurized and scored at once; larger inputs are processed chunk by chunk.
-    * ``max_csv_field_chars``: the longest field a CSV file may have.
+    Parameters
+    ----------
+    max_text_chars : int, default 100,000
+        Characters of a text that are read, counted after its leading whitespace; the rest is ignored (the
+        neural stage reads far less: ``max_length`` tokens).
+    max_word_chars : int, default 100
+        Characters of one whitespace-separated word that are kept (BERT-style tokenizers already turn longer
+        words into one unknown token).
+    word_cache_bytes : int, default 64 MiB
+        Memory for the cheap stage's cache of per-word character n-grams; emptied when it would grow past this.
+    chunk_size, chunk_chars : int, default 1,024 and 2,000,000
+        At most this many texts, holding at most this many characters, are featurized at once.
+    max_csv_field_chars : int, default 1,000,000
+        The longest field a labelled file may hold.
+
+    Examples
+    --------
+    >>> import cascade
+    >>> model = cascade.load(limits=cascade.Limits(max_text_chars=2_000), threads=1)
+    >>> model.classify("card " * 10_000).label == model.classify("card " * 400).label
+    True
     """
 
     max_text_chars: int = 100_000

@@ -66,10 +66,22 @@ class CachedRows:
 class Prediction:
     """One answer: the label, its probability, which stage gave it, and the top-k (label, probability).
 
-    ``label`` is None when the bundle abstains ("none of these"): the text fits none of its labels well
-    enough; ``reason`` says so, and ``top_k`` still holds the closest labels. A multi-label bundle also
-    fills ``labels`` (the topics assigned, most probable first) and ``scores`` (their probabilities);
-    ``label`` is then the most probable of them."""
+    Attributes
+    ----------
+    label : str or None
+        The answer; None when the bundle abstains ("none of these"), with ``reason`` saying so and ``top_k``
+        still holding the closest labels. A tagger: the most probable of its topics.
+    score : float
+        The answer's probability.
+    stage : {"cheap", "neural"}
+        Which stage answered.
+    top_k : tuple of (str, float)
+        The most probable labels and their probabilities.
+    reason : str
+        Why there is no label, if there is none.
+    labels, scores : tuple, optional
+        A tagger's topics (most probable first) and their probabilities; None for one label per text.
+    """
 
     label: str | None
     score: float
@@ -92,7 +104,36 @@ class Prediction:
 
 
 class Cascade:
-    """A cheap stage and a neural stage behind one confidence threshold."""
+    """A cheap stage and a neural stage behind one confidence threshold: a loaded bundle.
+
+    Made by :meth:`load` (``cascade.load``). A text whose cheap-stage confidence is below ``threshold`` falls
+    through to the neural stage, and its answer combines both stages' votes (``mix``).
+
+    Parameters
+    ----------
+    cheap, neural : CheapStage, NeuralStage
+        The stages (they score; this class and :mod:`cascade.policy` decide).
+    labels : sequence of str
+        The class (or topic) names, in the stages' order.
+    threshold : float
+        The routing cut-off in [0, 1].
+    bundle : Bundle, optional
+        Where the stages came from.
+    measure : str, optional
+        The confidence measure; default the task's first.
+    always_neural : sequence of str
+        Labels whose cheap-stage answers always fall through (per-class calibration).
+    cheap_weight : float
+        A linear mix's cheap-stage weight (give ``mix`` instead for a product).
+    mix : Mix, optional
+        How a fall-through text's answer combines both votes.
+    abstain_below : float, optional
+        "None of these" under this final probability.
+    decisions : Decisions, optional
+        A tagger's cut-offs.
+    cache_size : int
+        Answers of repeated texts kept (0: off).
+    """
 
     def __init__(self, cheap: CheapStage, neural: NeuralStage, labels: Sequence[str], threshold: float,
                  bundle: Bundle | None = None, measure: str | None = None,

@@ -88,7 +88,19 @@ def near_duplicate_groups(texts: list[str], cosine: float = NEAR_DUPLICATE_COSIN
 
 @dataclass(frozen=True)
 class Splits:
-    """The three parts of a carved data set, and how they were carved."""
+    """The three parts of a carved data set, and how they were carved (what :func:`carve_splits` returns).
+
+    Attributes
+    ----------
+    train : TextDataset
+        What the stages are fitted on.
+    selection : TextDataset
+        What a build chooses its settings on (threshold, mix, cut-offs, epochs).
+    certification : TextDataset
+        Left untouched by the build, for ``cascade calibrate`` to certify promises on.
+    settings : dict
+        The rule and its settings; :meth:`describe` adds the sizes, as a manifest records them.
+    """
 
     train: TextDataset
     selection: TextDataset
@@ -294,8 +306,31 @@ def certification_split(data: TextDataset, recorded: dict[str, Any], source: str
 
 
 def stratified_split(data: TextDataset, fraction: float, salt: str = "") -> tuple[TextDataset, TextDataset]:
-    """Split into (rest, part): ``part`` holds about ``fraction`` of each label's rows, chosen by the
-    SHA-256 of ``salt`` + text, so the split is the same everywhere and texts never straddle it."""
+    """Split into (rest, part), about ``fraction`` of each label's rows in ``part``.
+
+    The rows are chosen by the SHA-256 of ``salt`` + text, so the split is the same everywhere and a text never
+    straddles it. (Builds carve with :func:`carve_splits`, which also keeps near-copies together.)
+
+    Parameters
+    ----------
+    data : TextDataset
+        Labelled texts.
+    fraction : float
+        In (0, 1).
+    salt : str, default ""
+        Another salt gives another split.
+
+    Returns
+    -------
+    rest, part : TextDataset
+
+    Examples
+    --------
+    >>> import cascade
+    >>> rest, part = cascade.stratified_split(cascade.load_banking77("train"), 0.1)
+    >>> round(len(part) / (len(rest) + len(part)), 2)
+    0.1
+    """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
     by_label: dict[str, list[int]] = defaultdict(list)

@@ -113,7 +113,26 @@ class TrainHashes:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle folder, its validated manifest and its digest."""
+    """A verified bundle folder, its validated manifest and its digest (what :func:`read_bundle` returns).
+
+    Attributes
+    ----------
+    path : Path
+        The bundle folder.
+    manifest : dict
+        Its ``manifest.json``, every field validated.
+    digest : str
+        ``sha256:...`` of the manifest, as ``cascade info`` prints it and ``cascade.load(digest=...)`` pins.
+    blobs : dict of str to bytes
+        Verified bytes of the files a reader asked to keep.
+
+    Examples
+    --------
+    >>> import cascade
+    >>> bundle = cascade.read_bundle(cascade.load().bundle.path)
+    >>> bundle.digest.startswith("sha256:"), len(bundle.labels)
+    (True, 77)
+    """
 
     path: Path
     manifest: dict[str, Any]
@@ -314,9 +333,21 @@ def read_bundle(path: str | Path, verify: bool = True, *, digest: str | None = N
                 keep: tuple[str, ...] = ()) -> Bundle:
     """Read and check a bundle folder; raise :class:`BundleError` naming what is wrong.
 
-    ``verify`` checks every file's SHA-256; ``digest`` (as ``cascade info`` prints it) refuses any other
-    bundle before reading its files; ``keep`` names files whose verified bytes are kept in
-    :attr:`Bundle.blobs`."""
+    Parameters
+    ----------
+    path : str or Path
+        The bundle folder.
+    verify : bool, default True
+        Check every file's SHA-256 against the manifest.
+    digest : str, optional
+        ``sha256:...`` as ``cascade info`` prints it: refuse any other bundle before reading its files.
+    keep : tuple of str
+        Files whose verified bytes are kept in :attr:`Bundle.blobs`.
+
+    Returns
+    -------
+    Bundle
+    """
     path = Path(path)
     want = normalize_digest(digest) if digest is not None else None
     try:

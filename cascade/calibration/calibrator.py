@@ -103,7 +103,36 @@ def machine_description() -> str:
 
 @dataclass
 class Calibrator:
-    """Fits calibrated scores on labelled held-out texts and chooses thresholds with stated guarantees."""
+    """Fits calibrated scores on labelled held-out texts and chooses thresholds with stated guarantees.
+
+    Call :meth:`calibrate` with texts the bundle's build never saw; :meth:`choose` then returns a
+    :class:`ThresholdChoice` that says whether a target can be promised (a lower confidence bound on the
+    certifying part, over a fixed test sequence), :meth:`apply` sets it on the model, :meth:`save` writes it
+    into the bundle, and :meth:`report` says what was measured.
+
+    Parameters
+    ----------
+    model : Cascade
+        The loaded bundle to calibrate.
+    measures : tuple of str
+        Confidence measures to compare (the one with the lower AURC is kept); a tagger's default are its
+        set measures.
+    label_sep : str, optional
+        A tagger's label cells hold topics joined by this; default: the bundle's.
+
+    Attributes
+    ----------
+    temperatures_ : dict
+        Each stage's fitted temperature.
+    measure_ : str
+        The confidence measure kept.
+    ece_, aurc_ : dict
+        Expected calibration error before and after, and each measure's area under the risk-coverage curve.
+    n_fit_, n_certify_, n_duplicates_ : int
+        Texts fitted on, certifying, and dropped as duplicates.
+    choice_ : ThresholdChoice or None
+        The last choice made.
+    """
 
     model: Cascade
     measures: tuple[str, ...] = DEFAULT_MEASURES  # a multi-label bundle's default: SET_MEASURES
@@ -398,9 +427,31 @@ class Calibrator:
                fallthrough: float | None = None, latency_ms: float | None = None,
                match_neural: float | None = None, per_class: bool = False,
                target_f1: float | None = None) -> ThresholdChoice:
-        """Choose a threshold by exactly one rule (see the module docstring). ``per_class=True`` first
-        sends the classes :meth:`flag_classes` finds to the neural stage whatever their confidence.
-        ``target_f1`` (multi-label bundles): promise a mean per-text F1 of at least this."""
+        """Choose a threshold by exactly one rule (see the module docstring).
+
+        Parameters
+        ----------
+        target_accuracy : float, optional
+            Promise at least this accuracy (in (0, 1): 0.93 for 93%), at ``confidence``.
+        confidence : float, default 0.95
+            The confidence of a promise.
+        fallthrough : float, optional
+            Send at most this share of texts to the neural stage.
+        latency_ms : float, optional
+            Cost at most this many milliseconds per text, as timed at calibration.
+        match_neural : float, optional
+            Agree with the neural stage alone on at least this share of texts.
+        per_class : bool, default False
+            First send the classes :meth:`flag_classes` finds to the neural stage whatever their confidence.
+        target_f1 : float, optional
+            A tagger: promise a mean per-text F1 of at least this.
+
+        Returns
+        -------
+        ThresholdChoice
+            ``certified`` says whether the promise holds at ``confidence``; when not, ``reason`` says why and what
+            would help, and the threshold is the closest choice.
+        """
         mode, value = check_request(target_accuracy=target_accuracy, target_f1=target_f1, fallthrough=fallthrough,
                                     latency_ms=latency_ms, match_neural=match_neural, confidence=confidence)
         policy = self._policy(per_class)

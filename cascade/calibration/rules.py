@@ -36,7 +36,27 @@ FIT_FRACTION = 0.3  # the share of calibration texts that fit the scores; the re
 
 @dataclass(frozen=True)
 class ThresholdChoice:
-    """A threshold and what it is expected to give; ``feasible=False`` says the request could not be met."""
+    """A threshold and what it is expected to give (what :meth:`Calibrator.choose` returns).
+
+    Attributes
+    ----------
+    threshold : float
+        The routing cut-off.
+    measure : str
+        The confidence measure it applies to.
+    mode : str
+        What was asked for (a target accuracy, F1, fall-through rate, cost, ...).
+    request : dict
+        The request's numbers.
+    expected : dict
+        What the certifying texts say it gives (accuracy, fall-through rate, cost, the lower bound).
+    feasible : bool, default True
+        False: the request could not be met; ``reason`` says why and what would help.
+    reason : str
+        Why a request was not certified, and the closest choice that was.
+    always_neural : tuple of str
+        Per-class calibration: labels whose texts always fall through.
+    """
 
     threshold: float
     measure: str

@@ -30,15 +30,35 @@ from ..training.recipes.frozen import TrainConfig, train_bundle
 
 
 class CascadeClassifier(ClassifierMixin, BaseEstimator):
-    """Cheap TF-IDF stage + a head on the shipped frozen encoder, behind one routing threshold.
+    """Cheap TF-IDF stage + a head on the shipped frozen encoder, behind one routing threshold, as a
+    scikit-learn estimator (``fit`` builds a bundle with ``cascade train``'s recipe).
 
-    Parameters mirror ``cascade train``: ``C`` (cheap stage) and ``head_C`` (the encoder's head) are
-    inverse regularisation strengths; ``threshold`` None keeps the one the build chooses on its selection
-    texts (carved out of what ``fit`` is given, ``selection_share``); ``out`` is where the bundle is
-    written (None: a temporary folder, removed with the estimator); ``encoder_from`` a bundle whose
-    encoder is reused (None: the shipped one); ``threads`` onnxruntime's threads.
+    Parameters
+    ----------
+    C : float, default 20.0
+        The cheap stage's inverse regularisation strength.
+    head_C : float, default 10.0
+        The encoder head's.
+    threshold : float, optional
+        The routing cut-off; None keeps the one the build chooses on its selection texts (carved out of what
+        ``fit`` is given).
+    selection_share : float, default 0.1
+        The share of ``fit``'s texts carved out to choose on.
+    out : str or Path, optional
+        Where the bundle is written; None: a temporary folder, removed with the estimator.
+    encoder_from : str or Path, optional
+        A bundle whose encoder is reused; None: the shipped one.
+    threads : int, optional
+        onnxruntime's threads.
 
-    Fitted attributes: ``classes_``, ``model_`` (the :class:`cascade.Cascade`), ``bundle_path_``.
+    Attributes
+    ----------
+    classes_ : ndarray
+        The labels.
+    model_ : Cascade
+        The fitted model.
+    bundle_path_ : Path
+        Where its bundle is.
     """
 
     _owned: weakref.finalize | None = None  # removes the bundle folder this estimator made (out=None)
