@@ -138,3 +138,35 @@ def test_large_encoder_quick_run_sets_two_recipes_side_by_side(tmp_path):
         assert set(row["combiners"]) == {"neural", "linear", "product"}
         assert row["combiners"]["product"]["mix"].get("kind") == "product"
     assert "| combiner |" in out.with_suffix(".md").read_text()
+
+
+def _run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *args], capture_output=True,
+                         text=True, timeout=1800)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def test_batch_benchmark_smoke_run(tmp_path):
+    """Issue 26: every maintained benchmark has a smoke run; benchmarks/batch.py on 3,000 generated rows."""
+    pytest.importorskip("duckdb")
+    _run_script("batch", "--rows", "3000", "--chunk", "512", "--out", str(tmp_path / "b"))
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert "| `cascade batch`" in (tmp_path / "b.md").read_text()
+    assert result["rows"] == 3000 and 0 < result["distinct_texts"] <= 3000 and result["batch_rows_per_s"] > 0
+
+
+def test_cache_benchmark_smoke_run(tmp_path):
+    _run_script("cache", "--texts", "400", "--rounds", "1", "--out", str(tmp_path / "c"))
+    assert "| texts per call |" in (tmp_path / "c.md").read_text()
+    assert json.loads((tmp_path / "c.json").read_text())
+
+
+@pytest.mark.slow
+def test_evaluate_bundle_and_tune_report_smoke_runs(tmp_path):
+    """benchmarks/evaluate_bundle.py on the shipped bundle (without --write: nothing committed changes), and
+    benchmarks/tune_report.py comparing the shipped bundle with itself."""
+    run = _run_script("evaluate_bundle")
+    assert "cascade" in run.stdout
+    _run_script("tune_report", str(REPO / "artifacts"), "--out", str(tmp_path / "t"))
+    assert "| split |" in (tmp_path / "t.md").read_text()
