@@ -12,6 +12,7 @@ work folder), never by the file. Rows whose text is null, empty or not text are 
 
 from __future__ import annotations
 
+import csv
 import errno
 import glob as globmod
 import hashlib
@@ -265,7 +266,6 @@ def _columns(duckdb: Any, paths: list[Path], text_col: str, id_col: str | None, 
 
 
 def _check_header(path: Path, delimiter: str) -> None:
-    import csv
 
     with path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
         line = fh.readline(1_000_000)

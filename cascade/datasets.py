@@ -9,6 +9,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -200,7 +201,6 @@ def _group_value(value: Any, where: str, col: str | None) -> str:
 def parse_time(value: Any, where: str, col: str | None) -> tuple[float, str]:
     """A time cell as a number (seconds, or any increasing count) and its kind ("number" or "date"): a
     number, or an ISO 8601 date or time (a time without a zone is read as UTC)."""
-    from datetime import datetime, timezone
 
     kind = "number"
     if isinstance(value, (int, float)) and not isinstance(value, bool):

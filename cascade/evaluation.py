@@ -32,6 +32,7 @@ def label_indices(labels: Sequence[str], data_labels: Sequence[str]) -> np.ndarr
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """scikit-learn's macro-F1: the unweighted mean of per-class F1 over every class that is true or
     predicted (a class predicted but never true counts, with F1 0)."""
+    # lazy: scikit-learn (2-3 s to import) loads only when this runs
     from sklearn.metrics import f1_score
 
     return float(f1_score(y_true, y_pred, average="macro", zero_division=0.0)) if len(y_true) else 0.0

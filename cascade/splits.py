@@ -44,6 +44,7 @@ def near_duplicate_groups(texts: list[str], cosine: float = NEAR_DUPLICATE_COSIN
     others, by a word TF-IDF cosine of at least ``cosine`` (or by the same :func:`cascade.text.dedup_key`)
     share one. Memory is bounded by PRODUCT_BUDGET; time grows with the square of the texts, so past
     MAX_NEAR_DUPLICATE_TEXTS only copies are grouped (with a warning)."""
+    # lazy: scikit-learn (2-3 s to import) loads only when this runs
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -237,6 +238,7 @@ def _check_parts(part: np.ndarray, wanted: dict[int, int], missed: dict[int, lis
 def _merge_groups(rep: np.ndarray, keys: list[str]) -> np.ndarray:
     """Group ids joining ``rep``'s groups with the given ones (texts sharing a key): a group id is the index
     of the group's first text."""
+    # lazy: scipy loads only when this runs, so `import cascade` stays light
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 

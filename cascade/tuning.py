@@ -11,12 +11,15 @@ study stops at ``trials`` finished or pruned trials in all.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import socket
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +151,7 @@ def _stop_if_surplus(trial: Any, cap: int) -> None:
     """Stop a trial (and this worker) that would take the study past ``cap``: finished and pruned trials, and
     trials in flight that started before it (a lower number), count. Workers agree on which trials run
     (the lowest numbers), so two workers sharing a study of 8 run 8, not 9."""
+    # lazy: the [tune] extra
     from optuna.trial import TrialState
 
     ahead = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED)
@@ -166,7 +170,6 @@ def _in_flight(trial: Any) -> bool:
     """Whether a trial marked running is really running: its worker (``host:pid``, recorded when the trial
     starts) is alive on this host, or, on another host, it started less than ``STALE_AFTER_S`` ago. A worker
     killed mid-trial leaves its trial marked running for good; it must not hold the study's cap."""
-    from datetime import datetime
 
     host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
     if host == socket.gethostname() and pid.isdigit():
@@ -184,6 +187,7 @@ def _in_flight(trial: Any) -> bool:
 def _wait_for_trials_in_flight(study: Any, states: tuple[Any, ...]) -> None:
     """This worker stopped because the cap counts trials still running elsewhere: wait for them (at most
     ``WAIT_FOR_OTHERS_S``), so the best it reports is the whole study's."""
+    # lazy: the [tune] extra
     from optuna.trial import TrialState
 
     deadline, said = time.monotonic() + WAIT_FOR_OTHERS_S, -1
@@ -201,8 +205,6 @@ def _wait_for_trials_in_flight(study: Any, states: tuple[Any, ...]) -> None:
 
 def _fingerprint(train: TextDataset, selection: TextDataset, model: Any) -> str:
     """What makes two workers' trials comparable: the same texts and labels, the same base bundle."""
-    import hashlib
-    import json
 
     digest = hashlib.sha256()
     for data in (train, selection):
@@ -212,7 +214,6 @@ def _fingerprint(train: TextDataset, selection: TextDataset, model: Any) -> str:
 
 
 def _config_dict(config: CheapConfig) -> dict[str, Any]:
-    from dataclasses import asdict
 
     return asdict(config)
 
@@ -237,6 +238,7 @@ def storage_of(url: str | None) -> Any:
         return None
     optuna = require("optuna", "tune")
     if url.startswith("journal:") or url.endswith((".journal", ".log")):
+        # lazy: the [tune] extra
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
@@ -282,6 +284,7 @@ def tune(train: TextDataset, selection: TextDataset, *, trials: int, base: str |
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(the_study.get_trials(deepcopy=False, states=states))
     if done < trials:
+        # lazy: the [tune] extra
         from optuna.study import MaxTrialsCallback
 
         objective.cap = trials

@@ -9,7 +9,8 @@ import os
 import platform
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from numbers import Integral
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +55,6 @@ class CalibrationWarning(UserWarning):
 
 def _check_label_values(labels: Sequence[Any]) -> list[str]:
     """Labels as strings: str and integer labels are accepted; a missing or other value is named."""
-    from numbers import Integral
 
     if isinstance(labels, (str, bytes)) or getattr(labels, "ndim", 1) != 1:
         raise TypeError("labels must be a flat sequence with one label per text")
@@ -410,6 +410,7 @@ class Calibrator:
         among fit texts the cheap stage assigns to the class, an exact one-sided binomial test against its
         overall fit accuracy, Bonferroni-corrected over the classes it assigned. Per-class calibration
         sends these classes' texts to the neural stage whatever their confidence."""
+        # lazy: scipy loads only when this runs, so `import cascade` stays light
         from scipy.stats import binom
 
         self._require_fitted()
@@ -483,7 +484,6 @@ class Calibrator:
     def _with_traffic_figures(self, choice: ThresholdChoice, policy: Policy, level: float) -> ThresholdChoice:
         """The traffic's estimate at the chosen threshold for every rule (a target rule has it already), and,
         for a bundle that abstains, the share of the traffic its "none of these" cut would reject."""
-        from dataclasses import replace
 
         checker = self._traffic_checker(policy, level, choice.mode == "target_f1")
         if checker is None:

@@ -86,6 +86,7 @@ def cheapest_same_as_best(conf: np.ndarray, cheap_correct: np.ndarray, neural_co
     best's. Buying a sliver of accuracy with twice the traffic is not worth it when the sliver is
     indistinguishable from noise; ``max_drop`` keeps a small selection set, where the test has little
     power, from giving away more than that."""
+    # lazy: scipy loads only when this runs, so `import cascade` stays light
     from scipy.stats import binom
 
     if not 0.0 < alpha < 1.0:

@@ -37,6 +37,7 @@ def plot_path(path: str | Path) -> Path:
 def draw(cal: Calibrator, path: str | Path | None, choice: ThresholdChoice | None) -> Any:
     """The figure of :meth:`Calibrator.plot`: a matplotlib Figure, or the path it was written to."""
     require("matplotlib", "plot")
+    # lazy: the [plot] extra
     from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend alone
 
     target = plot_path(path) if path is not None else None  # a bad path fails before the drawing

@@ -26,6 +26,7 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15)
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """The temperature T minimising the log-loss of softmax(logits / T)."""
+    # lazy: scipy loads only when this runs, so `import cascade` stays light
     from scipy.optimize import minimize_scalar
     from scipy.special import logsumexp
 
@@ -46,6 +47,7 @@ def aurc(conf: np.ndarray, correct: np.ndarray) -> float:
 
 def clopper_pearson_lower(k: np.ndarray | int, n: int, confidence: float) -> np.ndarray:
     """Exact one-sided lower confidence bound for a binomial proportion with k successes in n."""
+    # lazy: scipy loads only when this runs, so `import cascade` stays light
     from scipy.stats import beta
 
     k = np.asarray(k, dtype=np.float64)
@@ -117,6 +119,7 @@ def plug_in_threshold(conf: np.ndarray, cheap_ok: np.ndarray, neural_ok: np.ndar
 def fit_sigmoid_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """The temperature T minimising the binary log-loss of sigmoid(logits / T) against the 0/1 matrix ``y``
     (a multi-label stage: one sigmoid per topic)."""
+    # lazy: scipy loads only when this runs, so `import cascade` stays light
     from scipy.optimize import minimize_scalar
 
     y = np.asarray(y, dtype=np.float64)
@@ -148,6 +151,7 @@ def hoeffding_bentkus_p(mean_loss: np.ndarray | float, n: int, risk: float) -> n
     averaging ``mean_loss`` (Bates et al., "Distribution-free, risk-controlling prediction sets", JACM
     2021, Proposition 3; used by Learn-then-Test, Angelopoulos et al. 2021). Valid for any bounded loss:
     here 1 minus a text's F1."""
+    # lazy: scipy loads only when this runs, so `import cascade` stays light
     from scipy.stats import binom
 
     r = np.minimum(np.asarray(mean_loss, dtype=np.float64), risk)

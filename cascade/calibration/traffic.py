@@ -136,6 +136,7 @@ def supported_bound(certified_lower: float, traffic: TrafficCheck) -> float:
 def shift_test(certify_route: np.ndarray, traffic_route: np.ndarray) -> dict[str, float]:
     """Whether the traffic's routing confidences look drawn like the certifying texts': a two-sample
     Kolmogorov-Smirnov test (a small p-value says they do not)."""
+    # lazy: scipy loads only when this runs, so `import cascade` stays light
     from scipy.stats import ks_2samp
 
     result = ks_2samp(certify_route, traffic_route)

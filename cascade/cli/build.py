@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,6 @@ def _load_training_data(args: argparse.Namespace) -> tuple[TextDataset, TextData
 
 
 def cmd_train_cheap(args: argparse.Namespace) -> int:
-    from dataclasses import replace
 
     # lazy: scikit-learn (2-3 s to import) loads only when a build runs
     from ..training.cheap import MULTI_LABEL_CHEAP, CheapConfig
@@ -55,7 +56,6 @@ def cmd_train_cheap(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
 
     # lazy: scikit-learn (2-3 s to import) loads only when a build runs
     from ..training.recipes.frozen import TrainConfig, train_bundle
@@ -85,7 +85,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from dataclasses import replace
 
     # lazy: scikit-learn (2-3 s to import) loads only when a build runs
     from ..training.finetune import MULTI_LABEL_FINETUNE, FinetuneConfig
@@ -128,8 +127,6 @@ def _print_summary(path: Path, manifest: dict[str, Any]) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    import json
-    from dataclasses import asdict
 
     # lazy: scikit-learn (2-3 s to import) loads only when a build runs
     from ..training.recipes.refresh import train_cheap

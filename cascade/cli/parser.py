@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from ..records import FORMATS
@@ -298,7 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     """One flag per :class:`cascade.serving.settings.ServeSettings` field, its help naming the variable."""
-    from dataclasses import MISSING, fields
 
     for f in fields(ServeSettings):
         flag = "--" + f.name.replace("_", "-")

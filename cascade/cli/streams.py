@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import sys
 from collections.abc import Iterator
@@ -32,7 +33,6 @@ def read_stdin_chunks(max_text_chars: int) -> Iterator[list[str]]:
 def stdin_lines(max_text_chars: int, block: int = 1 << 16) -> Iterator[str | None]:
     """Each line of stdin (None if not UTF-8), leading whitespace skipped and cut at ``max_text_chars``,
     read in blocks so that no line, however long, is held whole."""
-    import codecs
 
     stream = sys.stdin.buffer
     while True:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import runpy
 import sys
+import warnings
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +126,6 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from dataclasses import fields
 
     # lazy: the [serve] extra (FastAPI, uvicorn) loads only for `cascade serve`
     from ..serving.server import serve
@@ -155,7 +157,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    import warnings
 
     # Everything that could fail at the end is checked before the long work.
     check_request(target_accuracy=args.target_accuracy, target_f1=args.target_f1, fallthrough=args.fallthrough,
@@ -255,7 +256,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import runpy
 
     script = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "run.py"
     if not script.is_file():

@@ -13,6 +13,7 @@ import math
 import shutil
 import tempfile
 import weakref
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,6 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> CascadeClassifier:
         """Build a bundle on texts ``X`` and labels ``y`` (the selection texts that choose the threshold are
         carved out of them; nothing is set aside for certification). Returns self."""
-        from dataclasses import replace
 
         texts = _texts(X)
         labels = list(y) if not isinstance(y, str) else [y]

@@ -162,6 +162,7 @@ def tagging_figures(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     per-text F1 (1 for a text whose true and predicted sets are both empty). Macro-F1 averages the topics
     that are true or predicted here, as scikit-learn does for single labels (a topic neither true nor
     assigned in these texts has no F1)."""
+    # lazy: scikit-learn (2-3 s to import) loads only when this runs
     from sklearn.metrics import accuracy_score, f1_score, hamming_loss
 
     y, pred = y.astype(bool), pred.astype(bool)

@@ -90,6 +90,7 @@ class FallThroughMonitor:
             return self.state
 
     def _check(self) -> None:
+        # lazy: scipy loads only when this runs, so `import cascade` stays light
         from scipy.stats import binomtest
 
         self._since_check = 0

@@ -70,6 +70,7 @@ class EstimateWatch:
         return EstimateState(self._above.count / n if n else None, n, self.promised, self._supported)
 
     def _check(self) -> None:
+        # lazy: scipy loads only when this runs, so `import cascade` stays light
         from scipy.stats import beta
 
         self._since = 0

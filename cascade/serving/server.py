@@ -91,7 +91,7 @@ def _reserve_descriptors(needed: int) -> None:
     """Raise the soft limit on open files to ``needed`` if the hard limit allows; else say what to change
     (otherwise connections past the limit fail in accept(), below every limit of ours)."""
     try:
-        import resource
+        import resource  # lazy: a POSIX-only module, absent on Windows
     except ImportError:  # not on this platform (Windows): nothing to raise
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

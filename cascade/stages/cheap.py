@@ -35,6 +35,7 @@ def read_linear_classifier(source: Path | bytes) -> tuple[np.ndarray, np.ndarray
     """(coef (classes x features), intercept, multi-label) of the one ``LinearClassifier`` node of an
     ONNX file (a path, or its bytes); multi-label when its post-transform is the logistic function
     (one probability per topic) rather than softmax."""
+    # lazy: onnx and its tools load only for builds
     import onnx
     from onnx import helper
 
@@ -110,6 +111,7 @@ class CheapStage:
 
     def logits(self, texts: list[str]) -> np.ndarray:
         """Class logits, (len(texts), n_classes) float64; each row depends on its own text only."""
+        # lazy: scipy loads only when this runs, so `import cascade` stays light
         from scipy.sparse import csr_matrix
 
         out = np.empty((len(texts), self.n_classes), dtype=np.float64)
@@ -137,6 +139,7 @@ class CheapStage:
         if self.onnx_path is None:
             raise ValueError("this cheap stage was not loaded from a file; no ONNX model to run")
         if self._session is None:
+            # lazy: onnxruntime (and its quantization tools) load only when a model runs or is built
             import onnxruntime as ort
 
             options = ort.SessionOptions()

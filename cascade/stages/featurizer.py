@@ -224,6 +224,7 @@ class Featurizer:
 
     def transform(self, texts: list[str]) -> Any:
         """A scipy CSR matrix (len(texts) x n_features) of tf-idf values, counted for the whole batch at once."""
+        # lazy: scipy loads only when this runs, so `import cascade` stays light
         from scipy.sparse import csr_matrix
 
         pieces: list[np.ndarray] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ def check_providers(providers: Sequence[str]) -> list[str]:
     """``providers`` as a list, each one this onnxruntime build has: an unavailable one (CUDA without a
     GPU build, OpenVINO without its package) is an error listing the available ones, instead of
     onnxruntime's silent fall back to the CPU."""
+    # lazy: onnxruntime (and its quantization tools) load only when a model runs or is built
     import onnxruntime as ort
 
     if isinstance(providers, str):
@@ -60,7 +62,6 @@ def mean_pool(states: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def check_batch_size(batch_size: object) -> int:
     """A batch size from 1 to MAX_BATCH_SIZE (numpy integers accepted)."""
-    from numbers import Integral
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or not 1 <= int(batch_size) <= MAX_BATCH_SIZE:
         raise ValueError(f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE}, got {batch_size!r}")
@@ -69,7 +70,6 @@ def check_batch_size(batch_size: object) -> int:
 
 def check_threads(threads: object) -> int | None:
     """None (all cores) or a thread count from 1 to the cores this process may use."""
-    from numbers import Integral
 
     if threads is None:
         return None
@@ -113,6 +113,7 @@ class NeuralStage:
         into logits; without, the model outputs logits itself (a fine-tuned classifier). ``multi_label``:
         one sigmoid per topic instead of a softmax. ``windows``: a long text is read as up to that many
         windows of ``max_length`` tokens, whose embeddings (or logits) are averaged, weighted by tokens."""
+        # lazy: onnxruntime (and its quantization tools) load only when a model runs or is built
         import onnxruntime as ort
 
         batch_size = check_batch_size(batch_size)

@@ -29,6 +29,7 @@ def activation_ranges(model_path: Path, tokenizer: Path, max_length: int, texts:
                       threads: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per ``DynamicQuantizeLinear`` node: the (min, max) of its input on each text, run one text at a
     time (no padding, so only real tokens count)."""
+    # lazy: onnx and its tools load only for builds
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -64,6 +65,7 @@ def freeze_activation_scales(model_path: Path, out_path: Path,
                              ranges: dict[str, tuple[np.ndarray, np.ndarray]], percentile: float) -> Path:
     """Write ``model_path`` with each DynamicQuantizeLinear replaced by a QuantizeLinear whose uint8
     scale and zero point cover the ``percentile`` of the per-text ranges (values beyond saturate)."""
+    # lazy: onnx and its tools load only for builds
     import onnx
     from onnx import helper, numpy_helper
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, clone
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
@@ -185,9 +186,6 @@ class TopicClassifiers(BaseEstimator):
                    progress: bool) -> list[TopicClassifiers]:
         """For each estimator in ``makes``, a clone fitted on each column of ``y``: every fit on ``jobs``
         cores, with a bar on a terminal and a log line at least every ``LOG_EVERY`` seconds."""
-        from joblib import Parallel, delayed
-        from sklearn.base import clone
-
         n = y.shape[1]
         fitted: dict[tuple[int, int], LogisticRegression] = {}
         started = last = time.perf_counter()
@@ -248,6 +246,7 @@ def binary_as_two_rows(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndar
 def _logistic_onnx(coef: np.ndarray, intercept: np.ndarray, post_transform: str = "LOGISTIC") -> bytes:
     """One ``LinearClassifier`` node, features -> per-topic sigmoid probabilities (``LOGISTIC``) or, for
     a two-class stage, softmax class probabilities (``SOFTMAX``)."""
+    # lazy: onnx and its tools load only for builds
     from onnx import TensorProto, helper
 
     n_classes, n_features = coef.shape
@@ -284,6 +283,7 @@ def featurizer_from_pipeline(pipeline: Pipeline) -> Featurizer:
 
 def export_cheap(pipeline: Pipeline, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``cheap_features.json`` and ``cheap.onnx`` for a fitted pipeline into ``out_dir``."""
+    # lazy: onnx and its tools load only for builds
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 

@@ -149,6 +149,7 @@ def check_encoder_export(model_dir: Path, onnx_path: Path, texts: list[str], max
     """Max |sentence-embedding difference| between sentence-transformers' pipeline in torch and the ONNX
     export pooled by the neural stage, on unsorted (padded) batches."""
     torch = require("torch", "train")
+    # lazy: onnxruntime (and its quantization tools) load only when a model runs or is built
     import onnxruntime as ort
 
     module = _pooled_module(model_dir)

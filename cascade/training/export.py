@@ -106,6 +106,7 @@ def check_export(checkpoint_dir: str | Path, onnx_path: str | Path, texts: list[
     mixed lengths; raises if it exceeds ``atol``."""
     torch = require("torch", "train")
     transformers = require("transformers", "train")
+    # lazy: onnxruntime (and its quantization tools) load only when a model runs or is built
     import onnxruntime as ort
 
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
@@ -128,6 +129,7 @@ def check_export(checkpoint_dir: str | Path, onnx_path: str | Path, texts: list[
 
 def optimize(in_path: str | Path, out_path: str | Path, num_heads: int, hidden_size: int) -> dict[str, int]:
     """Fuse attention, LayerNorm and GELU subgraphs; return the fused-op counts."""
+    # lazy: onnxruntime (and its quantization tools) load only when a model runs or is built
     from onnxruntime.transformers.optimizer import optimize_model
 
     model = optimize_model(str(in_path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size)
@@ -142,6 +144,7 @@ def optimize(in_path: str | Path, out_path: str | Path, num_heads: int, hidden_s
 
 def quantize(in_path: str | Path, out_path: str | Path, mode: QuantMode) -> Path:
     """Dynamic (weights-only calibration-free) INT8 quantization of an optimized graph."""
+    # lazy: onnxruntime (and its quantization tools) load only when a model runs or is built
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 

@@ -59,6 +59,7 @@ def _fit_linear(cheap: np.ndarray, neural: np.ndarray, y: np.ndarray, multi_labe
 
 
 def _fit_product(cheap: np.ndarray, neural: np.ndarray, y: np.ndarray, multi_label: bool) -> Mix:
+    # lazy: scipy loads only when this runs, so `import cascade` stays light
     from scipy.optimize import minimize
 
     def objective(w: np.ndarray) -> float:
