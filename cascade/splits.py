@@ -149,6 +149,36 @@ def carve_splits(data: TextDataset, selection: float = SELECTION_SHARE,
     >>> len(parts.train) + len(parts.selection) + len(parts.certification) == len(data)
     True
     """
+    _check_shares(data, selection, certification)
+    group_col = data.group_col or ("(given)" if data.groups is not None else None)
+    time_col = data.time_col or ("(given)" if data.times is not None else None)
+    groups = near_duplicate_groups(data.texts) if selection or certification else np.arange(len(data))
+    if data.groups is not None:
+        groups = _merge_groups(groups, data.groups)
+    members: dict[int, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[int(g)].append(i)
+    part, wanted, missed = _assign_parts(data, members, selection, certification, salt, label_sep)
+    _check_parts(part, wanted, missed, members, group_col)
+
+    def pick(k: int) -> TextDataset:
+        return TextDataset([t for t, p in zip(data.texts, part) if p == k],
+                           [y for y, p in zip(data.labels, part) if p == k])
+
+    n_groups = sum(len(idx) > 1 for idx in members.values())
+    certification_part = pick(2)
+    settings = {"rule": RULE if time_col is None else RULE_BY_TIME, "selection_share": selection,
+                "certification_share": certification, "salt": salt,
+                **({"label_sep": label_sep} if label_sep is not None else {}),
+                **({"group_col": group_col} if group_col is not None else {}),
+                **({"time_col": time_col} if time_col is not None else {}),
+                "near_duplicate_groups": int(n_groups),
+                "texts_in_near_duplicate_groups": int(sum(len(idx) for idx in members.values() if len(idx) > 1)),
+                "certification_digest": _digest(certification_part)}
+    return Splits(pick(0), pick(1), certification_part, settings)
+
+
+def _check_shares(data: TextDataset, selection: float, certification: float) -> None:
     for name, share in (("selection", selection), ("certification", certification)):
         if not 0.0 <= share < 1.0:
             raise ValueError(f"the {name} share must be in [0, 1), got {share}")
@@ -158,14 +188,12 @@ def carve_splits(data: TextDataset, selection: float = SELECTION_SHARE,
     for values, what in ((data.groups, "groups"), (data.times, "times")):
         if values is not None and len(values) != len(data):
             raise ValueError(f"{len(values)} {what} for {len(data)} texts")
-    group_col = data.group_col or ("(given)" if data.groups is not None else None)
-    time_col = data.time_col or ("(given)" if data.times is not None else None)
-    groups = near_duplicate_groups(data.texts) if selection or certification else np.arange(len(data))
-    if data.groups is not None:
-        groups = _merge_groups(groups, data.groups)
-    members: dict[int, list[int]] = defaultdict(list)
-    for i, g in enumerate(groups):
-        members[int(g)].append(i)
+
+
+def _assign_parts(data: TextDataset, members: dict[int, list[int]], selection: float, certification: float,
+                  salt: str, label_sep: str | None) -> tuple[np.ndarray, dict[int, int], dict[int, list[str]]]:
+    """Each text's part (0 train, 1 selection, 2 certification), group by group; the sizes each part wanted
+    and the labels that wanted texts in a part and got none."""
     ranks = [hashlib.sha256((salt + text).encode("utf-8")).digest() for text in data.texts]
     lead = {g: min(idx, key=ranks.__getitem__) for g, idx in members.items()}  # the group's lowest-ranked text
     times = data.times
@@ -181,9 +209,9 @@ def carve_splits(data: TextDataset, selection: float = SELECTION_SHARE,
     label_sizes: dict[str, int] = defaultdict(int)
     for label in strata:
         label_sizes[label] += 1
-    part = np.zeros(len(data), dtype=np.int8)  # 0 train, 1 selection, 2 certification
+    part = np.zeros(len(data), dtype=np.int8)
     wanted = {1: 0, 2: 0}
-    missed: dict[int, list[str]] = {1: [], 2: []}  # labels that wanted texts in a part and got none
+    missed: dict[int, list[str]] = {1: [], 2: []}
     for label, label_groups in by_label.items():  # a group joins a part if that brings the part nearer its size
         size = label_sizes[label]
         want_cert = round(size * certification) if size > 2 else 0
@@ -200,22 +228,7 @@ def carve_splits(data: TextDataset, selection: float = SELECTION_SHARE,
             wanted[k] += want
             if want and not taken[k]:
                 missed[k].append(label)
-    _check_parts(part, wanted, missed, members, group_col)
-    def pick(k: int) -> TextDataset:
-        return TextDataset([t for t, p in zip(data.texts, part) if p == k],
-                           [y for y, p in zip(data.labels, part) if p == k])
-
-    n_groups = sum(len(idx) > 1 for idx in members.values())
-    certification_part = pick(2)
-    settings = {"rule": RULE if time_col is None else RULE_BY_TIME, "selection_share": selection,
-                "certification_share": certification, "salt": salt,
-                **({"label_sep": label_sep} if label_sep is not None else {}),
-                **({"group_col": group_col} if group_col is not None else {}),
-                **({"time_col": time_col} if time_col is not None else {}),
-                "near_duplicate_groups": int(n_groups),
-                "texts_in_near_duplicate_groups": int(sum(len(idx) for idx in members.values() if len(idx) > 1)),
-                "certification_digest": _digest(certification_part)}
-    return Splits(pick(0), pick(1), certification_part, settings)
+    return part, wanted, missed
 
 
 def _check_parts(part: np.ndarray, wanted: dict[int, int], missed: dict[int, list[str]],

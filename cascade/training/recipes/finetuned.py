@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from ...bundle import (
     Bundle,
@@ -75,18 +76,7 @@ to fine-tune (BERT- or MPNet-family; default all-MiniLM-L6-v2). Large intermedia
                           progress=progress, label_sep=label_sep)
         checkpoint_dir, finetune_info = result.checkpoint_dir, result.to_dict()
     else:
-        checkpoint_dir = Path(checkpoint)
-        info_file = checkpoint_dir / TRAINING_INFO_FILE
-        finetune_info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-        finetune_info["reused_checkpoint"] = str(checkpoint_dir)
-    model_config = json.loads((checkpoint_dir / "config.json").read_text())
-    checkpoint_labels = [model_config["id2label"][str(i)] for i in range(len(model_config["id2label"]))]
-    if (model_config.get("problem_type") == "multi_label_classification") != multi:
-        raise ValueError(f"the checkpoint in {checkpoint_dir} was fine-tuned for "
-                         f"{'topic tagging' if not multi else 'one label per text'}: "
-                         + ("drop --multi-label (label_sep)" if not multi else "pass --multi-label (label_sep)"))
-    if checkpoint_labels != labels:
-        raise ValueError(f"the checkpoint in {checkpoint_dir} was trained for other labels than the data's")
+        checkpoint_dir, finetune_info = _reused_checkpoint(Path(checkpoint), labels, multi)
     max_length = int(finetune_info.get("config", {}).get("max_length", config.max_length))
     tokenizer = checkpoint_dir / TOKENIZER_FILE
     metric = "micro_f1" if multi else "accuracy"
@@ -140,3 +130,20 @@ to fine-tune (BERT- or MPNet-family; default all-MiniLM-L6-v2). Large intermedia
     bar.update()
     bar.close()
     return bundle
+
+
+def _reused_checkpoint(checkpoint_dir: Path, labels: list[str], multi: bool) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint fine-tuned before, and how it was trained; a ValueError if it was trained for another task
+    or other labels than the data's."""
+    info_file = checkpoint_dir / TRAINING_INFO_FILE
+    finetune_info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    finetune_info["reused_checkpoint"] = str(checkpoint_dir)
+    model_config = json.loads((checkpoint_dir / "config.json").read_text())
+    checkpoint_labels = [model_config["id2label"][str(i)] for i in range(len(model_config["id2label"]))]
+    if (model_config.get("problem_type") == "multi_label_classification") != multi:
+        raise ValueError(f"the checkpoint in {checkpoint_dir} was fine-tuned for "
+                         f"{'topic tagging' if not multi else 'one label per text'}: "
+                         + ("drop --multi-label (label_sep)" if not multi else "pass --multi-label (label_sep)"))
+    if checkpoint_labels != labels:
+        raise ValueError(f"the checkpoint in {checkpoint_dir} was trained for other labels than the data's")
+    return checkpoint_dir, finetune_info
