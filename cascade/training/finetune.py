@@ -50,8 +50,8 @@ class FinetuneConfig:
     seed: int = 0
     threads: int | None = None
     head_learning_rate: float | None = None  # the new classifier layer's; None: learning_rate
-    # bfloat16 autocast in training steps: about 2x faster for all-mpnet-base-v2 on CPUs with AMX or
-    # AVX512-BF16 (slower on others); weights and validation stay float32
+    # bfloat16 autocast in training steps: 2x faster for all-mpnet-base-v2 on a CPU with AMX and AVX512-BF16
+    # (experiments/bf16_step.md); weights and validation stay float32
     bf16: bool = False
 
 
