@@ -23,25 +23,12 @@ from .inputs import as_text_list, check_top_k, is_stream, refuse_ambiguous, text
 from .limits import DEFAULT_LIMITS, Limits
 from .policy.mix import Mix
 from .policy.multilabel import DEFAULT_SEP, SET_MEASURES, Decisions, assign
-from .policy.routing import (
-    MEASURES,
-    abstains,
-    check_threshold,
-    fall_through,
-    fallthrough_answer,
-    routing_confidence,
-)
+from .policy.routing import MEASURES, abstains, check_threshold, fall_through, fallthrough_answer, routing_confidence
 from .progress import MIN_TEXTS, progress_bar, stderr_is_terminal
 from .stages.cheap import CheapStage
 from .stages.head import FILE as HEAD_FILE
 from .stages.head import LinearHead
-from .stages.neural import (
-    DEFAULT_PROVIDERS,
-    NeuralStage,
-    check_batch_size,
-    check_providers,
-    check_threads,
-)
+from .stages.neural import DEFAULT_PROVIDERS, NeuralStage, check_batch_size, check_providers, check_threads
 from .text import normalize
 
 log = logging.getLogger(__name__)

@@ -17,12 +17,7 @@ import numpy as np
 from ..policy.multilabel import Decisions, assign, logit, per_text_f1, sigmoid
 from ..policy.routing import fallthrough_answer
 from ..stages.cheap import softmax
-from .statistics import (
-    expected_calibration_error,
-    fit_sigmoid_temperature,
-    fit_temperature,
-    marginal_calibration_error,
-)
+from .statistics import expected_calibration_error, fit_sigmoid_temperature, fit_temperature, marginal_calibration_error
 
 if TYPE_CHECKING:
     from ..model import Cascade

@@ -16,16 +16,7 @@ from collections.abc import Sequence
 from ..errors import CascadeError
 from .build import cmd_finetune, cmd_train, cmd_train_cheap, cmd_tune
 from .parser import build_parser
-from .use import (
-    cmd_batch,
-    cmd_bench,
-    cmd_calibrate,
-    cmd_classify,
-    cmd_evaluate,
-    cmd_info,
-    cmd_monitor,
-    cmd_serve,
-)
+from .use import cmd_batch, cmd_bench, cmd_calibrate, cmd_classify, cmd_evaluate, cmd_info, cmd_monitor, cmd_serve
 
 log = logging.getLogger("cascade")
 

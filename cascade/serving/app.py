@@ -26,13 +26,7 @@ from .guard import OPEN_PATHS, RequestGuard
 from .metrics import ServiceMetrics
 from .pipeline import Pipeline
 from .promises import EstimateWatch, FeedbackWatch
-from .requests import (
-    Invalid,
-    feedback_schema,
-    parse_classify,
-    parse_feedback,
-    request_schema,
-)
+from .requests import Invalid, feedback_schema, parse_classify, parse_feedback, request_schema
 from .responses import RETRY_AFTER, body
 from .settings import ServeSettings
 

@@ -16,26 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle import (
-    TRAIN_HASHES_FILE,
-    Bundle,
-    text_hash,
-    write_bundle,
-    write_train_hashes,
-)
+from ..bundle import TRAIN_HASHES_FILE, Bundle, text_hash, write_bundle, write_train_hashes
 from ..calibration import BUILD_RULE, cheapest_same_as_best
 from ..datasets import TextDataset
 from ..errors import CascadeError
 from ..evaluation import StageScores, label_indices, neural_adds_nothing, summarize
 from ..policy.mix import NEURAL_ALONE, Mix
-from ..policy.multilabel import (
-    Decisions,
-    assign,
-    choose_cutoffs,
-    label_matrix,
-    set_confidence,
-    stage_figures,
-)
+from ..policy.multilabel import Decisions, assign, choose_cutoffs, label_matrix, set_confidence, stage_figures
 from ..policy.routing import abstain_cut, confidence, fallthrough_answer
 from ..progress import progress_bar
 from ..stages.cheap import CheapStage

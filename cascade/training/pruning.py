@@ -31,13 +31,7 @@ from .._optional import require
 from ..banking77 import banking77_labels, load_banking77
 from ..bundle import read_bundle, sha256_file
 from ..bundle.atomic import write_file_atomic
-from ..bundle.store import (
-    CHECKOUT_BUNDLE,
-    PACKAGED_BUNDLE,
-    check_output_folder,
-    enclosing_bundle,
-    is_bundle,
-)
+from ..bundle.store import CHECKOUT_BUNDLE, PACKAGED_BUNDLE, check_output_folder, enclosing_bundle, is_bundle
 from ..errors import CascadeError, run_module
 from ..progress import progress_bar
 from ..stages.tokenization import TextEncoder

@@ -10,11 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...bundle import (
-    Bundle,
-    check_output_folder,
-    text_hash,
-)
+from ...bundle import Bundle, check_output_folder, text_hash
 from ...datasets import TextDataset
 from ...evaluation import label_indices
 from ...policy.multilabel import label_matrix, split_labels, tuned_micro_f1
@@ -22,19 +18,10 @@ from ...splits import CERTIFICATION_SHARE, SELECTION_SHARE, build_splits
 from ...stages.neural import NeuralStage
 from ...stages.tokenization import check_windows
 from ..assemble import BuildSpec, assemble, fit_and_export_cheap, step_bar
-from ..cheap import (
-    MULTI_LABEL_CHEAP,
-    CheapConfig,
-)
+from ..cheap import MULTI_LABEL_CHEAP, CheapConfig
 from ..checks import check_topics
 from ..export import build_neural
-from ..finetune import (
-    MULTI_LABEL_FINETUNE,
-    TOKENIZER_FILE,
-    TRAINING_INFO_FILE,
-    FinetuneConfig,
-    finetune,
-)
+from ..finetune import MULTI_LABEL_FINETUNE, TOKENIZER_FILE, TRAINING_INFO_FILE, FinetuneConfig, finetune
 
 log = logging.getLogger(__name__)
 

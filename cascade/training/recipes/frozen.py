@@ -20,14 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ...bundle import (
-    Bundle,
-    atomic,
-    check_output_folder,
-    default_bundle_path,
-    read_bundle,
-    text_hash,
-)
+from ...bundle import Bundle, atomic, check_output_folder, default_bundle_path, read_bundle, text_hash
 from ...bundle.encoder_dir import ENCODER_FILE as ENCODER_DIR_FILE
 from ...bundle.encoder_dir import is_encoder_dir, read_encoder_dir
 from ...datasets import TextDataset
@@ -40,10 +33,7 @@ from ...stages.head import FILE as HEAD_FILE
 from ...stages.neural import NeuralStage
 from ...stages.tokenization import check_windows
 from ..assemble import BuildSpec, assemble, fit_and_export_cheap, step_bar
-from ..cheap import (
-    MULTI_LABEL_CHEAP,
-    CheapConfig,
-)
+from ..cheap import MULTI_LABEL_CHEAP, CheapConfig
 from ..checks import at_least_one_topic, check_labels, check_topics
 from ..head import DEFAULT_C, choose_topic_head, fit_head
 

@@ -8,24 +8,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ...bundle import (
-    Bundle,
-    atomic,
-    check_output_folder,
-    default_bundle_path,
-    read_bundle,
-    text_hash,
-)
+from ...bundle import Bundle, atomic, check_output_folder, default_bundle_path, read_bundle, text_hash
 from ...bundle.store import HASHES_FORMAT
 from ...datasets import TextDataset
 from ...policy.multilabel import split_labels
 from ...splits import CERTIFICATION_SHARE, SELECTION_SHARE, build_splits
 from ...stages.neural import NeuralStage
 from ..assemble import BuildSpec, assemble, fit_and_export_cheap, step_bar
-from ..cheap import (
-    MULTI_LABEL_CHEAP,
-    CheapConfig,
-)
+from ..cheap import MULTI_LABEL_CHEAP, CheapConfig
 
 log = logging.getLogger(__name__)
 
