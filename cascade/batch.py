@@ -177,7 +177,7 @@ def batch(input: str | Path, out: str | Path, *, text_col: str = "text", id_col:
     Returns
     -------
     BatchReport
-        Rows read and written, distinct texts, how many fell through, errors and the time taken.
+        Rows read and written, distinct texts, how many this run classified, errors and the time taken.
     """
     duckdb = require("duckdb", "batch")
 

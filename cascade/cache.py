@@ -5,7 +5,7 @@ Real traffic repeats itself. A text's answer depends only on its normalised form
 equal answers. The cache holds at most ``max_entries`` answers (least recently used first out) of texts
 at most ``max_key_chars`` long, so its memory is bounded by settings; it is emptied whenever the model's
 routing settings change (bundle, threshold, measure, mix, per-class routing, temperatures, abstention),
-and a call with its own ``threshold`` bypasses it.
+and a call at another threshold than the model's own bypasses it (:meth:`cascade.Cascade.uses_cache`).
 """
 
 from __future__ import annotations

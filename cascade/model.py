@@ -288,13 +288,17 @@ class Cascade:
         return self._route(texts, self._threshold(threshold))
 
     def _threshold(self, threshold: float | None) -> float:
-        """The routing cut-off of a call: the model's own (None), else ``threshold`` checked, once per call."""
+        """The routing cut-off of a call: the model's own (None), else ``threshold`` checked (once: the
+        internal calls take the checked number)."""
         return self.threshold if threshold is None else check_threshold(threshold)
 
     def uses_cache(self, threshold: float | None) -> bool:
         """Whether a call at ``threshold`` is answered through :attr:`cache`: only at the model's own threshold
         (the cache's answers are the answers at it), and when the cache is on."""
-        return self.cache.max_entries > 0 and self._threshold(threshold) == self.threshold
+        return self._cache_on(self._threshold(threshold))
+
+    def _cache_on(self, t: float) -> bool:
+        return self.cache.max_entries > 0 and t == self.threshold
 
     def _route(self, texts: list[str], t: float) -> tuple[np.ndarray, np.ndarray]:
         probs, to_neural = self._route_cheap(texts, t)
@@ -346,8 +350,8 @@ class Cascade:
         threshold : float, optional
             The *routing* cut-off, not a score filter: a text whose cheap-stage confidence (the measure the
             bundle was calibrated with; for a tagger, the confidence in its whole set) is below it falls
-            through to the neural stage. 0 never sends a text on, 1 sends every text; None keeps the bundle's
-            (and answers repeated texts from the cache).
+            through to the neural stage. 0 never sends a text on, 1 sends every text; None keeps the bundle's.
+            At the bundle's own threshold repeated texts are answered from the cache; at another, not.
         top_k : int or None, default 1
             The k most likely labels in ``Prediction.top_k``; None: every label.
         progress : bool, default True
@@ -400,7 +404,7 @@ class Cascade:
 
     def _predict(self, items: list[str], t: float, top_k: int) -> list[Prediction]:
         """Answers at the checked threshold ``t``: through the cache when :meth:`uses_cache` says so."""
-        if not self.uses_cache(t):
+        if not self._cache_on(t):
             return self.predictions(*self._route(items, t), top_k)
         return self.predictions(*self.route_cached(items), top_k)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 
 import cascade
 from cascade.cache import ResultCache
@@ -76,3 +77,16 @@ def test_result_cache_refuses_bad_sizes():
     with pytest.raises(ValueError, match="non-negative"):
         ResultCache(-1)
     assert ResultCache(0).cacheable("x") is False
+
+
+def test_a_call_at_the_models_own_threshold_is_answered_from_the_cache(tiny_bundle, tiny_val):
+    """Issue 26: the cache rule is one method (Cascade.uses_cache): a call whose threshold equals the model's own
+    is answered from the cache (the cached answers are the answers at it); any other threshold bypasses it."""
+    model = cascade.load(tiny_bundle, threads=1)
+    texts = tiny_val.texts[:20]
+    first = model.classify(texts)
+    hits = model.cache.hits
+    assert model.uses_cache(None) and model.uses_cache(model.threshold) and not model.uses_cache(1.0)
+    assert model.classify(texts, threshold=model.threshold) == first and model.cache.hits == hits + 20
+    with pytest.raises(ValueError, match="threshold must be a number"):
+        model.uses_cache(float("nan"))

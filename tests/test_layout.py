@@ -164,3 +164,40 @@ def test_imports_inside_functions_say_why():
     code = ["def f():", "    # lazy: torch", "    from .a import b", "    from .c import (", "        d,", "    )",
             "    x = 1", "    from .e import g"]
     assert [lazy_comment_missing(code, n) for n in (3, 4, 8)] == [False, False, True]
+
+
+def _lazy_third_party(module: str) -> set[str]:
+    """Top-level names of the third-party packages ``module`` imports inside functions."""
+    import sys as _sys
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(MODULES[module].read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for child in ast.walk(node):
+                if isinstance(child, ast.Import):
+                    found |= {a.name.split(".")[0] for a in child.names}
+                elif isinstance(child, ast.ImportFrom) and not child.level and child.module:
+                    found.add(child.module.split(".")[0])
+    return {name for name in found if name not in _sys.stdlib_module_names and name != "cascade"}
+
+
+@pytest.mark.slow
+def test_a_lazy_import_is_not_loaded_by_importing_its_module():
+    """Review find (issue 26): training/head.py imported scikit-learn 'lazily' while its own top imported
+    training/cheap.py, which loads scikit-learn: the comment was false. Importing a module must not load the
+    third-party packages it imports lazily."""
+    import subprocess
+    import sys
+
+    modules = {m: names for m in MODULES if (names := _lazy_third_party(m))
+               and not m.startswith(("cascade.cli", "cascade.serving.app"))}
+    script = ("import importlib, json, sys\nm, names = sys.argv[1], json.loads(sys.argv[2])\n"
+              "importlib.import_module(m)\nprint(json.dumps(sorted(n for n in names if n in sys.modules)))")
+    loaded = {}
+    for module, names in sorted(modules.items()):
+        run = subprocess.run([sys.executable, "-c", script, module, __import__("json").dumps(sorted(names))],
+                             capture_output=True, text=True, timeout=120, cwd=PACKAGE.parent)
+        assert run.returncode == 0, run.stderr[-1000:]
+        if run.stdout.strip() != "[]":
+            loaded[module] = run.stdout.strip()
+    assert not loaded, loaded

@@ -216,3 +216,12 @@ def test_adds_nothing_names_the_reason_and_both_figures(figures, says):
     note = neural_adds_nothing({"n_texts": 500, "cheap_accuracy": 0.90, "neural_accuracy": 0.88,
                                 "cascade_accuracy": 0.90, **figures}, {"cheap": 0.02, "neural": 0.7})
     assert (note is None) if says is None else (says in note and "88.00%" in note and "0.700 ms" in note)
+
+
+def test_train_config_checks_keep_their_order():
+    """Review find (issue 26): splitting TrainConfig's checks moved the window check before the separator's,
+    so a config wrong in both named the windows; the separator's error comes first, as before."""
+    from cascade.training.recipes.frozen import TrainConfig
+
+    with pytest.raises(ValueError, match="label_sep must be a short non-blank string"):
+        TrainConfig(label_sep="", windows=0)

@@ -2,7 +2,7 @@
 
 The request guard (:mod:`~cascade.serving.guard`) checks every request before a route sees it; the stages
 run off the event loop (:mod:`~cascade.serving.pipeline`), so the loop only parses, routes and answers.
-Every answer equals ``Cascade.classify`` on the same text: the two halves are the router's own
+Every answer equals ``Cascade.classify`` on the same text: the two halves are the model's own
 (:meth:`Cascade.route_cheap`, :meth:`Cascade.merge_neural`).
 """
 

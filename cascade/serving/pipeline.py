@@ -44,7 +44,7 @@ class Pipeline:
 
     async def route(self, texts: list[str], threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
         """(final probabilities, answered by the neural stage) of ``texts``, at ``threshold`` (None: the
-        bundle's own, where repeated texts are answered from the cache, neural part included)."""
+        bundle's own; at the bundle's own, repeated texts are answered from the cache, neural part included)."""
         m = self.model
         if not texts:
             return np.empty((0, len(m.labels))), np.zeros(0, dtype=bool)
@@ -66,7 +66,7 @@ class Pipeline:
 
 def _cheap_slice(m: Cascade, texts: list[str], threshold: float | None) -> tuple[Any, ...]:
     """The cheap stage's probabilities and routing of the texts the answer cache does not hold (at the
-    bundle's own threshold; a request with its own threshold bypasses the cache), and the cached answers of
+    bundle's own threshold; a request at another threshold bypasses the cache), and the cached answers of
     the rest: (probabilities, answered by the neural stage, computed now, cache keys or None, cache state)."""
     if not m.uses_cache(threshold):
         probs, to_neural = m.route_cheap(texts, threshold)

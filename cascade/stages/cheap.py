@@ -35,7 +35,7 @@ def read_linear_classifier(source: Path | bytes) -> tuple[np.ndarray, np.ndarray
     """(coef (classes x features), intercept, multi-label) of the one ``LinearClassifier`` node of an
     ONNX file (a path, or its bytes); multi-label when its post-transform is the logistic function
     (one probability per topic) rather than softmax."""
-    # lazy: onnx and its tools load only for builds
+    # lazy: onnx loads when a bundle is read, not at `import cascade`
     import onnx
     from onnx import helper
 

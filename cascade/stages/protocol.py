@@ -1,7 +1,9 @@
 """What every stage is to the rest of the package: it scores texts and decides nothing.
 
-The model (:class:`cascade.model.Cascade`), the builds and the calibration need no more of a stage than
-this; :class:`~cascade.stages.cheap.CheapStage` and :class:`~cascade.stages.neural.NeuralStage` both are one.
+Routing, mixing, evaluation and calibration use a stage through this interface only;
+:class:`~cascade.stages.cheap.CheapStage` and :class:`~cascade.stages.neural.NeuralStage` both are one. (The
+model also reads what is particular to each: the neural stage's head and embedding width, the cheap stage's
+limits; a build reads the cheap stage's featurizer.)
 """
 
 from __future__ import annotations

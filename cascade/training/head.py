@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
 
 from ..policy.multilabel import assign, choose_cutoffs, sigmoid, tagging_figures
 from ..stages.head import LinearHead
@@ -21,8 +22,6 @@ def fit_head(embeddings: np.ndarray, y: np.ndarray, n_classes: int, C: float = D
              max_iter: int = 2000) -> LinearHead:
     """Multinomial logistic regression on (L2-normalised) embeddings; classes are 0..n_classes-1, and
     every one must have a training text."""
-    # lazy: scikit-learn (2-3 s to import) loads only when this runs
-    from sklearn.linear_model import LogisticRegression
 
     missing = sorted(set(range(n_classes)) - set(np.unique(y).tolist()))
     if missing:
@@ -39,8 +38,6 @@ def fit_multi_label_head(embeddings: np.ndarray, y: np.ndarray, C: float = DEFAU
     """One binary logistic regression per topic (columns of the 0/1 matrix ``y``) on the embeddings: a
     head whose logits go through a sigmoid each (``class_weight="balanced"``: a topic's texts weigh as much
     as the rest together)."""
-    # lazy: scikit-learn (2-3 s to import) loads only when this runs
-    from sklearn.linear_model import LogisticRegression
 
     counts = y.sum(axis=0)
     if ((counts == 0) | (counts == len(y))).any():

@@ -40,7 +40,7 @@ def finetune_bundle(data: TextDataset, selection: TextDataset | None, labels: li
     topics joined by it): binary
     cross-entropy, epoch and quantization judged by micro-F1; ``windows``: how many windows of the
     fine-tuning length the neural stage reads, their logits averaged. ``base_model``: a Hugging Face folder
-to fine-tune (BERT- or MPNet-family; default all-MiniLM-L6-v2). Large intermediates go to ``work_dir``."""
+    to fine-tune (BERT- or MPNet-family; default all-MiniLM-L6-v2). Large intermediates go to ``work_dir``."""
     multi = label_sep is not None
     config = finetune_config or (MULTI_LABEL_FINETUNE if multi else FinetuneConfig())
     cheap_config = cheap_config or (MULTI_LABEL_CHEAP if multi else CheapConfig())

@@ -79,6 +79,7 @@ class TrainConfig:
                                          or not 0.0 < self.abstain < 1.0):
             raise ValueError(f"abstain is the share of in-scope texts that may be rejected, in (0, 1); got {self.abstain!r}")
         self._check_shares()
+        self._check_label_sep()
         check_windows(self.windows)
         self._check_multi_label()
 
@@ -90,10 +91,12 @@ class TrainConfig:
         if self.selection_share == 0:
             raise ValueError("selection_share must be above 0: the threshold and the mix are chosen on those texts")
 
-    def _check_multi_label(self) -> None:
+    def _check_label_sep(self) -> None:
         if self.label_sep is not None and (not isinstance(self.label_sep, str) or not self.label_sep.strip()
                                            or len(self.label_sep) > 8):
             raise ValueError(f"label_sep must be a short non-blank string such as '|', got {self.label_sep!r}")
+
+    def _check_multi_label(self) -> None:
         if self.min_topics is not None and (self.min_topics not in (0, 1) or isinstance(self.min_topics, bool)):
             raise ValueError(f"min_topics must be 0 (a text may get no topic) or 1, got {self.min_topics!r}")
         if self.min_topics is not None and self.label_sep is None:
