@@ -55,14 +55,12 @@ def target_of(module: str, node: ast.ImportFrom, alias: ast.alias) -> str:
 
 
 def imports(module: str) -> list[tuple[str, int, bool]]:
-    """(imported package module, line, inside a function) for every import of ``module`` outside
-    ``if TYPE_CHECKING:`` blocks."""
+    """(imported package module, line, inside a function) for every import of ``module``, those under
+    ``if TYPE_CHECKING:`` too (a type checker follows them: they may not run upward or close a circle)."""
     found: list[tuple[str, int, bool]] = []
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                continue
             if isinstance(child, ast.ImportFrom):
                 for alias in child.names:
                     target = target_of(module, child, alias)

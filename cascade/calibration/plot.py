@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .._optional import require
 from ..bundle import atomic
 from .curves import build_curve
-from .rules import target_sequences
+from .rules import ThresholdChoice, target_sequences
 from .statistics import GRID, clopper_pearson_lower, grid_correct_counts
 
-if TYPE_CHECKING:
-    from .calibrator import Calibrator, ThresholdChoice
+
+class Calibrated(Protocol):
+    """What drawing needs of a fitted :class:`~cascade.calibration.calibrator.Calibrator` (which imports this
+    module: a Protocol keeps the imports one way)."""
+
+    model: Any
+    measure_: str
+    n_certify_: int
+
+    def _policy(self, per_class: bool) -> Any: ...
 
 
 PLOT_FORMATS = (".png", ".svg", ".pdf")
@@ -34,7 +42,7 @@ def plot_path(path: str | Path) -> Path:
     return target
 
 
-def draw(cal: Calibrator, path: str | Path | None, choice: ThresholdChoice | None) -> Any:
+def draw(cal: Calibrated, path: str | Path | None, choice: ThresholdChoice | None) -> Any:
     """The figure of :meth:`Calibrator.plot`: a matplotlib Figure, or the path it was written to."""
     require("matplotlib", "plot")
     # lazy: the [plot] extra
