@@ -1,6 +1,6 @@
 """The cascade: every text is scored by the cheap stage; the unsure ones go to the neural stage.
 
-Stages only return probabilities. :func:`fall_through` is the one place the threshold is applied:
+Stages only return probabilities. :func:`cascade.policy.routing.fall_through` is the one place the threshold is applied:
 a text whose cheap-stage confidence is below the threshold is answered by the neural stage, and those
 texts are sent to it together, in length-sorted batches.
 """
