@@ -4,6 +4,10 @@
     python benchmarks/run.py --quick          # a smoke run (CI): few texts, one round, no plots
     python benchmarks/run.py --cascade pruned-3=runs/pruned-3-bundle   # another bundle's cascade beside
 
+``openvino_int8`` and ``cascade[openvino]`` run the bundle's OpenVINO model (``--runtime openvino``); for a
+bundle without one, a copy with one is built once into the benchmark cache (the [openvino-build] and [train]
+extras), else they are skipped with the reason.
+
 ``cascade@selection-best`` is the shipped bundle at the most accurate threshold on its selection texts (the
 one its build rule compared with; recorded in its manifest): a point on the frontier, not what ships.
 
@@ -38,8 +42,8 @@ from cascade.bundle import default_bundle_path
 from cascade.evaluation import macro_f1
 
 HERE = Path(__file__).resolve().parent
-SYSTEMS = ["pytorch", "onnx_fp32", "onnx_int8", "sklearn", "cheap", "fasttext", "cascade", "cascade@0.4", "cascade@0.9",
-           "cascade@selection-best"]
+SYSTEMS = ["pytorch", "onnx_fp32", "onnx_int8", "openvino_int8", "sklearn", "cheap", "fasttext", "cascade",
+           "cascade[openvino]", "cascade@0.4", "cascade@0.9", "cascade@selection-best"]
 
 
 def machine() -> str:
@@ -86,7 +90,7 @@ def cold_start(name: str, args: argparse.Namespace) -> dict[str, float]:
 def cascade_spec(spec: str) -> str:
     """``--cascade NAME=BUNDLE``: checked here, so a typo fails before anything is measured."""
     name, sep, path = spec.partition("=")
-    if not sep or not name or not path or any(c in name for c in "[]=@"):
+    if not sep or not name or not path or any(c in name for c in "[]=@") or name == "openvino":
         raise argparse.ArgumentTypeError(f"{spec!r}: expected NAME=BUNDLE, e.g. pruned-4=runs/pruned-4-bundle")
     if not (Path(path) / "manifest.json").is_file():
         raise argparse.ArgumentTypeError(f"{spec!r}: {path} is not a cascade bundle (no manifest.json)")
@@ -204,14 +208,15 @@ def results_folder(out: Path | None, quick: bool) -> Path:
 
 def render(meta: dict, results: dict) -> str:
     rows = ["| system | why | accuracy | macro-F1 | texts/s (batch) | one text p50 ms | p99 ms | size MB | "
-            "peak RSS MB | cold start s | × INT8 throughput | × PyTorch throughput | PyTorch p50 / p50 |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "peak RSS MB | cold start s | × INT8 throughput | INT8 p50 / p50 | × PyTorch throughput | PyTorch p50 / p50 |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         lo, hi = r["texts_per_s_range"]
         rows.append(
             f"| {name} | {r['why']} | {r['accuracy']:.2%} | {r['macro_f1']:.4f} | {r['texts_per_s']:,.0f} "
             f"[{lo:,.0f}-{hi:,.0f}] | {r['p50_ms']:.3f} | {r['p99_ms']:.2f} | {r['size_mb']:.1f} | "
             f"{r['peak_rss_mb']:.0f} | {r['cold_start_s']:.2f} | {_ratio(r, 'throughput_vs_onnx_int8', 2)} | "
+            f"{_ratio(r, 'p50_speedup_vs_onnx_int8', 2)} | "
             f"{_ratio(r, 'throughput_vs_pytorch', 1)} | {_ratio(r, 'p50_speedup_vs_pytorch', 1)} |")
     skipped = "".join(f"\n- {name} not run: {why}" for name, why in meta["skipped"].items())
     return (f"Measured {meta['date']} on {meta['machine']}, {meta['threads']} threads for every multi-threaded "

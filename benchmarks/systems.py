@@ -113,6 +113,28 @@ def _pytorch_frozen(bundle: cascade.Bundle, threads: int) -> System:
                   lambda t: predict([t])[0], size, f"torch {threads}")
 
 
+def openvino_bundle(bundle: cascade.Bundle) -> cascade.Bundle:
+    """``bundle`` if it has an OpenVINO model, else a copy with one, built once into the cache (as `cascade
+    openvino` does; needs the [openvino-build] and [train] extras and the data the bundle was built from)."""
+    if bundle.manifest.get("openvino"):
+        return bundle
+    out = CACHE / f"openvino-{bundle.digest[7:19]}"
+    if not (out / "manifest.json").is_file():
+        try:
+            import nncf  # noqa: F401
+            import openvino  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError as exc:
+            raise Unavailable(f"needs the [openvino-build] and [train] extras to add an OpenVINO model ({exc})") from None
+        if bundle.manifest.get("training", {}).get("data") != "BANKING77 (bundled)":
+            raise Unavailable(f"{bundle.path} has no OpenVINO model: add one with `cascade openvino` and pass it")
+        from cascade.training.openvino import add_openvino
+
+        CACHE.mkdir(parents=True, exist_ok=True)
+        add_openvino(bundle.path, cascade.load_banking77("train_full"), out)
+    return cascade.read_bundle(out)
+
+
 def load_system(name: str, args: Any) -> System:
     """Build one system by name; raise Unavailable with the reason when it cannot run."""
     bundle = cascade.read_bundle(args.bundle)
@@ -122,6 +144,8 @@ def load_system(name: str, args: Any) -> System:
                 "cheap": _cheap, "fasttext": _fasttext}
     if name in builders:
         return builders[name](name, bundle, args)
+    if name in ("openvino_int8", "cascade[openvino]"):
+        return _openvino(name, bundle, args)
     if name.startswith("neural["):  # another bundle's neural stage alone (run.py --cascade NAME=BUNDLE)
         return _other_neural(name, bundle, args)
     if name.startswith("cascade"):
@@ -157,6 +181,29 @@ def _onnx(name: str, bundle: Any, args: Any) -> System:
     predict, one = _from_probs(labels, stage.predict_proba)
     why = "the export alone" if name == "onnx_fp32" else "quantization alone (our neural stage)"
     return System(name, why, predict, one, path.stat().st_size, f"onnxruntime {args.threads}")
+
+
+def _openvino(name: str, bundle: Any, args: Any) -> System:
+    """The bundle's OpenVINO model: its neural stage alone, or the cascade on it at its own threshold."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise Unavailable("needs the [openvino] extra: pip install 'cascade-text[openvino]'") from None
+    ov_bundle = openvino_bundle(bundle)
+    model = cascade.load(ov_bundle.path, runtime="openvino", threads=args.threads, batch_size=64, cache_size=0)
+    section = ov_bundle.manifest["openvino"]
+    files = [ov_bundle.file(section["model"]), ov_bundle.file(section["weights"])]
+    if name == "openvino_int8":
+        predict, one = _from_probs(model.labels, model.neural.predict_proba)
+        return System(name, "the same encoder, NNCF INT8 on OpenVINO (--runtime openvino)", predict, one,
+                      sum(f.stat().st_size for f in files), f"openvino {args.threads}")
+
+    def classify(texts: list[str]) -> list[str]:
+        return [p.label for p in model.classify(texts)]
+
+    size = sum(e["bytes"] for n, e in ov_bundle.manifest["files"].items() if n != "neural.onnx")
+    return System(name, "the product on OpenVINO, at the threshold chosen on its scores", classify,
+                  lambda t: model.classify(t).label, size, f"openvino {args.threads}")
 
 
 def _sklearn(name: str, bundle: Any, args: Any) -> System:

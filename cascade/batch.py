@@ -118,6 +118,14 @@ def _copy_options(out: Path) -> str:
             "tsv": "(FORMAT csv, HEADER true, DELIMITER '\\t')", "jsonl": "(FORMAT json)"}[kind]
 
 
+def model_identity(model: Any) -> str:
+    """What a resumed job must run on to be the same job: the bundle's digest, and the runtime when it is not
+    onnxruntime (so a job's rows never mix two runtimes' answers, and older jobs still resume)."""
+    identity = model.bundle.digest if model.bundle is not None else "in-memory model"
+    runtime = getattr(model, "runtime", "onnxruntime")
+    return identity if runtime == "onnxruntime" else f"{identity} on {runtime}"
+
+
 def _signature(paths: list[Path], text_col: str, digest: str, threshold: float | None) -> str:
     parts = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths]
     return hashlib.sha256(json.dumps([parts, text_col, digest, threshold]).encode()).hexdigest()
@@ -202,8 +210,7 @@ def batch(input: str | Path, out: str | Path, *, text_col: str = "text", id_col:
     check_writable(out, "file")  # a read-only or missing folder fails now, not after the classifying
     columns = _columns(duckdb, paths, text_col, id_col, memory_limit)
     model = model if model is not None else Cascade.load(bundle)
-    digest = model.bundle.digest if model.bundle is not None else "in-memory model"
-    work = _work_folder(out, _signature(paths, text_col, digest, t))
+    work = _work_folder(out, _signature(paths, text_col, model_identity(model), t))
     try:
         con = duckdb.connect(str(work / "batch.duckdb"))
         try:

@@ -29,6 +29,9 @@ from .stages.cheap import CheapStage
 from .stages.head import FILE as HEAD_FILE
 from .stages.head import LinearHead
 from .stages.neural import DEFAULT_PROVIDERS, NeuralStage, check_batch_size, check_providers, check_threads
+from .stages.openvino import MODEL_FILE as OV_MODEL_FILE
+from .stages.openvino import WEIGHTS_FILE as OV_WEIGHTS_FILE
+from .stages.runtime import check_runtime, neural_stage, runtime_threshold
 from .text import normalize
 
 log = logging.getLogger(__name__)
@@ -169,12 +172,13 @@ class Cascade:
         where = str(self.bundle.path) if self.bundle is not None else "not from a bundle"
         return (f"Cascade({'multi-label' if self.multi_label else 'single-label'}, {len(self.labels)} labels "
                 f"[{shown}], threshold={self.threshold:.4g} on {self.measure}, stages: cheap TF-IDF + logistic "
-                f"regression -> {neural}, bundle: {where})")
+                f"regression -> {neural} on {self.runtime}, bundle: {where})")
 
     @classmethod
     def load(cls, path: str | Path | None = None, *, threads: int | None = None, batch_size: int = 32,
              providers: Sequence[str] = DEFAULT_PROVIDERS, verify: bool = True, digest: str | None = None,
-             limits: Limits = DEFAULT_LIMITS, cache_size: int = DEFAULT_ENTRIES) -> Cascade:
+             limits: Limits = DEFAULT_LIMITS, cache_size: int = DEFAULT_ENTRIES,
+             runtime: str = "onnxruntime") -> Cascade:
         """Load a bundle folder, checking its manifest and every file's hash.
 
         Parameters
@@ -195,6 +199,10 @@ class Cascade:
             Bounds on the work one text can cost (see :class:`cascade.Limits`).
         cache_size : int
             Answers of repeated texts kept, least recently used out; 0 turns the cache off.
+        runtime : {"onnxruntime", "openvino"}
+            The engine of the neural stage. ``"openvino"`` runs the bundle's OpenVINO INT8 model (added by
+            ``cascade openvino``; needs the ``[openvino]`` extra) at the threshold chosen on its own scores;
+            faster in big batches, see the docs' runtime page.
 
         Returns
         -------
@@ -209,6 +217,10 @@ class Cascade:
         """
         threads = check_threads(threads)
         batch_size = check_batch_size(batch_size)
+        runtime = check_runtime(runtime)
+        if runtime == "openvino" and list(providers) != list(DEFAULT_PROVIDERS):
+            raise ValueError(f"providers {list(providers)} are onnxruntime's; runtime='openvino' runs on OpenVINO's CPU "
+                             "plugin: drop them, or use runtime='onnxruntime'")
         providers = check_providers(providers)  # before the bundle: not a bundle problem
         if not isinstance(limits, Limits):
             raise TypeError(f"limits must be a cascade.Limits, got {type(limits).__name__}")
@@ -221,8 +233,8 @@ class Cascade:
                     f"{where} {path}, which is {what}: set CASCADE_BUNDLE to a bundle folder (one holding "
                     "manifest.json), or pass the path of a bundle"
                 )
-        needed = (CheapStage.FEATURES_FILE, CheapStage.ONNX_FILE, NeuralStage.ONNX_FILE, NeuralStage.TOKENIZER_FILE,
-                  HEAD_FILE)
+        needed = (CheapStage.FEATURES_FILE, CheapStage.ONNX_FILE, NeuralStage.TOKENIZER_FILE, HEAD_FILE,
+                  *((NeuralStage.ONNX_FILE,) if runtime == "onnxruntime" else (OV_MODEL_FILE, OV_WEIGHTS_FILE)))
         bundle = read_bundle(path, verify=verify, digest=digest, keep=needed)
         manifest = bundle.manifest
         head_file = manifest["neural"].get("head")
@@ -231,19 +243,15 @@ class Cascade:
             cheap = CheapStage.from_bytes(bundle.blobs[CheapStage.FEATURES_FILE], bundle.blobs[CheapStage.ONNX_FILE],
                                           onnx_path=bundle.file(CheapStage.ONNX_FILE), limits=limits)
             head = LinearHead.from_bytes(bundle.read_bytes(head_file)) if head_file else None
-            neural = NeuralStage(
-                bundle.blobs[NeuralStage.ONNX_FILE], bundle.blobs[NeuralStage.TOKENIZER_FILE],
-                int(manifest["neural"]["max_length"]),
-                threads=threads, batch_size=batch_size, providers=providers, limits=limits, head=head,
-                multi_label=multi_label, windows=int(manifest["neural"].get("windows", 1)),
-            )
+            neural = neural_stage(bundle, runtime, head=head, threads=threads, batch_size=batch_size,
+                                  providers=providers, limits=limits)
         except ValueError as exc:
             raise BundleError(f"{bundle.path}: {exc}") from None
         bundle = bundle.without_blobs()
         calibration = manifest.get("calibration", {})
         cheap.temperature = float(calibration.get("cheap_temperature", 1.0))
         neural.temperature = float(calibration.get("neural_temperature", 1.0))
-        return cls(cheap, neural, bundle.labels, bundle.threshold, bundle,
+        return cls(cheap, neural, bundle.labels, runtime_threshold(bundle, runtime), bundle,
                    measure=calibration.get("measure"),
                    always_neural=calibration.get("always_neural", ()),
                    mix=Mix.from_manifest(manifest.get("mix", {})),
@@ -255,6 +263,11 @@ class Cascade:
     def cheap_weight(self) -> float:
         """The cheap stage's weight in :attr:`mix` (its share of a linear mix; its exponent in a product)."""
         return self.mix.cheap_weight
+
+    @property
+    def runtime(self) -> str:
+        """The engine running the neural stage: ``"onnxruntime"`` or ``"openvino"``."""
+        return self.neural.RUNTIME
 
     @property
     def multi_label(self) -> bool:

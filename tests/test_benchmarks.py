@@ -1,5 +1,6 @@
 """The benchmark script cannot rot: its smoke mode runs and writes results with every figure."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -23,6 +24,8 @@ def test_quick_benchmark(tmp_path):
             "neural[again]"} <= set(systems)
     assert systems["cascade[again]"]["accuracy"] == systems["cascade"]["accuracy"]  # the same bundle, another name
     assert systems["neural[again]"]["accuracy"] == systems["onnx_int8"]["accuracy"]  # its neural stage alone
+    if all(importlib.util.find_spec(m) for m in ("openvino", "nncf", "torch")):  # issue 27: in the same run
+        assert {"openvino_int8", "cascade[openvino]"} <= set(systems)
     for name, figures in systems.items():
         assert FIGURES <= set(figures), name
         assert 0 < figures["accuracy"] <= 1 and figures["texts_per_s"] > 0 and figures["peak_rss_mb"] > 0
@@ -150,10 +153,11 @@ def _run_script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
 def test_batch_benchmark_smoke_run(tmp_path):
     """Issue 26: every maintained benchmark has a smoke run; benchmarks/batch.py on 3,000 generated rows."""
     pytest.importorskip("duckdb")
-    _run_script("batch", "--rows", "3000", "--chunk", "512", "--out", str(tmp_path / "b"))
+    _run_script("batch", "--rows", "3000", "--chunk", "512", "--runtimes", "onnxruntime", "--out", str(tmp_path / "b"))
     result = json.loads((tmp_path / "b.json").read_text())
-    assert "| `cascade batch`" in (tmp_path / "b.md").read_text()
-    assert result["rows"] == 3000 and 0 < result["distinct_texts"] <= 3000 and result["batch_rows_per_s"] > 0
+    assert "| `cascade batch --runtime onnxruntime` at its own threshold" in (tmp_path / "b.md").read_text()
+    assert result["rows"] == 3000 and 0 < result["distinct_texts"] <= 3000
+    assert result["batch"]["onnxruntime"]["rows_per_s"] > 0 and result["batch"]["onnxruntime"]["peak_rss_mb"] > 0
 
 
 def test_cache_benchmark_smoke_run(tmp_path):

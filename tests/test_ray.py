@@ -40,3 +40,14 @@ def test_an_actor_refuses_a_bundle_other_than_the_drivers(local_ray, tiny_bundle
 
     with pytest.raises(BundleError, match="digest"):
         BundleClassifier(None, str(tiny_bundle), "sha256:" + "0" * 64, "text", None, 1)
+
+
+def test_the_openvino_runtime_is_refused_before_any_actor_when_the_bundle_has_no_model(local_ray, tiny_bundle):
+    """Issue 27: the runtime choice reaches the Ray helper; a bundle without an OpenVINO model fails on the driver."""
+    from cascade.errors import BundleError
+
+    ds = ray.data.from_items([{"text": "card lost"}])
+    with pytest.raises(BundleError, match="has no OpenVINO model"):
+        classify_dataset(ds, tiny_bundle, runtime="openvino")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        classify_dataset(ds, tiny_bundle, runtime="tensorrt")

@@ -84,13 +84,34 @@ def summary(manifest: dict[str, Any], path: str, digest: str) -> str:
              f"threshold: {manifest.get('threshold', float('nan')):.4f} on {manifest.get('confidence', '?')} "
              f"(chosen by: {manifest.get('threshold_rule', 'not recorded')})",
              f"fall-through texts get {Mix.from_manifest(mix).describe()}",
-             f"promise:   {promise(manifest)}"]
+             f"promise:   {promise(manifest)}",
+             *runtime_lines(manifest)]
     adds_nothing = effectively_cheap(manifest)
     if adds_nothing is not None:
         lines.append(f"note:      effectively its cheap stage: {adds_nothing}")
     lines += ["", *(_metrics_table(manifest.get("metrics", {}), "micro_f1" if multi else "accuracy")
                     or ["no figures recorded"])]
     return "\n".join(_printable(line) for line in lines) + "\n"
+
+
+def runtime_lines(manifest: dict[str, Any]) -> list[str]:
+    """Each runtime the bundle can run on, its threshold and its figures on the selection texts."""
+    section = manifest.get("openvino")
+    if not section:
+        return ["runtimes:  onnxruntime only (`cascade openvino` adds an OpenVINO model for --runtime openvino)"]
+    figure = "micro_f1" if manifest.get("task") == "multi-label" else "accuracy"
+    lines: list[str] = []
+    for name, threshold in (("onnxruntime", manifest.get("threshold", float("nan"))),
+                            ("openvino", section["threshold"])):
+        seen = section.get("selection", {}).get(name, {})
+        shown = "; ".join(f"{stage} {figure.replace('_', '-')} {seen[f'{stage}_{figure}']:.2%}"
+                          for stage in ("neural", "cascade") if isinstance(seen.get(f"{stage}_{figure}"), float))
+        falls = f", {seen['fall_through_rate']:.2%} fall through" if "fall_through_rate" in seen else ""
+        lines.append(f"{'runtimes:' if not lines else '':11}{name}: threshold {threshold:.4f}"
+                     + (f"; on the selection texts: {shown}{falls}" if shown else ""))
+    if section["beside_threshold"] != manifest.get("threshold"):
+        lines.append(f"{'':11}(the threshold was set after the OpenVINO model was added: OpenVINO runs at it too)")
+    return lines
 
 
 def _printable(text: str) -> str:
@@ -124,7 +145,9 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"{len(labels)} {'topics' if multi else 'labels'}: {shown}{more}.",
         f"- Two stages: a TF-IDF + logistic-regression stage answers the texts it is sure of; the rest fall through "
         f"to {kind} ({neural.get('base_model', 'base model not recorded')}; {neural.get('max_length', '?')} tokens "
-        "read per text), INT8 on onnxruntime.",
+        "read per text), INT8 on onnxruntime"
+        + (f"; an OpenVINO INT8 model of it too, threshold {manifest['openvino']['threshold']:.4f} "
+           "(`--runtime openvino`)." if manifest.get("openvino") else "."),
         f"- Routing threshold: {manifest.get('threshold', float('nan')):.4f} on "
         f"{manifest.get('confidence', 'the cheap stage confidence')}; chosen by: "
         f"{manifest.get('threshold_rule', 'not recorded')}.",

@@ -42,7 +42,7 @@ _DIGEST = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
 # Top-level keys a manifest may hold; anything else is refused so that no field goes unchecked.
 _KEYS = {"format_version", "labels", "threshold", "files", "neural", "calibration", "confidence",
          "threshold_rule", "training", "metrics", "versions", "created", "mix", "encoder", "abstain", "task",
-         "decisions"}
+         "decisions", "openvino"}
 NEURAL_TYPES = ("fine-tuned", "frozen-encoder")  # a classifier's logits, or a sentence encoder and a head
 
 
@@ -230,6 +230,7 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
         if neural["windows"] > 1 and neural["max_length"] < 3:
             raise _fail("neural.windows", "above 1 needs max_length 3 or more")
     _check_calibration(manifest, labels)
+    _check_openvino(manifest, files)
     _check_records(manifest)
     return manifest
 
@@ -316,6 +317,35 @@ def _check_optional_sections(manifest: dict[str, Any], files: dict[str, Any]) ->
         if "max_rejected_share" in abstain:
             _real(abstain["max_rejected_share"], "abstain.max_rejected_share", 0.0, 1.0, lo_open=True)
     _check_mix(_dict(manifest.get("mix", {}), "mix"))
+
+
+_OPENVINO_KEYS = {"model", "weights", "threshold", "beside_threshold", "selection", "quantization", "gate", "versions",
+                  "calibration_texts", "created"}
+
+
+def _check_openvino(manifest: dict[str, Any], files: dict[str, Any]) -> None:
+    """The optional OpenVINO model of the neural stage: its two files (listed, so hashed), the threshold chosen
+    on its scores and the manifest threshold it was chosen beside, its figures on the selection texts."""
+    if "openvino" not in manifest:
+        return
+    section = _dict(manifest["openvino"], "openvino")
+    unknown = sorted(set(section) - _OPENVINO_KEYS)
+    if unknown:
+        raise _fail("openvino", f"has unknown fields {unknown[:5]}")
+    for key in ("model", "weights"):
+        if not isinstance(section.get(key), str) or section[key] not in files:
+            raise _fail(f"openvino.{key}", "must name a file listed in 'files'")
+    if section["model"] == section["weights"]:
+        raise _fail("openvino.weights", "must be another file than openvino.model")
+    for key in ("threshold", "beside_threshold"):
+        _real(section.get(key), f"openvino.{key}", 0.0, 1.0)
+    for key in ("selection", "gate", "versions"):
+        _dict(section.get(key, {}), f"openvino.{key}")
+    if "calibration_texts" in section:
+        _int(section["calibration_texts"], "openvino.calibration_texts", 1, 1_000_000)
+    for key in ("quantization", "created"):
+        if key in section and not isinstance(section[key], str):
+            raise _fail(f"openvino.{key}", "must be a string")
 
 
 def _check_calibration(manifest: dict[str, Any], labels: list[str]) -> None:

@@ -1,5 +1,5 @@
 """The ``cascade`` command: classify, batch, serve, info, calibrate, monitor, evaluate, bench, train, train-cheap,
-finetune, tune.
+finetune, tune, openvino.
 
 :mod:`~cascade.cli.parser` declares the arguments, :mod:`~cascade.cli.use` runs the commands that use a
 bundle, :mod:`~cascade.cli.build` those that build one, :mod:`~cascade.cli.streams` reads and writes the
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import CascadeError
-from .build import cmd_finetune, cmd_train, cmd_train_cheap, cmd_tune
+from .build import cmd_finetune, cmd_openvino, cmd_train, cmd_train_cheap, cmd_tune
 from .parser import build_parser
 from .use import cmd_batch, cmd_bench, cmd_calibrate, cmd_classify, cmd_evaluate, cmd_info, cmd_monitor, cmd_serve
 
@@ -24,7 +24,7 @@ COMMANDS = {"classify": cmd_classify, "batch": cmd_batch, "serve": cmd_serve, "i
             "evaluate": cmd_evaluate,
             "bench": cmd_bench, "monitor": cmd_monitor,
             "train-cheap": cmd_train_cheap, "train": cmd_train,
-            "finetune": cmd_finetune, "tune": cmd_tune}
+            "finetune": cmd_finetune, "tune": cmd_tune, "openvino": cmd_openvino}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..banking77 import banking77_labels, load_banking77
-from ..bundle import check_output_folder
+from ..bundle import check_output_folder, default_bundle_path, read_bundle
 from ..datasets import TextDataset, read_csv
 from ..splits import carve_splits
 from ..stages.neural import check_threads
@@ -79,8 +79,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.min_topics is not None:
         config = replace(config, min_topics=args.min_topics)
     config = replace(config, selection_share=args.selection_share, certification_share=args.certification_share)
+    if args.openvino:
+        # lazy: the [openvino-build] extra loads only for a build that adds an OpenVINO model
+        from ..training.openvino import add_openvino, check_build_extras
+
+        check_build_extras(needs_torch=True)  # before the long work
     bundle = train_bundle(train, val, args.out, encoder_from=args.encoder_from, config=config, data_name=name)
+    if args.openvino:
+        every = train if val is None else TextDataset(train.texts + val.texts, train.labels + val.labels)
+        bundle = add_openvino(bundle.path, every, threads=None)
     _print_summary(bundle.path, bundle.manifest)
+    return 0
+
+
+def cmd_openvino(args: argparse.Namespace) -> int:
+
+    # lazy: the [openvino-build] extra loads only for a build that adds an OpenVINO model
+    from ..training.openvino import add_openvino, check_build_extras
+
+    check_threads(args.threads)
+    source = args.bundle if args.bundle is not None else default_bundle_path()
+    manifest = read_bundle(source, digest=args.digest).manifest
+    check_build_extras(needs_torch=args.fp32 is None)
+    check_output_folder(args.out if args.out is not None else source)  # before the long work
+    if args.data is not None:
+        data = read_csv(args.data, args.text_col, args.label_col)
+    elif manifest.get("training", {}).get("data") == BUNDLED_NAME:
+        data = load_banking77("train_full")
+    else:
+        raise ValueError("give --data: the labelled file this bundle was built from")
+    bundle = add_openvino(source, data, args.out, fp32=args.fp32, base_model=args.base_model,
+                          calibration_texts=args.calibration_texts, tolerance=args.tolerance, threads=args.threads)
+    section = bundle.manifest["openvino"]
+    utf8_stdout().write(json.dumps({"bundle": str(bundle.path), "digest": bundle.digest,
+                                    "threshold": {"onnxruntime": bundle.threshold, "openvino": section["threshold"]},
+                                    "gate": section["gate"]}, indent=2) + "\n")
     return 0
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..records import FORMATS
 from ..serving.settings import ServeSettings
+from ..stages.runtime import RUNTIMES
 from ..version import __version__
 
 DESCRIPTION = """Fast, cheap text classification: a bag-of-words stage answers the texts it is sure of,
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=1, help="also list the k most likely labels")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
     add_provider_arg(p)
+    add_runtime_arg(p)
 
     p = sub.add_parser("info", help="show what a bundle is: labels, threshold, promise, figures",
                        description="Print a summary of a bundle (checked, hashes verified): its labels, threshold and "
@@ -161,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the cascade's precision, recall, F1, support and share falling through per label "
                         "(or topic)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
+    add_runtime_arg(p)
     add_bundle_arg(p)
 
     p = sub.add_parser("monitor", help="check a bundle's promise on labelled texts, as they come",
@@ -217,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--abstain", type=float, default=None, metavar="SHARE",
                    help="answer 'none of these' (label null) to texts that fit no label, rejecting at most this "
                         "share of in-scope selection texts (e.g. 0.05)")
+    p.add_argument("--openvino", action="store_true",
+                   help="also add an OpenVINO INT8 model of the neural stage (as `cascade openvino` does; needs "
+                        "[openvino-build] and [train])")
     p.add_argument("--min-topics", type=int, choices=(0, 1), default=None,
                    help="with --multi-label: 0 lets a text get no topic (an empty answer), 1 gives each at least "
                         "one (default: 1 when every training text has a topic, else 0)")
@@ -247,6 +253,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", type=int, default=1,
                    help="read long texts as up to this many windows of --max-length tokens, their logits averaged "
                         "(default: 1, the first --max-length tokens only)")
+
+    p = sub.add_parser("openvino", help="add an OpenVINO INT8 model to a bundle (needs [openvino-build])",
+                       description="Quantize the bundle's neural stage to INT8 for OpenVINO (NNCF, calibrated on the "
+                                   "bundle's training texts), check it on the bundle's selection texts (its accuracy "
+                                   "within --tolerance of onnxruntime's; its own threshold by the build rule) and "
+                                   "write the bundle with it, so that --runtime openvino can run it. --data is the "
+                                   "file the bundle was built from (its texts are told apart by the hashes the bundle "
+                                   "recorded). The fp32 encoder is exported again from all-MiniLM-L6-v2 (needs "
+                                   "[train]), from --base-model, or taken from --fp32.")
+    add_bundle_arg(p)
+    p.add_argument("--out", type=Path, default=None,
+                   help="bundle folder to write (default: the --bundle folder itself, replaced atomically)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="the labelled file the bundle was built from (default: the bundled BANKING77, for a bundle "
+                        "built from it)")
+    p.add_argument("--text-col", default="text", help="text column (or JSON field) of --data (default: text)")
+    p.add_argument("--label-col", default=None, help=LABEL_COL_HELP)
+    p.add_argument("--fp32", type=Path, default=None, metavar="ONNX",
+                   help="the fp32 ONNX model of the bundle's neural stage (a fine-tuned bundle needs it)")
+    p.add_argument("--base-model", type=Path, default=None, metavar="DIR",
+                   help="the sentence-transformers folder of the bundle's encoder, when it is not all-MiniLM-L6-v2")
+    p.add_argument("--calibration-texts", type=int, default=300,
+                   help="training texts the INT8 activation scales are calibrated on (default: 300)")
+    p.add_argument("--tolerance", type=float, default=0.003,
+                   help="the largest drop in selection accuracy (micro-F1 for a tagger) allowed against onnxruntime, "
+                        "as a share (default: 0.003, 0.3 points)")
+    p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+
     p = sub.add_parser("batch", help="classify a CSV/TSV/Parquet/JSON-lines file (or glob) into another; resumable",
                        description="Classify every row of INPUT (CSV, TSV, Parquet or JSON lines, or a glob of them) "
                                    "through DuckDB into OUTPUT (its suffix picks the format), keeping every column and "
@@ -263,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None, help="routing cut-off (default: the bundle's)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores)")
     add_provider_arg(p)
+    add_runtime_arg(p)
     add_bundle_arg(p)
 
     p = sub.add_parser("tune", help="search the cheap stage's settings with Optuna (needs [tune])",
@@ -311,6 +346,12 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
             kind = str(f.type)
             p.add_argument(flag, type=int if "int" in kind else float if "float" in kind else str, default=None,
                            help=help_text)
+
+
+def add_runtime_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=RUNTIMES, default="onnxruntime",
+                   help="engine of the neural stage: onnxruntime (default), or openvino, faster in big batches (needs "
+                        "the [openvino] extra and a bundle with an OpenVINO model: `cascade openvino`)")
 
 
 def add_provider_arg(p: argparse.ArgumentParser) -> None:

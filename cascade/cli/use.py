@@ -110,7 +110,8 @@ def _answer_chunk(model: Any, chunk: list[Any], args: argparse.Namespace, out: A
 
 
 def _providers(args: argparse.Namespace) -> dict[str, Any]:
-    return {"providers": args.providers} if args.providers else {}
+    """The engine options of a command that runs a bundle: --provider (onnxruntime's) and --runtime."""
+    return {**({"providers": args.providers} if args.providers else {}), "runtime": args.runtime}
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -247,7 +248,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     threshold = check_threshold(args.threshold) if args.threshold is not None else None
-    model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest)
+    model = Cascade.load(args.bundle, threads=args.threads, digest=args.digest, runtime=args.runtime)
     data = read_csv(args.data, args.text_col, args.label_col)
     figures = evaluate(model, data, threshold, label_sep=args.label_sep, per_class=args.per_class, progress=True)
     task = "multi-label" if model.multi_label else "single-label"

@@ -27,6 +27,7 @@ from .._optional import require
 from ..bundle import MANIFEST, default_bundle_path, read_bundle
 from ..model import Cascade
 from ..policy.routing import check_threshold
+from ..stages.runtime import check_runtime, openvino_section
 
 ADDED = ("label", "score", "stage", "error")
 
@@ -35,7 +36,7 @@ class BundleClassifier:
     """A Ray Data actor: loads the bundle once, then classifies batches (dicts of numpy columns)."""
 
     def __init__(self, files: Any, path: str | None, digest: str, text_col: str, threshold: float | None,
-                 threads: int) -> None:
+                 threads: int, runtime: str = "onnxruntime") -> None:
         self._folder: str | None = None
         if files is not None:  # the driver's copy, from the object store
             ray = require("ray", "ray")
@@ -44,7 +45,7 @@ class BundleClassifier:
             for name, data in contents.items():
                 (Path(self._folder) / name).write_bytes(data)
             path = self._folder
-        self.model = Cascade.load(path, digest=digest, threads=threads)
+        self.model = Cascade.load(path, digest=digest, threads=threads, runtime=runtime)
         self.text_col = text_col
         self.threshold = threshold
 
@@ -79,11 +80,14 @@ class BundleClassifier:
 
 def classify_dataset(ds: Any, bundle: str | Path | None = None, *, text_col: str = "text",
                      concurrency: int = 1, batch_size: int = 1024, num_cpus: float = 1,
-                     threshold: float | None = None, ship: bool = True) -> Any:
+                     threshold: float | None = None, ship: bool = True, runtime: str = "onnxruntime") -> Any:
     """``ds`` with ``label``, ``score``, ``stage`` and ``error`` columns added (single-label bundles),
-    computed by ``concurrency`` actors of ``num_cpus`` cores each (onnxruntime gets that many threads).
-    ``ship``: send the bundle's files through the object store (no shared file system needed)."""
+    computed by ``concurrency`` actors of ``num_cpus`` cores each (the neural stage gets that many threads).
+    ``ship``: send the bundle's files through the object store (no shared file system needed). ``runtime``:
+    the neural stage's engine, ``"onnxruntime"`` or ``"openvino"`` (the bundle's OpenVINO model; every
+    worker needs the ``[openvino]`` extra)."""
     ray = require("ray", "ray")
+    runtime = check_runtime(runtime)
 
     if threshold is not None:
         threshold = check_threshold(threshold)  # here, not late inside every actor
@@ -97,6 +101,8 @@ def classify_dataset(ds: Any, bundle: str | Path | None = None, *, text_col: str
     source = read_bundle(bundle if bundle is not None else _default())
     if source.manifest.get("task") == "multi-label":
         raise ValueError("classify_dataset answers single-label bundles; this one is a tagger")
+    if runtime == "openvino":
+        openvino_section(source)  # here, not late inside every actor
     files = None
     if ship:
         names = [MANIFEST, *source.manifest["files"]]
@@ -104,7 +110,8 @@ def classify_dataset(ds: Any, bundle: str | Path | None = None, *, text_col: str
     return ds.map_batches(
         BundleClassifier, batch_format="numpy", batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus,
         fn_constructor_kwargs={"files": files, "path": None if ship else str(source.path), "digest": source.digest,
-                               "text_col": text_col, "threshold": threshold, "threads": max(1, int(num_cpus))})
+                               "text_col": text_col, "threshold": threshold, "threads": max(1, int(num_cpus)),
+                               "runtime": runtime})
 
 
 def _default() -> Path:

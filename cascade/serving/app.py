@@ -66,7 +66,7 @@ class Service:
         """Load the bundle (unless given one), set up the watches and start the pipeline."""
         settings = self.settings
         loaded = self.preloaded if self.preloaded is not None else await asyncio.get_running_loop().run_in_executor(
-            None, lambda: Cascade.load(settings.bundle, threads=settings.threads))
+            None, lambda: Cascade.load(settings.bundle, threads=settings.threads, runtime=settings.runtime))
         promised = promised_rate(loaded.bundle.manifest) if loaded.bundle is not None else None
         self.monitor = FallThroughMonitor(promised[0] if promised else None, promised[1] if promised else "",
                                           window=settings.drift_window, level=settings.drift_level)

@@ -43,7 +43,7 @@ def serve(settings: ServeSettings) -> bool:
                     "$CASCADE_API_KEY)", settings.host)
     _reserve_descriptors(settings.max_connections + SPARE_DESCRIPTORS)
     # loaded and verified before uvicorn starts: a bad bundle is one line naming it, not a startup traceback
-    model = Cascade.load(settings.bundle, threads=settings.threads)
+    model = Cascade.load(settings.bundle, threads=settings.threads, runtime=settings.runtime)
     app = create_app(settings, model)
     metrics = app.state.metrics
     guard = ConnectionGuard(max_connections=settings.max_connections, idle_timeout=settings.idle_timeout,

@@ -6,14 +6,18 @@ outputs token states, mean-pooled here (:func:`mean_pool`) and scored by a linea
 ``max_length``), sorted by length and run in batches padded to their longest member, so a batch of short
 texts never pays for a long one. Probabilities come back in the caller's order, and a text's are the same
 in any batch.
+
+The engine sits behind four methods (``_open``, ``_infer``, ``_batches``, ``_pad``):
+:class:`cascade.stages.openvino.OpenVinoStage` runs the same stage on OpenVINO by overriding them.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from numbers import Integral
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,6 +97,7 @@ class NeuralStage:
 
     ONNX_FILE = "neural.onnx"
     TOKENIZER_FILE = "tokenizer.json"
+    RUNTIME = "onnxruntime"  # the engine that runs the model
 
     def __init__(
         self,
@@ -113,9 +118,6 @@ class NeuralStage:
         into logits; without, the model outputs logits itself (a fine-tuned classifier). ``multi_label``:
         one sigmoid per topic instead of a softmax. ``windows``: a long text is read as up to that many
         windows of ``max_length`` tokens, whose embeddings (or logits) are averaged, weighted by tokens."""
-        # lazy: onnxruntime (and its quantization tools) load only when a model runs or is built
-        import onnxruntime as ort
-
         batch_size = check_batch_size(batch_size)
         providers = check_providers(providers)
         self.encoder = TextEncoder(tokenizer, max_length, limits, windows)
@@ -125,40 +127,65 @@ class NeuralStage:
         model_bytes = model if isinstance(model, bytes) else Path(model).read_bytes()
         self.per_text = _DYNAMIC_QUANT_OP in model_bytes
         self.batch_size = 1 if self.per_text else batch_size
+        self._input_names, shape = self._open(model_bytes, providers)
+        del model_bytes
+        missing = {"input_ids", "attention_mask"} - self._input_names
+        if missing:
+            raise ValueError(f"{self.model_file}: the model lacks the inputs {sorted(missing)}")
+        if len(shape) not in (2, 3) or not isinstance(shape[-1], int) or shape[-1] < 2:
+            raise ValueError(f"{self.model_file}: the first output must be logits (batch, classes) or, for a frozen "
+                             f"encoder, token states (batch, sequence, dim); got {shape}")
+        # A frozen encoder outputs token states, pooled here; a fine-tuned classifier outputs logits.
+        self.embedding_dim: int | None = int(shape[-1]) if len(shape) == 3 else None
+        if head is not None and head.dim != self.embedding_dim:
+            raise ValueError(f"the head expects {head.dim}-dimensional embeddings; {self.model_file} gives "
+                             f"{'logits' if self.embedding_dim is None else self.embedding_dim}")
+        self.head = head
+        self.n_classes = head.n_classes if head is not None else (0 if self.embedding_dim else int(shape[-1]))
+        self.temperature = 1.0  # set by calibration: probabilities are softmax(logits / temperature)
+
+    @property
+    def model_file(self) -> str:
+        """The bundle file this stage runs (named in errors)."""
+        return self.ONNX_FILE
+
+    def _open(self, model: bytes, providers: Sequence[str]) -> tuple[set[str], list[Any]]:
+        """Make the onnxruntime session; return the model's input names and its first output's shape."""
+        # lazy: onnxruntime (and its quantization tools) load only when a model runs or is built
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(model_bytes, options, providers=list(providers))
+            self.session = ort.InferenceSession(model, options, providers=list(providers))
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types: name the file, keep the cause
             raise ValueError(f"{self.ONNX_FILE}: onnxruntime cannot load the model ({exc})") from exc
-        del model_bytes
-        self._input_names = {i.name for i in self.session.get_inputs()}
-        missing = {"input_ids", "attention_mask"} - self._input_names
-        if missing:
-            raise ValueError(f"{self.ONNX_FILE}: the ONNX model lacks the inputs {sorted(missing)}")
         outputs = self.session.get_outputs()
-        shape = outputs[0].shape if outputs else []
-        if len(shape) not in (2, 3) or not isinstance(shape[-1], int) or shape[-1] < 2:
-            raise ValueError(f"{self.ONNX_FILE}: the first output must be logits (batch, classes) or, for a frozen "
-                             f"encoder, token states (batch, sequence, dim); got {shape}")
-        # A frozen encoder outputs token states, pooled here; a fine-tuned classifier outputs logits.
-        self.embedding_dim: int | None = int(shape[-1]) if len(shape) == 3 else None
-        if head is not None and head.dim != self.embedding_dim:
-            raise ValueError(f"the head expects {head.dim}-dimensional embeddings; {self.ONNX_FILE} gives "
-                             f"{'logits' if self.embedding_dim is None else self.embedding_dim}")
-        self.head = head
-        self.n_classes = head.n_classes if head is not None else (0 if self.embedding_dim else int(shape[-1]))
-        self.temperature = 1.0  # set by calibration: probabilities are softmax(logits / temperature)
+        return {i.name for i in self.session.get_inputs()}, list(outputs[0].shape) if outputs else []
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The model's first output for one padded batch."""
+        return np.asarray(self.session.run(None, feeds)[0])
+
+    def _batches(self, lengths: list[int]) -> Iterator[np.ndarray]:
+        """Row indices of each batch: length-sorted, ``batch_size`` at a time (each padded to its longest)."""
+        order = np.argsort(lengths, kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def _pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """One batch's (input_ids, attention_mask), padded to its longest row."""
+        return self.encoder.pad(rows)
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         out = self._raw(ids, mask)
         if self.embedding_dim is None:
             return np.asarray(out, dtype=np.float64)
         if self.head is None:
-            raise ValueError(f"{self.ONNX_FILE} is a sentence encoder without a head: it gives embeddings, not logits")
+            raise ValueError(f"{self.model_file} is a sentence encoder without a head: it gives embeddings, not logits")
         return self.head.logits(out)
 
     def _raw(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -167,9 +194,9 @@ class NeuralStage:
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)
         try:
-            out = self.session.run(None, feeds)[0]
-        except Exception as exc:  # onnxruntime's own error types: say which file, keep the cause
-            raise CascadeError(f"{self.ONNX_FILE} failed on a batch of {len(ids)} text(s) ({str(exc)[:300]}); its "
+            out = self._infer(feeds)
+        except Exception as exc:  # the runtime's own error types: say which file, keep the cause
+            raise CascadeError(f"{self.model_file} failed on a batch of {len(ids)} text(s) ({str(exc)[:300]}); its "
                                "tokenizer and model do not fit together: rebuild the bundle") from exc
         return mean_pool(out, mask) if self.embedding_dim is not None else out
 
@@ -177,7 +204,7 @@ class NeuralStage:
         """The model's first output for each text, float32: a frozen encoder's sentence embeddings, exactly
         as :meth:`logits` feeds them to the head."""
         if self.embedding_dim is None:
-            raise ValueError(f"{self.ONNX_FILE} outputs logits, not token states: it is not a sentence encoder")
+            raise ValueError(f"{self.model_file} outputs logits, not token states: it is not a sentence encoder")
         pooled = self._map_batches(texts, self._raw, self.embedding_dim, np.float32)
         if self.encoder.windows > 1:  # a mean of unit vectors, scaled back to unit length, row by row
             for row in pooled:
@@ -194,10 +221,8 @@ class NeuralStage:
             pieces = [self.encoder.windows_of(r) for r in self.encoder.token_ids(texts[offset:end])]
             rows = [w for p in pieces for w in p]
             done: np.ndarray = np.empty((len(rows), width), dtype=dtype)
-            order = np.argsort([len(r) for r in rows], kind="stable")
-            for start in range(0, len(rows), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                done[idx] = run(*self.encoder.pad([rows[i] for i in idx]))
+            for idx in self._batches([len(r) for r in rows]):
+                done[idx] = run(*self._pad([rows[i] for i in idx]))
             first = 0
             for i, p in enumerate(pieces):
                 if len(p) == 1:
@@ -213,7 +238,7 @@ class NeuralStage:
         encoder's come from its (window-pooled, unit-length) sentence embeddings."""
         if self.embedding_dim is not None and self.encoder.windows > 1:
             if self.head is None:
-                raise ValueError(f"{self.ONNX_FILE} is a sentence encoder without a head: it gives embeddings, not "
+                raise ValueError(f"{self.model_file} is a sentence encoder without a head: it gives embeddings, not "
                                  "logits")
             return self.head.logits(self.embed(texts))
         return self._map_batches(texts, self._run, self.n_classes, np.float64)

@@ -248,7 +248,7 @@ def test_every_variable_is_parsed_by_its_settings_type():
     for f in fields(ServeSettings):
         kind = next((t for t in (bool, int, float, str) if t in (hints[f.name], *typing.get_args(hints[f.name]))),
                     None)
-        if f.name in ("bundle", "api_key", "threads", "drift_level", "max_wait_ms", "feedback_alpha"):
+        if f.name in ("bundle", "api_key", "threads", "drift_level", "max_wait_ms", "feedback_alpha", "runtime"):
             continue
         raw_value, value = SAMPLES[kind]
         if f.name == "max_queue":
@@ -257,9 +257,9 @@ def test_every_variable_is_parsed_by_its_settings_type():
         expected[f.name] = value
     environ.update({"CASCADE_SERVE_THREADS": "1", "CASCADE_SERVE_BUNDLE": "some/where", "CASCADE_API_KEY": KEY,
                     "CASCADE_SERVE_DRIFT_LEVEL": "0.01", "CASCADE_SERVE_MAX_WAIT_MS": "2.5",
-                    "CASCADE_SERVE_FEEDBACK_ALPHA": "0.01"})
+                    "CASCADE_SERVE_FEEDBACK_ALPHA": "0.01", "CASCADE_SERVE_RUNTIME": "openvino"})
     expected.update(threads=1, bundle=Path("some/where"), api_key=KEY, drift_level=0.01, max_wait_ms=2.5,
-                    feedback_alpha=0.01)
+                    feedback_alpha=0.01, runtime="openvino")
     s = ServeSettings.from_sources({}, environ)
     for name, value in expected.items():
         assert getattr(s, name) == value and type(getattr(s, name)) is type(value), name
