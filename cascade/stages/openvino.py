@@ -34,6 +34,12 @@ def bucket_length(tokens: int) -> int:
     return max(BUCKET, -(-tokens // BUCKET) * BUCKET)
 
 
+def pad_to_bucket(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A padded batch widened to the bucket of its longest row (zeros: padding the mask excludes)."""
+    extra = bucket_length(ids.shape[1]) - ids.shape[1]
+    return np.pad(ids, ((0, 0), (0, extra))), np.pad(mask, ((0, 0), (0, extra)))
+
+
 def compile_options(threads: int) -> dict[str, Any]:
     """OpenVINO CPU settings: ``threads`` threads in one stream, f32 for the ops not quantized, no dynamic
     quantization of activations (the answers must not depend on the batch or the machine's bf16 support)."""
@@ -111,6 +117,4 @@ class OpenVinoStage(NeuralStage):
 
     def _pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         """One batch padded to its bucket (every row of a batch shares one)."""
-        ids, mask = self.encoder.pad(rows)
-        extra = bucket_length(ids.shape[1]) - ids.shape[1]
-        return np.pad(ids, ((0, 0), (0, extra))), np.pad(mask, ((0, 0), (0, extra)))
+        return pad_to_bucket(*self.encoder.pad(rows))

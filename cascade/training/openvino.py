@@ -37,7 +37,8 @@ from ..evaluation import StageScores, label_indices, summarize
 from ..model import Cascade
 from ..policy.multilabel import assign, label_matrix, stage_figures
 from ..policy.routing import confidence
-from ..stages.openvino import MODEL_FILE, WEIGHTS_FILE, OpenVinoStage, bucket_length
+from ..stages.neural import NeuralStage
+from ..stages.openvino import MODEL_FILE, WEIGHTS_FILE, OpenVinoStage, pad_to_bucket
 from .encoder import check_pooling, export_encoder
 from .finetune import base_model_dir
 
@@ -99,11 +100,7 @@ def quantize(fp32: Path, model: Cascade, texts: list[str], out_dir: Path) -> tup
     ov = require("openvino", "openvino")
     nncf = require("nncf", "openvino-build")
     encoder = model.neural.encoder
-    samples = []
-    for row in (w for r in encoder.token_ids(texts) for w in encoder.windows_of(r)):
-        ids, mask = encoder.pad([row])
-        extra = bucket_length(ids.shape[1]) - ids.shape[1]
-        samples.append((np.pad(ids, ((0, 0), (0, extra))), np.pad(mask, ((0, 0), (0, extra)))))
+    samples = [pad_to_bucket(*encoder.pad([row])) for r in encoder.token_ids(texts) for row in encoder.windows_of(r)]
     graph = ov.Core().read_model(str(fp32))
     names = {name for port in graph.inputs for name in port.get_names()}
 
@@ -160,7 +157,7 @@ def add_openvino(bundle_path: str | Path, data: TextDataset, out: str | Path | N
         started = time.perf_counter()
         xml, weights = quantize(source, model, calibration, work)
         seconds = time.perf_counter() - started
-        stage = OpenVinoStage(xml, weights, bundle.read_bytes("tokenizer.json"), model.neural.encoder.max_length,
+        stage = OpenVinoStage(xml, weights, bundle.read_bytes(NeuralStage.TOKENIZER_FILE), model.neural.encoder.max_length,
                               threads=threads, head=model.neural.head, multi_label=model.multi_label,
                               windows=model.neural.encoder.windows, limits=model.neural.limits)
         stage.temperature = model.neural.temperature
