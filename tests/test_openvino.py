@@ -172,6 +172,8 @@ def test_the_cli_builds_and_runs_it(tiny_encoder_bundle: Path, tiny_data: TextDa
     assert main(["openvino", "--bundle", str(tiny_encoder_bundle), "--out", str(tmp_path / "x"), "--data", str(data),
                  "--tolerance", "1"]) == 2  # a tiny encoder that is not all-MiniLM-L6-v2 and no --fp32
     assert "pass --base-model DIR" in capsys.readouterr().err
+    assert main(args + ["--digest", "sha256:" + "0" * 64]) == 2  # a pinned digest is kept to, before any work
+    assert "is not the pinned" in capsys.readouterr().err
     wrong = tmp_path / "wrong.csv"
     _write_csv(wrong, TextDataset(["an unrelated text", "another one"], ["a", "b"]))
     assert main(args[:5] + ["--out", str(tmp_path / "y"), "--data", str(wrong), *args[7:]]) == 2

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
-from ..bundle import Bundle, read_bundle, write_bundle
+from ..bundle import Bundle, write_bundle
 from ..calibration import cheapest_same_as_best
 from ..datasets import TextDataset
 from ..errors import CascadeError
@@ -138,16 +138,19 @@ def _figures(model: Cascade, stage: OpenVinoStage, selection: TextDataset) -> tu
 def add_openvino(bundle_path: str | Path, data: TextDataset, out: str | Path | None = None, *,
                  fp32: Path | None = None, base_model: Path | None = None,
                  calibration_texts: int = DEFAULT_CALIBRATION_TEXTS, tolerance: float = DEFAULT_TOLERANCE,
-                 threads: int | None = None) -> Bundle:
+                 threads: int | None = None, digest: str | None = None) -> Bundle:
     """Write ``bundle_path`` with an OpenVINO INT8 model of its neural stage added to ``out`` (default: in
-    place, atomically). ``data``: the labelled texts the bundle was built from. Raises CascadeError when the
-    OpenVINO model is more than ``tolerance`` less accurate on the selection texts than onnxruntime's."""
+    place, atomically). ``data``: the labelled texts the bundle was built from; ``digest``: refuse any bundle
+    but this one. Raises CascadeError when the OpenVINO model is more than ``tolerance`` less accurate on the
+    selection texts than onnxruntime's."""
     if isinstance(calibration_texts, bool) or not isinstance(calibration_texts, int) or calibration_texts < 1:
         raise ValueError(f"calibration_texts must be a positive integer, got {calibration_texts!r}")
     if not 0.0 <= tolerance <= 1.0:
         raise ValueError(f"tolerance must be in [0, 1] (a share: 0.003 is 0.3 points), got {tolerance!r}")
-    bundle = read_bundle(bundle_path)
-    model = Cascade.load(bundle.path, threads=threads, cache_size=0)
+    model = Cascade.load(bundle_path, threads=threads, cache_size=0, digest=digest)  # read and verified once
+    bundle = model.bundle
+    if bundle is None:  # a loaded bundle always has one; said for the type checker
+        raise CascadeError(f"{bundle_path}: loaded without its bundle")
     training, selection = split_by_bundle(bundle, data)
     step = max(1, len(training) // calibration_texts)
     calibration = training[::step][:calibration_texts]
